@@ -1,0 +1,79 @@
+"""The Python API: the same operations as the command line.
+
+    from pumsearch import solve
+    result = solve("What is 2 + 3?", strategy="bon", budget=8, answer="5")
+    print(result.answer, result.counters.to_dict())
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from pumsearch.search.config import SearchConfig
+from pumsearch.search.engine import Engine
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import Generator, Scorer
+from pumsearch.search.result import SearchResult
+from pumsearch.strategies import Strategy, get_strategy
+
+
+def make_strategy(config: SearchConfig, has_scorer: bool) -> Strategy:
+    """The strategy named by ``config.strategy``, checked against its settings."""
+    strategy = get_strategy(config.strategy)(config)
+    strategy.validate(has_scorer)
+    return strategy
+
+
+def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options: Any) -> Scorer | None:
+    if scorer is None or not isinstance(scorer, str):
+        return scorer
+    from pumsearch.scorers import load_scorer
+
+    return load_scorer(scorer, step_delimiter=config.step_delimiter, **options)
+
+
+async def asearch(
+    problems: Sequence[Problem],
+    *,
+    generator: Generator,
+    scorer: Scorer | None = None,
+    config: SearchConfig,
+    concurrency: int = 16,
+    batch_tokens: int | None = None,
+) -> list[SearchResult | BaseException]:
+    """Search many problems concurrently through one engine (exceptions returned per problem)."""
+    strategy = make_strategy(config, scorer is not None)
+    engine = Engine(generator, scorer, concurrency=concurrency, batch_tokens=batch_tokens)
+    return await engine.run(problems, strategy, config)
+
+
+def solve(
+    question: str,
+    *,
+    answer: str | None = None,
+    problem_id: str = "question",
+    model: str | None = None,
+    generator: Generator | None = None,
+    scorer: str | Scorer | None = None,
+    scorer_options: dict[str, Any] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_tokens: int | None = None,
+    **settings: Any,
+) -> SearchResult:
+    """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...)."""
+    config = SearchConfig(**settings)
+    problem = Problem(problem_id, question, answer)
+    scorer_obj = resolve_scorer(scorer, config, **(scorer_options or {}))
+    make_strategy(config, scorer_obj is not None)  # fail fast, before a model loads
+    if generator is None:
+        from pumsearch.backends import load_generator
+
+        generator = load_generator(model, device=device, dtype=dtype)
+    (outcome,) = asyncio.run(asearch([problem], generator=generator, scorer=scorer_obj, config=config,
+                                     batch_tokens=batch_tokens))
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

@@ -1,0 +1,282 @@
+"""Generation with transformers on CPU or GPU: batched sampling with a hand-rolled decode loop.
+
+Why not ``model.generate``: its sampling draws from one global random stream, so a request's
+samples would depend on what else shares its batch. Here every row has its own torch.Generator,
+seeded from the request's seed and the sample index, so a search is reproducible however many
+problems run beside it. The loop also detects stop strings per row (a finished row stops
+counting tokens) and reports exact token counts and finish reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pumsearch.search.protocols import Completion, GenerationOutput, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "auto": "auto"}
+
+
+class ModelLoadError(ValueError):
+    """The model could not be found or loaded (the message says what to fix)."""
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    import torch
+
+    key = DTYPES.get(name.lower())
+    if key is None:
+        raise ModelLoadError(f"unknown dtype {name!r}: use float32, bfloat16, float16 or auto")
+    if key == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, key)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible: use --device cpu")
+    return device
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
+
+
+def check_model_location(name: str) -> None:
+    """Clear errors for a missing path or a directory that holds no model."""
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"model path {name} does not exist")
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ModelLoadError(f"{name} is not a model directory (no config.json in it)")
+
+
+def load_pretrained(name: str, *, dtype: Any, device: str, trust_remote_code: bool = False,
+                    model_class: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+    """Load a tokenizer and model from a path or hub name, turning hub failures into clear errors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_location(name)
+    model_class = model_class or AutoModelForCausalLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+        model = model_class.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as err:
+        if looks_like_path(name):
+            raise ModelLoadError(f"could not load the model at {name}: {err}") from None
+        raise ModelLoadError(
+            f"could not load {name!r} from the Hugging Face hub (offline, or no such model?). "
+            "Download it first or pass a local path."
+        ) from None
+    model.to(device)
+    model.eval()
+    return tokenizer, model
+
+
+@dataclass
+class _Row:
+    request_index: int
+    prompt_ids: list[int]
+    seed: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stops: tuple[str, ...]
+
+
+class TransformersGenerator:
+    """The transformers backend. Prefixes are extended by token ids."""
+
+    takes_token_ids = True
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, max_batch_rows: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_batch_rows = max_batch_rows
+        self.device = next(model.parameters()).device
+        self._lock = threading.Lock()
+        self._warned_no_template = False
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos_ids()[0]
+        self.eos_ids = set(self._eos_ids())
+
+    @classmethod
+    def load(cls, name: str, *, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False,
+             **kwargs: Any) -> TransformersGenerator:
+        device = resolve_device(device)
+        tokenizer, model = load_pretrained(name, dtype=resolve_dtype(dtype, device), device=device,
+                                           trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, name=name, **kwargs)
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (self.tokenizer.eos_token_id, gen_eos):
+            if isinstance(value, int):
+                ids.append(value)
+            elif isinstance(value, list | tuple):
+                ids.extend(int(v) for v in value)
+        if not ids:
+            raise ModelLoadError(f"{self.name}: the tokenizer defines no end-of-sequence token")
+        return list(dict.fromkeys(ids))
+
+    # -- prompts --------------------------------------------------------------------------------
+    def chat_prompt(self, question: str, system_prompt: str | None) -> tuple[str, tuple[int, ...]]:
+        text = chat_prompt_text(self.tokenizer, question, system_prompt, warn=not self._warned_no_template)
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            self._warned_no_template = True
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not getattr(self.tokenizer, "chat_template", None) and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id, *ids]
+        return text, tuple(ids)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- generation -----------------------------------------------------------------------------
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        return await asyncio.to_thread(self.generate_sync, requests)
+
+    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        rows = []
+        for i, req in enumerate(requests):
+            ids = list(req.prompt_ids) if req.prompt_ids is not None else self._encode_text_prompt(req.prompt_text)
+            for j in range(req.n):
+                rows.append(_Row(i, ids, hash_seed(req.seed, j), req.params.temperature, req.params.top_p,
+                                 req.params.max_tokens, req.params.stop))
+        completions: list[Completion] = []
+        with self._lock:
+            for start in range(0, len(rows), self.max_batch_rows):
+                completions.extend(self._decode_rows(rows[start : start + self.max_batch_rows]))
+        outputs = [GenerationOutput([], prompt_tokens=0) for _ in requests]
+        for row, completion in zip(rows, completions, strict=True):
+            outputs[row.request_index].completions.append(completion)
+            outputs[row.request_index].prompt_tokens += len(row.prompt_ids)
+        return outputs
+
+    def _encode_text_prompt(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _decode_rows(self, rows: list[_Row]) -> list[Completion]:
+        import torch
+        from transformers import DynamicCache
+
+        device = self.device
+        batch = len(rows)
+        width = max(len(r.prompt_ids) for r in rows)
+        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for b, row in enumerate(rows):  # left padding: every row's next token is at the end
+            input_ids[b, width - len(row.prompt_ids):] = torch.tensor(row.prompt_ids)
+            attention[b, width - len(row.prompt_ids):] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        generators = [torch.Generator(device="cpu").manual_seed(r.seed) for r in rows]
+        temperature = torch.tensor([max(r.temperature, 1e-5) for r in rows]).unsqueeze(-1)
+        greedy = [r.temperature == 0 for r in rows]
+        top_p = torch.tensor([r.top_p for r in rows]).unsqueeze(-1)
+        max_steps = max(r.max_tokens for r in rows)
+        generated: list[list[int]] = [[] for _ in rows]
+        finish: list[str | None] = [None] * batch
+        matched: list[str | None] = [None] * batch
+        windows = [max((len(s) for s in r.stops), default=0) + 2 for r in rows]
+        cache = DynamicCache()
+        cache_kw = cache_keyword(self.model)
+        step_input, step_positions = input_ids, positions
+        with torch.inference_mode():
+            for _ in range(max_steps):
+                out = self.model(input_ids=step_input, attention_mask=attention, position_ids=step_positions,
+                                 use_cache=True, **{cache_kw: cache})
+                logits = out.logits[:, -1, :].float().cpu()
+                next_tokens = sample_next(logits, temperature, top_p, greedy, generators)
+                for b, token in enumerate(next_tokens):
+                    if finish[b] is not None:
+                        continue
+                    generated[b].append(token)
+                    if token in self.eos_ids:
+                        finish[b] = "eos"
+                    elif rows[b].stops:
+                        tail = self.tokenizer.decode(generated[b][-windows[b]:], skip_special_tokens=True)
+                        hit = next((s for s in rows[b].stops if s in tail), None)
+                        if hit is not None:
+                            finish[b], matched[b] = "step", hit
+                    if finish[b] is None and len(generated[b]) >= rows[b].max_tokens:
+                        finish[b] = "length"
+                if all(f is not None for f in finish):
+                    break
+                fed = torch.tensor([[t if finish[b] is None else self.pad_id] for b, t in enumerate(next_tokens)])
+                step_input = fed.to(device)
+                attention = torch.cat([attention, torch.ones((batch, 1), dtype=attention.dtype, device=device)], 1)
+                step_positions = step_positions[:, -1:] + 1
+        return [self._completion(generated[b], finish[b] or "length", matched[b]) for b in range(batch)]
+
+    def _completion(self, ids: list[int], finish: str, matched: str | None) -> Completion:
+        text = self.tokenizer.decode([t for t in ids if t not in self.eos_ids], skip_special_tokens=True)
+        if matched is not None:
+            text = text[: text.find(matched)]
+        return Completion(text=text, token_ids=ids, num_tokens=len(ids), finish_reason=finish,  # type: ignore[arg-type]
+                          matched_stop=matched)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def cache_keyword(model: Any) -> str:
+    """transformers 5.x renames ``past_key_values`` to ``cache``; use whichever forward takes."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def hash_seed(seed: int | None, index: int) -> int:
+    """A per-sample seed from the request seed and the sample's index."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([(seed or 0) & 0xFFFFFFFFFFFFFFFF, index]).generate_state(1, np.uint64)[0]
+               & 0x7FFFFFFFFFFFFFFF)
+
+
+def sample_next(logits: Any, temperature: Any, top_p: Any, greedy: list[bool], generators: list[Any]) -> list[int]:
+    """One token per row: greedy where temperature is 0, else nucleus sampling with the row's own
+    generator (so a row's draw never depends on its batch mates)."""
+    import torch
+
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    keep = (sorted_probs.cumsum(-1) - sorted_probs) < top_p  # always keeps the top token
+    sorted_probs = sorted_probs * keep
+    tokens = []
+    for b in range(logits.shape[0]):
+        if greedy[b]:
+            tokens.append(int(logits[b].argmax()))
+        else:
+            pick = torch.multinomial(sorted_probs[b], 1, generator=generators[b])
+            tokens.append(int(order[b, pick]))
+    return tokens
+
+
+def chat_prompt_text(tokenizer: Any, question: str, system_prompt: str | None, *, warn: bool = True) -> str:
+    """The chat-templated prompt with the assistant turn open; a plain prompt where the model has
+    no chat template (with a warning)."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": question}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if warn:
+        log.warning("the model has no chat template; using a plain prompt")
+    head = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{head}Question: {question}\n\nAnswer:\n"

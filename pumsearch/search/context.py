@@ -1,0 +1,262 @@
+"""SearchContext: everything a strategy may touch while it searches one problem.
+
+A strategy sees only this object: ``expand`` and ``score`` (which the engine batches across all
+live searches), the ``budget``, a seeded ``rng``, the ``tree``, and the helpers that turn finished
+solutions into one answer. See docs/strategies.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
+
+import numpy as np
+
+from pumsearch.search.budget import Budget, BudgetExhausted, Counters
+from pumsearch.search.config import SearchConfig
+from pumsearch.search.grading import Grader, extract_answer, last_boxed
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import (
+    Completion,
+    GenerationOutput,
+    GenerationRequest,
+    SamplingParams,
+    Score,
+    ScoreItem,
+    ValueKind,
+)
+from pumsearch.search.result import SearchResult
+from pumsearch.search.selection import Candidate, aggregate_steps, normalise_per_problem, select_candidate
+from pumsearch.search.tree import ROOT, SearchTree
+
+GenerateFn = Callable[[list[GenerationRequest], Counters], Awaitable[list[GenerationOutput]]]
+ScoreFn = Callable[[list[ScoreItem], Counters], Awaitable[list[Score]]]
+
+
+def problem_seed(run_seed: int, problem_id: str) -> np.random.SeedSequence:
+    """Each problem's randomness depends only on the run seed and its id, never on batch mates."""
+    return np.random.SeedSequence([run_seed & 0xFFFFFFFF, *problem_id.encode("utf-8")])
+
+
+class SearchContext:
+    def __init__(
+        self,
+        problem: Problem,
+        config: SearchConfig,
+        *,
+        generate: GenerateFn,
+        score: ScoreFn | None,
+        prompt: tuple[str, tuple[int, ...] | None],
+        scorer_identity: str | None = None,
+        scorer_value_kind: ValueKind = "probability",
+        grader: Grader | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.problem = problem
+        self.config = config
+        self.tree = SearchTree(problem)
+        self.budget = budget or Budget(limit=config.budget)
+        self.rng = np.random.default_rng(problem_seed(config.seed, problem.id))
+        self.counters = Counters()
+        self.scorer_identity = scorer_identity
+        self.scorer_value_kind = scorer_value_kind
+        self._generate = generate
+        self._score = score
+        self._prompt_text, self._prompt_ids = prompt
+        self._grader = grader
+
+    @property
+    def has_scorer(self) -> bool:
+        return self._score is not None
+
+    # -- generation -----------------------------------------------------------------------------
+    def _prefix_tokens(self, node: int) -> int:
+        return sum(self.tree[n]["num_tokens"] for n in self.tree.path(node))
+
+    def _request_for(self, node: int, k: int, max_tokens: int, stop: tuple[str, ...]) -> GenerationRequest:
+        delim = self.config.step_delimiter
+        steps = self.tree.steps(node)
+        text = self._prompt_text + "".join(step + delim for step in steps)
+        ids = None
+        if self._prompt_ids is not None:
+            prefix_ids = self.tree.prefix_token_ids(node)
+            if prefix_ids is not None:
+                ids = self._prompt_ids + tuple(prefix_ids)
+        params = SamplingParams(
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+        seed = int(self.rng.integers(0, 2**62))
+        return GenerationRequest(prompt_text=text, prompt_ids=ids, n=k, params=params, seed=seed)
+
+    async def expand(
+        self, nodes: Sequence[int], k: int, until: Literal["step", "end"] = "step"
+    ) -> list[list[int]]:
+        """Sample ``k`` continuations of each node: one more step each, or (``until="end"``) a whole
+        solution each, stored as a chain of step nodes. Returns, per input node, the new node ids
+        (for "end", the leaves). Charges ``k`` units per node that still has room under
+        --max-tokens (a node without room is marked terminal instead); raises BudgetExhausted,
+        expanding nothing, when the charge would exceed the budget."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        open_nodes = [n for n in nodes if self._remaining_tokens(n) > 0]
+        self.budget.charge(len(open_nodes) * k, self.counters.generated_tokens)
+        for n in set(nodes) - set(open_nodes):  # no room left under --max-tokens: it ends here
+            self._mark_terminal(n, "length")
+        requests = []
+        for node in open_nodes:
+            remaining = self._remaining_tokens(node)
+            if until == "step":
+                stop = (self.config.step_delimiter,)
+                requests.append(self._request_for(node, k, min(self.config.max_step_tokens, remaining), stop))
+            else:
+                requests.append(self._request_for(node, k, remaining, ()))
+        outputs = await self._generate(requests, self.counters) if requests else []
+        new_by_node: dict[int, list[int]] = {n: [] for n in nodes}
+        for node, output in zip(open_nodes, outputs, strict=True):
+            for completion in output.completions:
+                if until == "step":
+                    new_by_node[node].append(self._add_step(node, completion))
+                else:
+                    new_by_node[node].append(self._add_solution(node, completion))
+        return [new_by_node[n] for n in nodes]
+
+    def _remaining_tokens(self, node: int) -> int:
+        return self.config.max_tokens - self._prefix_tokens(node)
+
+    def _add_step(self, parent: int, completion: Completion) -> int:
+        text = completion.text.strip("\n") if completion.finish_reason != "step" else completion.text
+        node = self.tree.add_child(
+            parent,
+            text,
+            finish_reason=completion.finish_reason,
+            num_tokens=completion.num_tokens,
+            token_ids=completion.token_ids,
+            logprob=completion.logprob,
+        )
+        ends = completion.finish_reason in ("eos", "length") or (
+            self.config.stop_at_boxed and last_boxed(completion.text) is not None
+        )
+        if ends or self.tree[node]["depth"] >= self.config.max_depth:
+            self._mark_terminal(node, completion.finish_reason)
+        return node
+
+    def _add_solution(self, parent: int, completion: Completion) -> int:
+        """A whole solution becomes a chain of step nodes, split at the step delimiter. Token ids
+        are kept on the chain only when the solution is one step (splitting ids by text is lossy);
+        token counts are shared out by characters."""
+        pieces = [p for p in completion.text.split(self.config.step_delimiter) if p.strip()] or [""]
+        total_chars = sum(len(p) for p in pieces) or 1
+        node = parent
+        assigned = 0
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            tokens = completion.num_tokens - assigned if last else round(completion.num_tokens * len(piece) / total_chars)
+            assigned += tokens
+            node = self.tree.add_child(
+                node,
+                piece.strip("\n"),
+                finish_reason=completion.finish_reason if last else "step",
+                num_tokens=tokens,
+                token_ids=completion.token_ids if len(pieces) == 1 else None,
+                logprob=completion.logprob if last else None,
+            )
+        self._mark_terminal(node, completion.finish_reason)
+        return node
+
+    def _mark_terminal(self, node: int, reason: str | None) -> None:
+        attrs = self.tree[node]
+        attrs["terminal"] = True
+        if attrs["finish_reason"] is None and node != ROOT:
+            attrs["finish_reason"] = reason
+        attrs["answer"] = extract_answer(self.config.step_delimiter.join(self.tree.steps(node)))
+
+    # -- scoring --------------------------------------------------------------------------------
+    async def score(self, nodes: Sequence[int]) -> list[Score]:
+        """Score the prefixes ending at ``nodes`` (one batched call across live searches). The
+        values are stored on the nodes under the scorer's identity."""
+        if self._score is None:
+            raise RuntimeError("this search has no scorer; pass --scorer")
+        self.budget.check_time()
+        items = [
+            ScoreItem(self.problem, self.tree.steps(n), complete=bool(self.tree[n]["terminal"])) for n in nodes
+        ]
+        scores = await self._score(items, self.counters) if items else []
+        for node, score in zip(nodes, scores, strict=True):
+            self.tree[node]["scores"][self.scorer_identity] = score.value
+            if score.step_values is not None:
+                self.tree[node]["step_scores"][self.scorer_identity] = list(score.step_values)
+        return scores
+
+    def node_score(self, node: int) -> float | None:
+        """The node's aggregated score under --aggregate, or None if it was never scored."""
+        attrs = self.tree[node]
+        if self.scorer_identity not in attrs["scores"]:
+            return None
+        step_values = attrs["step_scores"].get(self.scorer_identity)
+        return aggregate_steps(step_values, attrs["scores"][self.scorer_identity], self.config.aggregate)
+
+    def normalise(self, values: Sequence[float]) -> list[float]:
+        return normalise_per_problem(values, self.scorer_value_kind)
+
+    # -- answers --------------------------------------------------------------------------------
+    def candidates(self, nodes: Sequence[int] | None = None) -> list[Candidate]:
+        nodes = self.tree.terminals() if nodes is None else nodes
+        return [Candidate(n, self.tree[n]["answer"], self.node_score(n)) for n in nodes]
+
+    def default_select(self) -> str:
+        return self.config.select or ("best" if self.has_scorer else "majority")
+
+    async def finish(self, candidates: Sequence[Candidate], select: str | None = None) -> SearchResult:
+        """Pick the answer among ``candidates``, grade finished solutions where the reference is
+        known, and build the result (the whole tree included)."""
+        how = select or self.default_select()
+        if how in ("best", "weighted") and not self.has_scorer:
+            how = "majority"
+        chosen = select_candidate(list(candidates), how, self.scorer_value_kind)
+        await self.grade_terminals()
+        for cand in candidates:
+            cand.correct = self.tree[cand.node]["correct"]
+        result = SearchResult(
+            problem=self.problem,
+            strategy=self.config.strategy,
+            tree=self.tree,
+            answer=chosen.answer if chosen else None,
+            chosen_node=chosen.node if chosen else None,
+            candidates=list(candidates),
+            counters=self.counters,
+            cut_short=self.budget.cut_short,
+        )
+        if chosen is not None and self.problem.answer is not None:
+            result.correct = bool(self.tree[chosen.node]["correct"])
+        return result
+
+    async def grade_terminals(self) -> None:
+        if self.problem.answer is None or self._grader is None:
+            return
+        todo = [n for n in self.tree.terminals() if self.tree[n]["correct"] is None]
+        answers = [self.tree[n]["answer"] for n in todo]
+        verdicts = await self._grade_many(answers)
+        for node, ok in zip(todo, verdicts, strict=True):
+            self.tree[node]["correct"] = ok
+
+    async def _grade_many(self, answers: list[str | None]) -> list[bool]:
+        import asyncio
+
+        assert self._grader is not None
+        ref = self.problem.answer
+        return await asyncio.to_thread(self._grader.grade_many, [(a, ref) for a in answers])
+
+    async def grade(self, node: int) -> bool | None:
+        """Ground truth for one finished prefix (None when the reference is unknown)."""
+        if self.problem.answer is None or self._grader is None:
+            return None
+        if self.tree[node]["correct"] is None:
+            (ok,) = await self._grade_many([self.tree[node]["answer"]])
+            self.tree[node]["correct"] = ok
+        return self.tree[node]["correct"]
+
+
+__all__ = ["BudgetExhausted", "SearchContext"]

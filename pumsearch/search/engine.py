@@ -1,0 +1,301 @@
+"""The engine: runs many searches concurrently and coalesces their backend and scorer calls.
+
+Every live search runs as an asyncio task. ``ctx.expand`` and ``ctx.score`` hand their work to the
+engine and wait; a batch is flushed to the backend (or scorer) when every live search is waiting
+on the engine, or when the pending generation work reaches the token cap (``batch_tokens``). So
+a round of beam search over K problems is one backend call, and tree search costs about what
+Best-of-N costs for the same tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pumsearch.search.budget import Budget, BudgetExhausted, Counters
+from pumsearch.search.config import SearchConfig
+from pumsearch.search.context import SearchContext
+from pumsearch.search.grading import Grader, default_grader
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import GenerationOutput, GenerationRequest, Generator, Score, ScoreItem, Scorer
+from pumsearch.search.result import SearchResult
+
+
+class SearchStrategy(Protocol):
+    """What the engine needs of a strategy (strategies.base.Strategy implements it)."""
+
+    name: str
+
+    def make_budget(self, config: SearchConfig) -> Budget: ...
+
+    async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult: ...
+
+
+_search_id: contextvars.ContextVar[int] = contextvars.ContextVar("pumsearch_search_id")
+
+
+@dataclass
+class _PendingGenerate:
+    requests: list[GenerationRequest]
+    counters: Counters
+    future: asyncio.Future[list[GenerationOutput]]
+    search_id: int
+
+    @property
+    def cost(self) -> int:
+        """Token slots this work takes in a batch (prompt plus room to generate, per sample)."""
+        return sum(r.n * (len(r.prompt_ids or ()) + r.params.max_tokens) for r in self.requests)
+
+
+@dataclass
+class _PendingScore:
+    items: list[ScoreItem]
+    counters: Counters
+    future: asyncio.Future[list[Score]]
+    search_id: int
+
+
+OnResult = Callable[[Problem, SearchResult | None, BaseException | None], Any]
+
+
+class Engine:
+    def __init__(
+        self,
+        generator: Generator,
+        scorer: Scorer | None = None,
+        *,
+        grader: Grader | None = None,
+        concurrency: int = 16,
+        batch_tokens: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.generator = generator
+        self.scorer = scorer
+        self.grader = grader or default_grader()
+        self.concurrency = concurrency
+        self.batch_tokens = batch_tokens
+        self.totals = Counters()  # what the whole engine spent: each backend call counted once
+        self._ids = itertools.count()
+        self._live: set[int] = set()
+        self._outstanding: dict[int, int] = {}  # search id -> ops pending or in flight
+        self._pending_gen: list[_PendingGenerate] = []
+        self._pending_score: list[_PendingScore] = []
+        self._flush_scheduled = False
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # -- coalescing -----------------------------------------------------------------------------
+    def _block(self, search_id: int) -> None:
+        self._outstanding[search_id] = self._outstanding.get(search_id, 0) + 1
+
+    def _unblock(self, search_id: int) -> None:
+        # Done at resolution time, not when the search resumes, so a search that is about to
+        # submit more work is never mistaken for a waiting one.
+        self._outstanding[search_id] -= 1
+        if not self._outstanding[search_id]:
+            del self._outstanding[search_id]
+
+    def _schedule_flush_check(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_check)
+
+    def _flush_check(self) -> None:
+        self._flush_scheduled = False
+        all_waiting = self._live.issubset(self._outstanding)
+        pending_cost = sum(p.cost for p in self._pending_gen)
+        if self._pending_gen and (all_waiting or (self.batch_tokens and pending_cost >= self.batch_tokens)):
+            batch, self._pending_gen = self._pending_gen, []
+            self._spawn(self._run_generate(batch))
+        if self._pending_score and all_waiting:
+            batch_s, self._pending_score = self._pending_score, []
+            self._spawn(self._run_score(batch_s))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _submit_generate(self, requests: list[GenerationRequest], counters: Counters) -> list[GenerationOutput]:
+        search_id = _search_id.get()
+        future: asyncio.Future[list[GenerationOutput]] = asyncio.get_running_loop().create_future()
+        self._block(search_id)
+        self._pending_gen.append(_PendingGenerate(requests, counters, future, search_id))
+        self._schedule_flush_check()
+        return await future
+
+    async def _submit_score(self, items: list[ScoreItem], counters: Counters) -> list[Score]:
+        if self.scorer is None:
+            raise RuntimeError("no scorer configured")
+        search_id = _search_id.get()
+        future: asyncio.Future[list[Score]] = asyncio.get_running_loop().create_future()
+        self._block(search_id)
+        self._pending_score.append(_PendingScore(items, counters, future, search_id))
+        self._schedule_flush_check()
+        return await future
+
+    def _split_by_tokens(self, batch: list[_PendingGenerate]) -> list[list[_PendingGenerate]]:
+        if not self.batch_tokens:
+            return [batch]
+        chunks: list[list[_PendingGenerate]] = [[]]
+        cost = 0
+        for pending in batch:
+            if chunks[-1] and cost + pending.cost > self.batch_tokens:
+                chunks.append([])
+                cost = 0
+            chunks[-1].append(pending)
+            cost += pending.cost
+        return chunks
+
+    async def _run_generate(self, batch: list[_PendingGenerate]) -> None:
+        await asyncio.gather(*(self._generate_chunk(chunk) for chunk in self._split_by_tokens(batch)))
+
+    async def _generate_chunk(self, chunk: list[_PendingGenerate]) -> None:
+        requests = [r for p in chunk for r in p.requests]
+        rows = sum(r.n for r in requests)
+        started = time.perf_counter()
+        try:
+            outputs = await self.generator.generate(requests)
+        except BaseException as err:  # every waiting search learns of the failure
+            for p in chunk:
+                self._unblock(p.search_id)
+                if not p.future.done():
+                    p.future.set_exception(err)
+            if not isinstance(err, Exception):
+                raise
+            return
+        elapsed = time.perf_counter() - started
+        self.totals.backend_calls += 1
+        self.totals.backend_batch_items += rows
+        self.totals.backend_time += elapsed
+        offset = 0
+        for p in chunk:
+            mine = outputs[offset : offset + len(p.requests)]
+            offset += len(p.requests)
+            c = p.counters
+            c.backend_calls += 1
+            c.backend_batch_items += rows
+            c.backend_time += elapsed
+            for out in mine:
+                generated = sum(comp.num_tokens for comp in out.completions)
+                c.generated_tokens += generated
+                c.prompt_tokens += out.prompt_tokens
+                c.cached_prompt_tokens += out.cached_tokens
+                self.totals.generated_tokens += generated
+                self.totals.prompt_tokens += out.prompt_tokens
+                self.totals.cached_prompt_tokens += out.cached_tokens
+            self._unblock(p.search_id)
+            if not p.future.done():
+                p.future.set_result(mine)
+
+    async def _run_score(self, batch: list[_PendingScore]) -> None:
+        assert self.scorer is not None
+        items = [item for p in batch for item in p.items]
+        started = time.perf_counter()
+        try:
+            scores = await self.scorer.score(items)
+        except BaseException as err:
+            for p in batch:
+                self._unblock(p.search_id)
+                if not p.future.done():
+                    p.future.set_exception(err)
+            if not isinstance(err, Exception):
+                raise
+            return
+        elapsed = time.perf_counter() - started
+        self.totals.scorer_calls += 1
+        self.totals.scorer_time += elapsed
+        offset = 0
+        for p in batch:
+            mine = scores[offset : offset + len(p.items)]
+            offset += len(p.items)
+            c = p.counters
+            c.scorer_calls += 1
+            c.scorer_time += elapsed
+            for s in mine:
+                c.scorer_tokens += int(s.extra.get("tokens", 0))
+                c.scorer_cache_hits += int(bool(s.extra.get("cache_hit", False)))
+            self.totals.scorer_tokens += sum(int(s.extra.get("tokens", 0)) for s in mine)
+            self.totals.scorer_cache_hits += sum(int(bool(s.extra.get("cache_hit", False))) for s in mine)
+            self._unblock(p.search_id)
+            if not p.future.done():
+                p.future.set_result(mine)
+
+    # -- running searches -----------------------------------------------------------------------
+    def make_context(self, problem: Problem, config: SearchConfig, budget: Budget) -> SearchContext:
+        return SearchContext(
+            problem,
+            config,
+            generate=self._submit_generate,
+            score=self._submit_score if self.scorer is not None else None,
+            prompt=self.generator.chat_prompt(problem.question, config.system_prompt),
+            scorer_identity=self.scorer.identity if self.scorer is not None else None,
+            scorer_value_kind=self.scorer.value_kind if self.scorer is not None else "probability",
+            grader=self.grader,
+            budget=budget,
+        )
+
+    async def search_one(self, problem: Problem, strategy: SearchStrategy, config: SearchConfig) -> SearchResult:
+        search_id = next(self._ids)
+        _search_id.set(search_id)
+        self._live.add(search_id)
+        started = time.perf_counter()
+        try:
+            budget = strategy.make_budget(config)
+            budget.time_limit = config.time_limit
+            budget.start()
+            ctx = self.make_context(problem, config, budget)
+            try:
+                result = await strategy.search(problem, ctx)
+            except BudgetExhausted as err:  # the strategy did not handle it: return the best so far
+                ctx.budget.cut_short = True
+                result = await ctx.finish(ctx.candidates())
+                result.cut_reason = str(err)
+            result.counters.wall_time = time.perf_counter() - started
+            result.cut_short = result.cut_short or ctx.budget.cut_short
+            return result
+        finally:
+            self._live.discard(search_id)
+            self._schedule_flush_check()
+
+    async def run(
+        self,
+        problems: Sequence[Problem],
+        strategy: SearchStrategy,
+        config: SearchConfig,
+        on_result: OnResult | None = None,
+    ) -> list[SearchResult | BaseException]:
+        """Search every problem, at most ``concurrency`` at once. A failing problem yields its
+        exception in place of a result; the others carry on. ``on_result`` is called as each
+        problem finishes (for progress bars and record writing)."""
+        gate = asyncio.Semaphore(self.concurrency)
+        started = time.perf_counter()
+
+        async def one(problem: Problem) -> SearchResult | BaseException:
+            async with gate:
+                try:
+                    outcome: SearchResult | BaseException = await self.search_one(problem, strategy, config)
+                except Exception as err:
+                    outcome = err
+            if on_result is not None:
+                if isinstance(outcome, SearchResult):
+                    on_result(problem, outcome, None)
+                else:
+                    on_result(problem, None, outcome)
+            return outcome
+
+        try:
+            return await asyncio.gather(*(asyncio.create_task(one(p), context=contextvars.copy_context())
+                                          for p in problems))
+        finally:
+            self.totals.wall_time += time.perf_counter() - started
+
+    async def aclose(self) -> None:
+        await self.generator.aclose()
+        if self.scorer is not None:
+            await self.scorer.aclose()

@@ -1,0 +1,130 @@
+"""The two protocols the engine drives: a Generator (backend) and a Scorer.
+
+search/ knows no concrete backend or scorer; everything else talks to them through these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pumsearch.search.problem import Problem
+
+FinishReason = Literal["step", "eos", "length"]
+"""Why a completion ended: a step delimiter (stop string) matched, end of sequence, or a token cap."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings for one request. Backends must set every field explicitly."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    want_logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Continue one prompt ``n`` times.
+
+    ``prompt_ids`` is used where the backend takes token ids (so the model sees exactly what it
+    generated); ``prompt_text`` is the same prompt as text, for backends that only take text.
+    ``seed`` makes the request's samples reproducible whatever else is in the batch.
+    """
+
+    prompt_text: str
+    prompt_ids: tuple[int, ...] | None
+    n: int
+    params: SamplingParams
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    """One sampled continuation. ``text`` excludes the matched stop string and the end-of-sequence
+    token; ``token_ids`` are everything generated (stop tokens included) where known."""
+
+    text: str
+    token_ids: list[int] | None
+    num_tokens: int
+    finish_reason: FinishReason
+    matched_stop: str | None = None
+    logprob: float | None = None
+
+
+@dataclass
+class GenerationOutput:
+    """All completions for one request, with the prompt's token counts (0 where unknown)."""
+
+    completions: list[Completion]
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A generation backend. One ``generate`` call is one "backend call" in the counters."""
+
+    name: str
+    """Identifies the model, for records (e.g. a path or hub name)."""
+
+    takes_token_ids: bool
+    """True when prefixes are extended by token ids; False when by text."""
+
+    def chat_prompt(self, question: str, system_prompt: str | None) -> tuple[str, tuple[int, ...] | None]:
+        """The prompt with the open assistant turn, as text and (where possible) token ids."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (an estimate is fine for backends without a tokenizer)."""
+        ...
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        """Run every request; the result is in request order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources (threads, processes, connections)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """A reasoning prefix to score: the problem (with reference answer when known) and its steps."""
+
+    problem: Problem
+    steps: tuple[str, ...]
+    complete: bool = False
+
+
+@dataclass
+class Score:
+    """A scorer's verdict on a prefix: one ``value``; per-step values for step-level PRMs."""
+
+    value: float
+    step_values: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ValueKind = Literal["probability", "unbounded"]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A batched scorer. The engine calls ``score`` with items from many searches at once."""
+
+    identity: str
+    """Kind, format and checkpoint, e.g. ``prm:qwen:/models/prm``; cache keys start with it."""
+
+    value_kind: ValueKind
+    """``probability`` values lie in [0, 1]; ``unbounded`` ones are normalised per problem
+    before they enter a vote or PUCT (see search.selection.normalise_per_problem)."""
+
+    needs_reference: bool
+
+    async def score(self, items: Sequence[ScoreItem]) -> list[Score]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,36 @@
+"""Search strategies, by name; any importable class with ``--strategy package.module:ClassName``."""
+
+from __future__ import annotations
+
+import importlib
+
+from pumsearch.strategies.base import Strategy, StrategyError
+from pumsearch.strategies.best_of_n import BestOfN
+
+STRATEGIES: dict[str, type[Strategy]] = {"bon": BestOfN}
+
+
+def strategy_names() -> list[str]:
+    return sorted(STRATEGIES)
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """A built-in strategy by name, or a class named ``package.module:ClassName``."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" in name:
+        module_name, _, class_name = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise StrategyError(f"cannot import strategy module {module_name!r}: {err}") from None
+        cls = getattr(module, class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise StrategyError(f"{name!r} is not a Strategy subclass")
+        return cls
+    raise StrategyError(
+        f"unknown strategy {name!r}: use one of {', '.join(strategy_names())} or package.module:ClassName"
+    )
+
+
+__all__ = ["STRATEGIES", "BestOfN", "Strategy", "StrategyError", "get_strategy", "strategy_names"]

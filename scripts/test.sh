@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# The test command of the README (and of CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec python3 -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,67 @@
+"""pumsearch: inference-time search for LLM reasoning with pluggable reward models.
+
+The public names (listed in docs/api.md). Importing pumsearch does not import torch.
+"""
+
+from pumsearch.api import asearch, make_strategy, resolve_scorer, solve
+from pumsearch.backends import load_generator
+from pumsearch.scorers import BatchedScorer, ModelScorer, ScorerError, load_scorer
+from pumsearch.search.budget import Budget, BudgetExhausted, Counters
+from pumsearch.search.config import SearchConfig
+from pumsearch.search.context import SearchContext
+from pumsearch.search.engine import Engine
+from pumsearch.search.grading import Grader, extract_answer
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import (
+    Completion,
+    GenerationOutput,
+    GenerationRequest,
+    Generator,
+    SamplingParams,
+    Score,
+    ScoreItem,
+    Scorer,
+)
+from pumsearch.search.result import SearchResult
+from pumsearch.search.selection import Candidate
+from pumsearch.search.tree import SearchTree, load_tree
+from pumsearch.strategies import Strategy, StrategyError, get_strategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchedScorer",
+    "Budget",
+    "BudgetExhausted",
+    "Candidate",
+    "Completion",
+    "Counters",
+    "Engine",
+    "GenerationOutput",
+    "GenerationRequest",
+    "Generator",
+    "Grader",
+    "ModelScorer",
+    "Problem",
+    "SamplingParams",
+    "Score",
+    "ScoreItem",
+    "Scorer",
+    "ScorerError",
+    "SearchConfig",
+    "SearchContext",
+    "SearchResult",
+    "SearchTree",
+    "Strategy",
+    "StrategyError",
+    "__version__",
+    "asearch",
+    "extract_answer",
+    "get_strategy",
+    "load_generator",
+    "load_scorer",
+    "load_tree",
+    "make_strategy",
+    "resolve_scorer",
+    "solve",
+]

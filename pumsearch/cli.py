@@ -117,6 +117,7 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
     if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
         raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
     make_strategy(config, scorer_obj is not None)  # refuse bad settings before loading a model
+    quiet_transformers()
     with console.status("loading the model..."):
         generator = load_generator(model, device=device, dtype=dtype, cache_dir=cache_dir,
                                    trust_remote_code=trust_remote_code)
@@ -126,6 +127,14 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome, config
+
+
+def quiet_transformers() -> None:
+    """The CLI shows its own progress; transformers' per-load bars would only add noise."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def print_result(result: Any, aggregate: str) -> None:
@@ -193,7 +202,8 @@ def tree_outline(tree: Any, width: int, chosen: set[int]) -> list[str]:
         if attrs["visits"]:
             tags.append(f"visits={attrs['visits']}")
         mark = "*" if node in chosen else "-"
-        lines.append(f"{'  ' * (depth - 1)}{mark} [{node}] {text}  ({' '.join(t for t in tags if t)}) {scores}".rstrip())
+        tag_text = " ".join(t for t in tags if t)
+        lines.append(f"{'  ' * (depth - 1)}{mark} [{node}] {text}  ({tag_text}) {scores}".rstrip())
         stack.extend((child, depth + 1) for child in reversed(tree.children(node)))
     return lines
 

@@ -153,7 +153,8 @@ class SearchContext:
         assigned = 0
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
-            tokens = completion.num_tokens - assigned if last else round(completion.num_tokens * len(piece) / total_chars)
+            share = round(completion.num_tokens * len(piece) / total_chars)
+            tokens = completion.num_tokens - assigned if last else share
             assigned += tokens
             node = self.tree.add_child(
                 node,

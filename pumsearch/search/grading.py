@@ -61,7 +61,7 @@ def reference_from_gsm8k(answer_field: str) -> str:
     return hits[-1].strip().replace(",", "")
 
 
-_STRIP = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\$|\s|\\text\{\s*\}|\^\{?\\circ\}?|\\%|%")
+_STRIP = re.compile(r"\\\$|\\left|\\right|\\!|\\,|\\;|\\:|\\ |\$|\s|\\text\{\s*\}|\^\{?\\circ\}?|\\%|%")
 
 
 def normalise_answer(answer: str | None) -> str | None:

@@ -70,7 +70,8 @@
       (graded.length ? "; accuracy " + (100 * right / graded.length).toFixed(1) + "% (" + right + "/" + graded.length + ")" : "") +
       (DATA.unreadable_lines ? "; " + DATA.unreadable_lines + " unreadable record line(s) skipped" : "");
   }
-  byId("run-title").textContent = "Run " + DATA.run;
+  byId("run-title").textContent = "Run " + DATA.run.split(/[\\/]/).filter(Boolean).pop();
+  byId("run-title").title = DATA.run;
   options("f-strategy", "strategy");
   options("f-scorer", "scorer");
   options("f-budget", "budget");

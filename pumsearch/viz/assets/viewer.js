@@ -342,6 +342,17 @@
     applyView();
   }
 
+  // A tree too big to read when fitted opens at a readable zoom, centred on the selected node.
+  function openingView() {
+    fit();
+    if (view.k >= 0.5 || !st.pos.has(st.selected)) return;
+    var p = st.pos.get(st.selected), box = byId("canvas").getBoundingClientRect();
+    view.k = 0.9;
+    view.x = Math.min(40, box.width * 0.6 - p.x * view.k);
+    view.y = box.height / 2 - p.y * view.k;
+    applyView();
+  }
+
   function wire() {
     var canvas = byId("canvas"), drag = null;
     canvas.addEventListener("click", function (ev) {
@@ -399,7 +410,7 @@
     fillSelect(scorerSelect, st.scorers.length ? st.scorers : [""], st.scorers.length ? st.scorers : ["(no scores)"]);
     scorerSelect.disabled = !st.scorers.length;
     draw();
-    fit();
+    openingView();
     panel();
   }
 

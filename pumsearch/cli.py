@@ -209,7 +209,10 @@ def _load_trees(files: list[Path] | None) -> list[tuple[Any, Any, Path]]:
         raise UsageError("give at least one tree file (.tree.json)")
     loaded = []
     for file in files:
-        tree, result = load_tree(file)
+        try:
+            tree, result = load_tree(file)
+        except ValueError as err:  # say which of several files is at fault
+            raise UsageError(str(err) if str(file) in str(err) else f"{file}: {err}") from None
         loaded.append((tree, result, file))
     return loaded
 

@@ -156,6 +156,20 @@ def test_viewer_page_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert "default-src 'none'" in page
 
 
+def test_non_finite_scores_render_as_null(tmp_path: Path) -> None:
+    tree, result = ranking_tree()
+    tree[2]["scores"]["prm"] = float("nan")
+    tree[3]["step_scores"]["prm"] = [float("inf"), 0.7]
+    page = render_trees_html([(tree, result, "nan")])
+    data = re.search(r'<script type="application/json" id="pumsearch-data">(.*?)</script>', page, re.S)
+    def no_constants(name: str) -> None:  # browsers' JSON.parse rejects NaN and Infinity
+        raise AssertionError(f"{name} in the embedded JSON")
+
+    payload = json.loads(data.group(1), parse_constant=no_constants)
+    nodes = {n["id"]: n for n in payload["trees"][0]["nodes"]}
+    assert nodes[2]["scores"]["prm"] is None and nodes[3]["step_scores"]["prm"] == [None, 0.7]
+
+
 # -- run index (the page itself is driven in the browser tests) --------------------------------
 def test_run_index_reads_records_and_writes_a_page_per_tree(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -215,13 +229,16 @@ def test_html_commands_write_pages(tmp_path: Path) -> None:
     (["tree", "rank", "{fixed}"], "name the scorer with --scorer"),
     (["tree", "rank", "{fixed}", "--scorer", "prm", "--aggregate", "median"], "unknown aggregate 'median'"),
     (["tree", "stats", "{notjson}"], "is not valid JSON"),
+    (["tree", "html", "{fixed}", "{other}", "-o", "{tmp}/o.html"], "other.json: not a pumsearch tree"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     tree, result = ranking_tree()
     fixed = _save(tmp_path, tree, result)
     notjson = tmp_path / "x.tree.json"
     notjson.write_text("{")
-    args = [a.format(fixed=fixed, tmp=tmp_path, notjson=notjson) for a in args]
+    other = tmp_path / "other.json"
+    other.write_text('{"format": "something-else"}')
+    args = [a.format(fixed=fixed, tmp=tmp_path, notjson=notjson, other=other) for a in args]
     out = runner.invoke(app, args, env={"COLUMNS": "300"})
     assert out.exit_code == 2, out.output
     assert message in out.output and "Traceback" not in out.output

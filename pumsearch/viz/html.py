@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,24 @@ def tree_payload(tree: SearchTree, result: dict[str, Any] | None, source: str = 
     """What the viewer needs of one tree: the problem, the result summary and a flat node list."""
     nodes = []
     for node, attrs in tree.iter_nodes():
-        entry = {key: attrs.get(key) for key in NODE_FIELDS}
+        entry = {key: _finite(attrs.get(key)) for key in NODE_FIELDS}
         entry["id"] = node
         entry["parent"] = tree.parent(node) if node != ROOT else None
         nodes.append(entry)
     nodes.sort(key=lambda n: n["id"])
-    return {"source": source, "problem": tree.problem.to_dict(), "result": result, "root": ROOT,
+    return {"source": source, "problem": tree.problem.to_dict(), "result": _finite(result), "root": ROOT,
             "nodes": nodes}
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a scorer that failed on one item) become null: JSON has no word for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _asset(name: str) -> str:

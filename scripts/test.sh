@@ -2,4 +2,4 @@
 # The test command of the README (and of CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+exec python3 -m pytest -q -rs -p no:cacheprovider "$@"  # -rs: say why a test was skipped

@@ -38,14 +38,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from pumsearch.scorers.base import ScorerError
     from pumsearch.strategies.base import StrategyError
 
-    return (UsageError, ModelLoadError, ScorerError, StrategyError, BackendError, ValueError, FileNotFoundError)
+    return (UsageError, ModelLoadError, ScorerError, StrategyError, BackendError, ValueError,
+            FileNotFoundError)
 
 
 # -- shared options ----------------------------------------------------------------------------
 Strategy = Annotated[str, typer.Option("--strategy", "-s", help="bon, or package.module:ClassName.")]
 Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon (see docs/budget.md).")]
 ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="Scorer name (e.g. verifier).")]
-BackendOpt = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or openai.")]
+BackendOpt = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or "
+                                              "openai.")]
 UrlOpt = Annotated[str | None, typer.Option(help="Server address for sglang-server or openai, e.g. "
                                                  "http://127.0.0.1:30000.")]
 LaunchOpt = Annotated[bool, typer.Option(help="Start a local SGLang server for --model (sglang-server); "
@@ -194,7 +196,8 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
         generator = load_generator(model, device=device, dtype=dtype, cache_dir=cache_dir,
                                    trust_remote_code=trust_remote_code, **(backend_options or {}))
     with console.status(f"searching ({config.strategy}, budget {config.budget})..."):
-        outcome = asyncio.run(_search_and_close(problem, generator, scorer_obj, config, concurrency, batch_tokens))
+        outcome = asyncio.run(_search_and_close(problem, generator, scorer_obj, config, concurrency,
+                                                batch_tokens))
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome, config

@@ -26,7 +26,7 @@ class Counters:
     scorer_tokens: int = 0
     scorer_cache_hits: int = 0
     backend_retries: int = 0
-    backend_peak_in_flight: int = 0  # most requests a server backend had in flight at once (a peak, not a sum)
+    backend_peak_in_flight: int = 0  # most requests a server backend had in flight at once (a peak)
     wall_time: float = 0.0
     backend_time: float = 0.0
     scorer_time: float = 0.0

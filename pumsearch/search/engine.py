@@ -188,7 +188,8 @@ class Engine:
                     counters.prompt_tokens += out.prompt_tokens
                     counters.cached_prompt_tokens += out.cached_tokens
                     counters.backend_retries += out.retries
-                    counters.backend_peak_in_flight = max(counters.backend_peak_in_flight, out.requests_in_flight)
+                    peak = max(counters.backend_peak_in_flight, out.requests_in_flight)
+                    counters.backend_peak_in_flight = peak
             self._unblock(p.search_id)
             if not p.future.done():
                 p.future.set_result(mine)

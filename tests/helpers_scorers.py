@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -26,7 +26,7 @@ CORPUS = [
     SYSTEM, "system user assistant", "What is 2 + 3 ?", "What is 7 - 4 ?", "First add 2 and 3 .",
     "So the answer is 5 .", "The answer is \\boxed{5} .", "Then subtract 4 from 7 to get 3 .",
     "We check it twice , and it holds .", "A much longer step that talks about many things and keeps going on .",
-    "good bad step one two three four", "+ - ки", "\n\n\n",
+    "good bad step one two three four", "+ - ки", "\n", "\n\n",
 ]
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512)
@@ -41,12 +41,20 @@ def build_tokenizer(*, special: list[str], bos: str | None, eos: str, pad: str, 
     else:  # runs of whitespace, words and single punctuation marks are each one token
         pre = pre_tokenizers.Split(Regex(r"\s+|\w+|[^\w\s]"), "isolated")
     words: dict[str, int] = {"<unk>": 0}
+    if bos:
+        words[bos] = len(words)
     for text in corpus:
         for piece, _ in pre.pre_tokenize_str(text):
-            if piece not in drop and piece.lstrip("▁") not in drop:
-                words.setdefault(piece, len(words))
+            bare = piece.lstrip("▁")
+            if bare in drop:
+                continue
+            # a sentencepiece vocabulary has words with and without the leading "▁"
+            for form in ([bare, "▁" + bare] if metaspace and bare else [piece]):
+                words.setdefault(form, len(words))
     model = Tokenizer(models.WordLevel(vocab=words, unk_token="<unk>"))
     model.pre_tokenizer = pre
+    if metaspace and bos:  # Mistral's tokenizer puts <s> in front of every encoding
+        model.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, words[bos])])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, unk_token="<unk>", bos_token=bos, eos_token=eos,
                                         pad_token=pad)
     tokenizer.add_special_tokens({"additional_special_tokens": special})
@@ -56,8 +64,19 @@ def build_tokenizer(*, special: list[str], bos: str | None, eos: str, pad: str, 
 
 
 def chatml_tokenizer(*, with_tag: bool = True) -> Any:
-    special = ["<|im_start|>", "<|im_end|>"] + (["<extra_0>"] if with_tag else [])
-    return build_tokenizer(special=special, bos=None, eos="<|im_end|>", pad="<|endoftext|>", chat_template=CHATML)
+    """A Qwen-style byte-level BPE (every byte a token, no merges: Qwen2Tokenizer rebuilds it from
+    vocab and merges exactly), with Qwen's special tokens and ChatML template."""
+    from tokenizers import decoders
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    model = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    model.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + (["<extra_0>"] if with_tag else [])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": special})
+    tokenizer.chat_template = CHATML
+    return tokenizer
 
 
 def llama3_tokenizer() -> Any:

@@ -255,7 +255,14 @@ def load_prm(path: str | None, *, prm_format: str = "qwen", device: str = "cpu",
         if config.get("model_type") not in (None, "qwen2"):
             raise ScorerError(f"{path}: --prm-format qwen expects a Qwen2 checkpoint, found model_type "
                               f"{config.get('model_type')!r}")
-        tokenizer, model, device = load_backbone(path, device=device, dtype=dtype, model_class=Qwen2Model)
+        from transformers.utils import logging as hf_logging
+
+        previous = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the score.* tensors are "unexpected" to Qwen2Model: we load them below
+        try:
+            tokenizer, model, device = load_backbone(path, device=device, dtype=dtype, model_class=Qwen2Model)
+        finally:
+            hf_logging.set_verbosity(previous)
         head = build_qwen_head(folder, model.config.hidden_size, next(model.parameters()).dtype, device)
         return QwenPRM(tokenizer, model, head, path=path, system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT)
     tokenizer, model, _ = load_backbone(path, device=device, dtype=dtype)

@@ -32,31 +32,38 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from pumsearch.scorers import BatchedScorer, load_scorer  # noqa: E402
-from pumsearch.search.problem import Problem  # noqa: E402
-from pumsearch.search.protocols import Score, ScoreItem  # noqa: E402
+from pumsearch.scorers import BatchedScorer, load_scorer
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import Score, ScoreItem
 
 
 def build_checkpoint(root: Path, hidden: int, layers: int) -> Path:
     import helpers_scorers as h
 
-    h.TINY = dict(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                  num_attention_heads=max(hidden // 64, 2), num_key_value_heads=max(hidden // 128, 1),
-                  max_position_embeddings=4096)
+    h.TINY = dict(
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden // 64, 2),
+        num_key_value_heads=max(hidden // 128, 1),
+        max_position_embeddings=4096,
+    )
     ckpt, _ = h.build_pum(root, head_sizes=(hidden // 4,))
     return ckpt
 
 
 def make_items(n: int, rng: np.random.Generator) -> list[ScoreItem]:
-    words = "add the two numbers then divide by three so the total is".split()
+    words = ["add", "the", "two", "numbers", "then", "divide", "by", "three", "so", "the", "total", "is"]
     items = []
     for i in range(n):
-        steps = tuple(" ".join(rng.choice(words, size=int(rng.integers(5, 20)))) for _ in range(int(rng.integers(1, 6))))
+        steps = tuple(
+            " ".join(rng.choice(words, size=int(rng.integers(5, 20)))) for _ in range(int(rng.integers(1, 6)))
+        )
         items.append(ScoreItem(Problem(f"p{i % 4}", f"What is {i} + {i + 1} ?", None), steps))
     return items
 
 
-def bare_forward(inner, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> list[float]:  # noqa: ANN001
+def bare_forward(inner, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> list[float]:
     input_ids, attention, last = batch
     with torch.inference_mode():
         hidden = inner.decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
@@ -90,8 +97,15 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
         assert np.allclose([s.value for s in got], expected, atol=1e-4)
     tokens = sum(map(len, encoded))
     bare, wrapped = statistics.median(bare_times), statistics.median(scorer_times)
-    return {"items": len(items), "tokens": tokens, "padded_tokens": len(encoded) * width,
-            "bare_s": bare, "scorer_s": wrapped, "ratio": bare / wrapped, "scorer_tok_per_s": tokens / wrapped}
+    return {
+        "items": len(items),
+        "tokens": tokens,
+        "padded_tokens": len(encoded) * width,
+        "bare_s": bare,
+        "scorer_s": wrapped,
+        "ratio": bare / wrapped,
+        "scorer_tok_per_s": tokens / wrapped,
+    }
 
 
 class CountingScorer:
@@ -115,7 +129,9 @@ class CountingScorer:
         pass
 
 
-def beam_cache(n: int = 16, width: int = 4, depth: int = 8, problems: int = 8, seed: int = 0) -> dict[str, float]:
+def beam_cache(
+    n: int = 16, width: int = 4, depth: int = 8, problems: int = 8, seed: int = 0
+) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     inner = CountingScorer()
     scorer = BatchedScorer(inner)
@@ -127,8 +143,11 @@ def beam_cache(n: int = 16, width: int = 4, depth: int = 8, problems: int = 8, s
         for _ in range(depth):
             calls = []
             for p, kept in beams.items():
-                children = [ScoreItem(b.problem, (*b.steps, str(rng.choice(vocabulary))))
-                            for b in kept for _ in range(width)][:n]
+                children = [
+                    ScoreItem(b.problem, (*b.steps, str(rng.choice(vocabulary))))
+                    for b in kept
+                    for _ in range(width)
+                ][:n]
                 parents = [b for b in kept if b.steps]
                 calls.append((p, children, parents))
             batch = [i for _, children, parents in calls for i in (*children, *parents)]
@@ -142,13 +161,20 @@ def beam_cache(n: int = 16, width: int = 4, depth: int = 8, problems: int = 8, s
                 beams[p] = [children[i] for i in order[: n // width]]
 
     asyncio.run(run())
-    return {"requested": scorer.stats.requested, "unique": len(requested), "forwarded": len(inner.seen),
-            "unique_forwarded": len(set(inner.seen)), "cache_hits": scorer.stats.cache_hits,
-            "hit_rate": scorer.stats.hit_rate}
+    return {
+        "requested": scorer.stats.requested,
+        "unique": len(requested),
+        "forwarded": len(inner.seen),
+        "unique_forwarded": len(set(inner.seen)),
+        "cache_hits": scorer.stats.cache_hits,
+        "hit_rate": scorer.stats.hit_rate,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--items", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=256)
@@ -157,13 +183,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = throughput(args)
-    print(f"throughput: {result['items']} items, {result['tokens']} tokens ({result['padded_tokens']} padded); "
-          f"bare forward {result['bare_s']:.3f} s, scorer {result['scorer_s']:.3f} s, "
-          f"ratio {result['ratio']:.3f} (goal >= 0.9), {result['scorer_tok_per_s']:.0f} tok/s")
+    print(
+        f"throughput: {result['items']} items, {result['tokens']} tokens ({result['padded_tokens']} padded); "
+        f"bare forward {result['bare_s']:.3f} s, scorer {result['scorer_s']:.3f} s, "
+        f"ratio {result['ratio']:.3f} (goal >= 0.9), {result['scorer_tok_per_s']:.0f} tok/s"
+    )
     cache = beam_cache()
-    print(f"beam-like cache (N=16, width 4, depth 8, 8 problems): {cache['requested']} requested, "
-          f"{cache['unique']} unique, {cache['forwarded']} reached the model "
-          f"({cache['unique_forwarded']} distinct), hit rate {cache['hit_rate']:.3f}")
+    print(
+        f"beam-like cache (N=16, width 4, depth 8, 8 problems): {cache['requested']} requested, "
+        f"{cache['unique']} unique, {cache['forwarded']} reached the model "
+        f"({cache['unique_forwarded']} distinct), hit rate {cache['hit_rate']:.3f}"
+    )
 
 
 if __name__ == "__main__":

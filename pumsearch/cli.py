@@ -44,16 +44,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
 # -- shared options ----------------------------------------------------------------------------
 Strategy = Annotated[str, typer.Option("--strategy", "-s", help="bon, or package.module:ClassName.")]
 Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon (see docs/budget.md).")]
-ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="Scorer: pum, prm, orm, verifier or rollout.")]
+ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")]
 Model = Annotated[str | None, typer.Option("--model", "-m", help="Policy path or hub name; default: embedded SmolLM2.")]
 ScorerModel = Annotated[str | None, typer.Option(help="Scorer checkpoint directory (rollout: student models, "
                                                       "comma-separated; 'embedded' for SmolLM2).")]
 ScorerBase = Annotated[str | None, typer.Option(help="PUM: base model, overriding the adapter's.")]
-ScorerDevice = Annotated[str | None, typer.Option(help="Scorer device: cpu, cuda, cuda:1 or auto (default cpu).")]
+ScorerDevice = Annotated[str | None, typer.Option(help="Scorer device: cpu (default), cuda, cuda:1, auto.")]
 ScorerDtype = Annotated[str | None, typer.Option(help="Scorer dtype: float32, bfloat16, float16 or auto.")]
 PrmFormat = Annotated[str | None, typer.Option(help="prm scorer format: qwen, shepherd or rlhflow.")]
 ScorerOptionList = Annotated[list[str] | None, typer.Option(
-    "--scorer-option", help="Extra scorer option KEY=VALUE, repeatable (e.g. k=8, activation=gelu, read_offset=1).")]
+    "--scorer-option", help="Extra scorer option KEY=VALUE, repeatable (k=8, activation=gelu, read_offset=1).")]
 
 
 @app.command()
@@ -90,7 +90,8 @@ def solve(
 ) -> None:
     """Search one question and print the answer, the chosen path, the candidates and the counters."""
     try:
-        options = scorer_options(scorer_model, scorer_base, scorer_device, scorer_dtype, prm_format, scorer_option)
+        options = scorer_options(scorer_model, scorer_base, scorer_device, scorer_dtype, prm_format,
+                                 scorer_option)
         result, config = _solve(
             question, answer=answer, model=model, device=device, dtype=dtype, cache_dir=cache_dir,
             scorer=scorer, concurrency=concurrency, batch_tokens=batch_tokens,
@@ -130,8 +131,6 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
         raise UsageError("the question is empty: give the problem text to solve")
     config = SearchConfig(**settings)
     problem = Problem("question", question, answer)
-    if scorer is not None and scorer_opts and scorer_opts.get("model") is None and scorer in ("pum", "prm", "orm"):
-        raise UsageError(f"scorer {scorer!r} needs a checkpoint: pass --scorer-model PATH")
     with console.status(f"loading the scorer ({scorer})...") if scorer else _nothing():
         scorer_obj = resolve_scorer(scorer, config, **(scorer_opts or {}))
     if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
@@ -212,16 +211,17 @@ def score(
     prm_format: PrmFormat = None,
     scorer_option: ScorerOptionList = None,
     step_delimiter: Annotated[str, typer.Option(help="String that separates steps.")] = "\n\n",
-    complete: Annotated[bool | None, typer.Option("--complete/--partial", help="Whether the whole solution is "
-                                                  "finished (default: when it states an answer).")] = None,
+    complete: Annotated[bool | None, typer.Option(
+        "--complete/--partial", help="Whether the whole solution is finished (default: when it states an "
+        "answer).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Score every prefix of a solution with one scorer: per-step values and the prefix's value."""
     try:
+        options = scorer_options(scorer_model, scorer_base, scorer_device, scorer_dtype, prm_format,
+                                 scorer_option)
         rows, identity = _score_prefixes(scorer, question, steps_file, answer, complete,
-                                         step_delimiter.replace("\\n", "\n"),
-                                         scorer_options(scorer_model, scorer_base, scorer_device, scorer_dtype,
-                                                        prm_format, scorer_option))
+                                         step_delimiter.replace("\\n", "\n"), options)
     except user_errors() as err:
         fail(str(err))
         return
@@ -256,7 +256,8 @@ def _score_prefixes(scorer: str, question: str, steps_file: Path, answer: str | 
     scorer_obj = load_scorer(scorer, step_delimiter=delimiter, **options)
     if scorer_obj.needs_reference and answer is None:
         raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
-    items = [ScoreItem(problem, steps[:i], complete=finished and i == len(steps)) for i in range(1, len(steps) + 1)]
+    items = [ScoreItem(problem, steps[:i], complete=finished and i == len(steps))
+             for i in range(1, len(steps) + 1)]
 
     async def run() -> list[Any]:
         try:

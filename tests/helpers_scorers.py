@@ -17,27 +17,60 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-LLAMA3 = ("{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>"
-          "\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
-          "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>"
+    "\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
 CORPUS = [
-    SYSTEM, "system user assistant", "What is 2 + 3 ?", "What is 7 - 4 ?", "First add 2 and 3 .",
-    "So the answer is 5 .", "The answer is \\boxed{5} .", "Then subtract 4 from 7 to get 3 .",
-    "We check it twice , and it holds .", "A much longer step that talks about many things and keeps going on .",
-    "good bad step one two three four", "+ - ки", "\n", "\n\n",
+    SYSTEM,
+    "system user assistant",
+    "What is 2 + 3 ?",
+    "What is 7 - 4 ?",
+    "First add 2 and 3 .",
+    "So the answer is 5 .",
+    "The answer is \\boxed{5} .",
+    "Then subtract 4 from 7 to get 3 .",
+    "We check it twice , and it holds .",
+    "A much longer step that talks about many things and keeps going on .",
+    "good bad step one two three four",
+    "+ - ки",
+    "\n",
+    "\n\n",
 ]
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512)
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
 
 
-def build_tokenizer(*, special: list[str], bos: str | None, eos: str, pad: str, chat_template: str | None,
-                    metaspace: bool = False, drop: Iterable[str] = (), corpus: Iterable[str] = CORPUS) -> Any:
+def build_tokenizer(
+    *,
+    special: list[str],
+    bos: str | None,
+    eos: str,
+    pad: str,
+    chat_template: str | None,
+    metaspace: bool = False,
+    drop: Iterable[str] = (),
+    corpus: Iterable[str] = CORPUS,
+) -> Any:
     """A WordLevel tokenizer over the words of ``corpus`` (minus ``drop``), with ``special`` added."""
     if metaspace:  # sentencepiece-like (Mistral): words carry a leading "▁"; newlines split off
-        pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex("\n"), "isolated"),
-                                       pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")])
+        pre = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex("\n"), "isolated"),
+                pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+            ]
+        )
     else:  # runs of whitespace, words and single punctuation marks are each one token
         pre = pre_tokenizers.Split(Regex(r"\s+|\w+|[^\w\s]"), "isolated")
     words: dict[str, int] = {"<unk>": 0}
@@ -49,14 +82,17 @@ def build_tokenizer(*, special: list[str], bos: str | None, eos: str, pad: str, 
             if bare in drop:
                 continue
             # a sentencepiece vocabulary has words with and without the leading "▁"
-            for form in ([bare, "▁" + bare] if metaspace and bare else [piece]):
+            for form in [bare, "▁" + bare] if metaspace and bare else [piece]:
                 words.setdefault(form, len(words))
     model = Tokenizer(models.WordLevel(vocab=words, unk_token="<unk>"))
     model.pre_tokenizer = pre
     if metaspace and bos:  # Mistral's tokenizer puts <s> in front of every encoding
-        model.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, words[bos])])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, unk_token="<unk>", bos_token=bos, eos_token=eos,
-                                        pad_token=pad)
+        model.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, words[bos])]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model, unk_token="<unk>", bos_token=bos, eos_token=eos, pad_token=pad
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": special})
     if chat_template:
         tokenizer.chat_template = chat_template
@@ -73,29 +109,47 @@ def chatml_tokenizer(*, with_tag: bool = True) -> Any:
     model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     model.decoder = decoders.ByteLevel()
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + (["<extra_0>"] if with_tag else [])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": special})
     tokenizer.chat_template = CHATML
     return tokenizer
 
 
 def llama3_tokenizer() -> Any:
-    return build_tokenizer(special=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-                           bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
-                           chat_template=LLAMA3)
+    return build_tokenizer(
+        special=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        bos="<|begin_of_text|>",
+        eos="<|eot_id|>",
+        pad="<|finetune_right_pad_id|>",
+        chat_template=LLAMA3,
+    )
 
 
 def mistral_tokenizer(*, with_tag: bool = True) -> Any:
-    return build_tokenizer(special=[], bos="<s>", eos="</s>", pad="</s>", chat_template=None, metaspace=True,
-                           drop=() if with_tag else ("ки",))
+    return build_tokenizer(
+        special=[],
+        bos="<s>",
+        eos="</s>",
+        pad="</s>",
+        chat_template=None,
+        metaspace=True,
+        drop=() if with_tag else ("ки",),
+    )
 
 
 def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_pum(root: Path, *, seed: int = 0, head_sizes: tuple[int, ...] = (16,),
-              model_args: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def build_pum(
+    root: Path,
+    *,
+    seed: int = 0,
+    head_sizes: tuple[int, ...] = (16,),
+    model_args: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
     """A PUM checkpoint: tiny Qwen3 base in ``root/base``; ``root/pum`` holds backbone/ (a random
     LoRA adapter saved by peft), value_head.pt (an nn.Sequential MLP's state dict), model_args.json,
     the tokenizer and its chat template. Returns (checkpoint dir, base dir)."""
@@ -107,8 +161,14 @@ def build_pum(root: Path, *, seed: int = 0, head_sizes: tuple[int, ...] = (16,),
     _seeded(seed)
     tokenizer = chatml_tokenizer(with_tag=False)
     base_dir, ckpt = root / "base", root / "pum"
-    config = Qwen3Config(vocab_size=len(tokenizer), head_dim=8, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, **TINY)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        head_dim=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        **TINY,
+    )
     Qwen3ForCausalLM(config).save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
     base = Qwen3ForCausalLM.from_pretrained(base_dir)
@@ -135,8 +195,9 @@ def qwen_prm_class() -> Any:
             super().__init__(config)
             self.model = Qwen2Model(config)
             h = config.hidden_size
-            self.score = torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.ReLU(),
-                                             torch.nn.Linear(h, config.num_labels))
+            self.score = torch.nn.Sequential(
+                torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, config.num_labels)
+            )
             self.post_init()
 
         def forward(self, input_ids: Any, attention_mask: Any = None) -> Any:
@@ -151,8 +212,13 @@ def build_qwen_prm(root: Path, *, seed: int = 1, with_tag: bool = True, shard: b
 
     _seeded(seed)
     tokenizer = chatml_tokenizer(with_tag=with_tag)
-    config = Qwen2Config(vocab_size=len(tokenizer), num_labels=2, pad_token_id=tokenizer.pad_token_id,
-                         architectures=["Qwen2ForProcessRewardModel"], **TINY)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        num_labels=2,
+        pad_token_id=tokenizer.pad_token_id,
+        architectures=["Qwen2ForProcessRewardModel"],
+        **TINY,
+    )
     model = qwen_prm_class()(config)
     with torch.no_grad():  # make the head's two classes differ clearly
         for p in model.score.parameters():
@@ -168,8 +234,13 @@ def build_shepherd(root: Path, *, seed: int = 2, with_tag: bool = True) -> Path:
 
     _seeded(seed)
     tokenizer = mistral_tokenizer(with_tag=with_tag)
-    config = MistralConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id, head_dim=8, **TINY)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        head_dim=8,
+        **TINY,
+    )
     out = root / "shepherd"
     MistralForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -181,8 +252,12 @@ def build_rlhflow(root: Path, *, seed: int = 3) -> Path:
 
     _seeded(seed)
     tokenizer = llama3_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, **TINY)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TINY,
+    )
     out = root / "rlhflow"
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -194,8 +269,14 @@ def build_orm(root: Path, *, seed: int = 4) -> Path:
 
     _seeded(seed)
     tokenizer = llama3_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), num_labels=1, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **TINY)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TINY,
+    )
     out = root / "orm"
     LlamaForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

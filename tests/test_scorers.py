@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,11 +38,17 @@ ITEM = ScoreItem(PROBLEM, STEPS)
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("scorers")
     pum, base = build_pum(root)
-    return {"pum": pum, "base": base, "qwen": build_qwen_prm(root), "shepherd": build_shepherd(root),
-            "rlhflow": build_rlhflow(root), "orm": build_orm(root)}
+    return {
+        "pum": pum,
+        "base": base,
+        "qwen": build_qwen_prm(root),
+        "shepherd": build_shepherd(root),
+        "rlhflow": build_rlhflow(root),
+        "orm": build_orm(root),
+    }
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -51,24 +58,32 @@ def load(kind: str, ckpts: dict[str, Path], **options: object) -> BatchedScorer:
     return load_scorer(kind, model=str(ckpts[kind]), **options)
 
 
-def tokenizer_of(path: Path):  # noqa: ANN201
+def tokenizer_of(path: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
 
 
 # -- expected values, computed without the scorer's code ------------------------------------------
-QWEN_TEXT = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is 2 + 3 ?<|im_end|>\n"
-             "<|im_start|>assistant\nFirst add 2 and 3 .<extra_0>So the answer is 5 .<extra_0><|im_end|>\n")
+QWEN_TEXT = (
+    f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is 2 + 3 ?<|im_end|>\n"
+    "<|im_start|>assistant\nFirst add 2 and 3 .<extra_0>So the answer is 5 .<extra_0><|im_end|>\n"
+)
 SHEPHERD_TEXT = "What is 2 + 3 ? First add 2 and 3 . ки\nSo the answer is 5 . ки"
-RLHFLOW_TEXT = ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2 + 3 ? First add 2 and 3 ."
-                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n+<|eot_id|>"
-                "<|start_header_id|>user<|end_header_id|>\n\nSo the answer is 5 .<|eot_id|>"
-                "<|start_header_id|>assistant<|end_header_id|>\n\n+<|eot_id|>")
-ORM_TEXT = ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2 + 3 ?<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\nFirst add 2 and 3 .\n\nSo the answer is 5 .<|eot_id|>")
-PUM_TEXT = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is 2 + 3 ?<|im_end|>\n"
-            "<|im_start|>assistant\nFirst add 2 and 3 .\n\nSo the answer is 5 .")
+RLHFLOW_TEXT = (
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2 + 3 ? First add 2 and 3 ."
+    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n+<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nSo the answer is 5 .<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n+<|eot_id|>"
+)
+ORM_TEXT = (
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2 + 3 ?<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\nFirst add 2 and 3 .\n\nSo the answer is 5 .<|eot_id|>"
+)
+PUM_TEXT = (
+    f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is 2 + 3 ?<|im_end|>\n"
+    "<|im_start|>assistant\nFirst add 2 and 3 .\n\nSo the answer is 5 ."
+)
 
 
 def expected_qwen(path: Path) -> tuple[list[int], list[int], list[float]]:
@@ -210,10 +225,14 @@ def test_pum_read_offset_moves_the_read_position(ckpts: dict[str, Path]) -> None
 def test_batch_mates_do_not_change_a_score(kind: str, ckpts: dict[str, Path]) -> None:
     scorer = load(kind, ckpts)
     short = ScoreItem(PROBLEM, ("good",))
-    long = ScoreItem(Problem("p2", "What is 7 - 4 ?", "3"),
-                     ("Then subtract 4 from 7 to get 3 .",
-                      "A much longer step that talks about many things and keeps going on .",
-                      "We check it twice , and it holds ."))
+    long = ScoreItem(
+        Problem("p2", "What is 7 - 4 ?", "3"),
+        (
+            "Then subtract 4 from 7 to get 3 .",
+            "A much longer step that talks about many things and keeps going on .",
+            "We check it twice , and it holds .",
+        ),
+    )
     (alone,) = run(scorer.score([ITEM]))
     scorer._cache.clear()
     calls = scorer.stats.calls
@@ -233,7 +252,8 @@ def test_one_tag_per_step_at_the_end_of_each_step(kind: str, ckpts: dict[str, Pa
     assert len(enc.read_at) == 3 and all(enc.ids[p] == scorer.inner.tag_id for p in enc.read_at)
     if kind == "qwen":  # byte-level BPE: the text between two tags decodes to exactly the step
         starts = [enc.read_at[0] - len(tok.encode("step one", add_special_tokens=False)), *enc.read_at[:-1]]
-        spans = [tok.decode(enc.ids[a + 1 if i else a : b]) for i, (a, b) in enumerate(zip(starts, enc.read_at))]
+        bounds = enumerate(zip(starts, enc.read_at, strict=True))
+        spans = [tok.decode(enc.ids[a + 1 if i else a : b]) for i, (a, b) in bounds]
         assert spans == list(steps)
     else:  # each tag right after its step's last word
         before = [tok.convert_ids_to_tokens(enc.ids[p - 1]).lstrip("▁") for p in enc.read_at]
@@ -342,25 +362,27 @@ def test_pum_missing_files_are_named(ckpts: dict[str, Path], tmp_path: Path) -> 
     no_head = tmp_path / "a"
     shutil.copytree(ckpts["pum"], no_head)
     (no_head / "value_head.pt").unlink()
-    with pytest.raises(ScorerError, match="value_head.pt"):
+    with pytest.raises(ScorerError, match=re.escape("value_head.pt")):
         load_scorer("pum", model=str(no_head))
     no_adapter = tmp_path / "b"
     shutil.copytree(ckpts["pum"], no_adapter)
     (no_adapter / "backbone" / "adapter_config.json").unlink()
-    with pytest.raises(ScorerError, match="adapter_config.json"):
+    with pytest.raises(ScorerError, match=re.escape("adapter_config.json")):
         load_scorer("pum", model=str(no_adapter))
     no_weights = tmp_path / "c"
     shutil.copytree(ckpts["pum"], no_weights)
     (no_weights / "backbone" / "adapter_model.safetensors").unlink()
-    with pytest.raises(ScorerError, match="adapter_model.safetensors"):
+    with pytest.raises(ScorerError, match=re.escape("adapter_model.safetensors")):
         load_scorer("pum", model=str(no_weights))
 
 
 def test_pum_head_that_does_not_fit_the_base(ckpts: dict[str, Path], tmp_path: Path) -> None:
     ckpt = tmp_path / "pum"
     shutil.copytree(ckpts["pum"], ckpt)
-    torch.save(torch.nn.Sequential(torch.nn.Linear(48, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).state_dict(),
-               ckpt / "value_head.pt")
+    torch.save(
+        torch.nn.Sequential(torch.nn.Linear(48, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).state_dict(),
+        ckpt / "value_head.pt",
+    )
     with pytest.raises(ScorerError, match=r"value_head.pt.*do not fit.*hidden size 32"):
         load_scorer("pum", model=str(ckpt))
     torch.save(torch.nn.Linear(32, 1), ckpt / "value_head.pt")  # a pickled module, not a state dict
@@ -370,7 +392,9 @@ def test_pum_head_that_does_not_fit_the_base(ckpts: dict[str, Path], tmp_path: P
 
 def test_prm_tokenizer_without_its_tag(tmp_path: Path) -> None:
     with pytest.raises(ScorerError, match="<extra_0>"):
-        load_scorer("prm", model=str(build_qwen_prm(tmp_path, with_tag=False, shard=False)), prm_format="qwen")
+        load_scorer(
+            "prm", model=str(build_qwen_prm(tmp_path, with_tag=False, shard=False)), prm_format="qwen"
+        )
     with pytest.raises(ScorerError, match="ки"):
         load_scorer("prm", model=str(build_shepherd(tmp_path, with_tag=False)), prm_format="shepherd")
 
@@ -399,7 +423,7 @@ def test_reference_answer_required() -> None:
 
 
 # -- rollout gain -----------------------------------------------------------------------------------
-def answering(empty_answer: str):  # noqa: ANN201
+def answering(empty_answer: str):
     """A scripted student: after a step saying 'good' it answers 5, after 'bad' 7, from the empty
     prefix ``empty_answer``."""
 
@@ -424,7 +448,9 @@ def test_rollout_gain_per_student_and_baseline_cached() -> None:
     assert [s.value for s in scores] == [pytest.approx(0.5), pytest.approx(-0.5), pytest.approx(0.5)]
     per = scores[1].extra["students"]
     assert [(p["student"], p["solve_rate"], p["baseline"], p["gain"]) for p in per] == [
-        ("weak", 0.0, 0.0, 0.0), ("strong", 0.0, 1.0, -1.0)]
+        ("weak", 0.0, 0.0, 0.0),
+        ("strong", 0.0, 1.0, -1.0),
+    ]
     assert all(r.n == 3 for r in weak.calls[0])
     prompts = [r.prompt_text for r in weak.calls[0]]
     assert len(prompts) == 3  # good, bad and the empty prefix; the complete one needs no rollouts
@@ -432,4 +458,3 @@ def test_rollout_gain_per_student_and_baseline_cached() -> None:
     run(scorer.score([ScoreItem(PROBLEM, ("good step", "more"))]))
     assert [r.prompt_text.endswith("more\n\n") for r in weak.calls[1]] == [True]  # baseline not redone
     assert scorer.needs_reference and scorer.value_kind == "unbounded"
-

@@ -5,8 +5,8 @@ and ``count_tokens`` for one item. ``BatchedScorer`` wraps it into the async, ca
 the engine calls. A scorer whose work is itself asynchronous (the rollout scorer, which calls
 generators) implements ``AsyncModelScorer`` instead: ``ascore_batch`` receives every unique,
 uncached item of a call at once and runs on the event loop (no worker thread, no micro-batches:
-its generators batch for themselves). Cache keys are (scorer identity, question, reference, steps, complete), so a
-prefix that beam search revisits, or that two problems share, is scored once.
+its generators batch for themselves). Cache keys are (scorer identity, question, reference, steps,
+complete), so a prefix that beam search revisits is scored once.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class AsyncModelScorer(Protocol):
 
 def is_out_of_memory(err: BaseException) -> bool:
     name = type(err).__name__
-    return name == "OutOfMemoryError" or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+    message = str(err).lower()
+    return name == "OutOfMemoryError" or (isinstance(err, RuntimeError) and "out of memory" in message)
 
 
 @dataclass
@@ -71,6 +72,9 @@ class ScorerStats:
         return {**asdict(self), "hit_rate": self.hit_rate}
 
 
+Sized = tuple[int, tuple, ScoreItem]  # (tokens, cache key, item)
+
+
 def cache_key(identity: str, item: ScoreItem) -> tuple:
     return (identity, item.problem.question, item.problem.answer, item.steps, item.complete)
 
@@ -78,8 +82,8 @@ def cache_key(identity: str, item: ScoreItem) -> tuple:
 class BatchedScorer:
     """Wraps a ModelScorer into the engine's async Scorer protocol."""
 
-    def __init__(self, inner: ModelScorer | AsyncModelScorer, *, batch_tokens: int = 16384, max_batch_items: int = 64,
-                 cache_size: int = 200_000) -> None:
+    def __init__(self, inner: ModelScorer | AsyncModelScorer, *, batch_tokens: int = 16384,
+                 max_batch_items: int = 64, cache_size: int = 200_000) -> None:
         self.inner = inner
         self.identity = inner.identity
         self.value_kind = inner.value_kind
@@ -125,7 +129,8 @@ class BatchedScorer:
             else:
                 score = fresh[key] if key in fresh else known[key]
                 self.stats.cache_hits += 1
-                out.append(Score(score.value, score.step_values, {**score.extra, "cache_hit": True, "tokens": 0}))
+                extra = {**score.extra, "cache_hit": True, "tokens": 0}
+                out.append(Score(score.value, score.step_values, extra))
         return out
 
     async def _ascore_unique(self, todo: dict[tuple, ScoreItem]) -> dict[tuple, Score]:
@@ -157,13 +162,14 @@ class BatchedScorer:
                     self._remember(key, score)
             return results
 
-    def _micro_batches(self, sized: list[tuple[int, tuple, ScoreItem]]) -> list[list[tuple[int, tuple, ScoreItem]]]:
+    def _micro_batches(self, sized: list[Sized]) -> list[list[Sized]]:
         """Length-sorted batches whose padded size (items x longest) stays under the token budget."""
-        batches: list[list[tuple[int, tuple, ScoreItem]]] = []
-        current: list[tuple[int, tuple, ScoreItem]] = []
+        batches: list[list[Sized]] = []
+        current: list[Sized] = []
         for entry in sized:
             longest = max(entry[0], current[-1][0] if current else 0)
-            if current and ((len(current) + 1) * longest > self.batch_tokens or len(current) >= self.max_batch_items):
+            too_big = (len(current) + 1) * longest > self.batch_tokens
+            if current and (too_big or len(current) >= self.max_batch_items):
                 batches.append(current)
                 current = []
             current.append(entry)

@@ -30,14 +30,17 @@ DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer w
 def load_backbone(path: str, *, device: str, dtype: str, model_class: Any = None) -> tuple[Any, Any, str]:
     """Tokenizer, model and resolved device for a scorer checkpoint (no remote code, ever)."""
     device = resolve_device(device)
-    tokenizer, model = load_pretrained(path, dtype=resolve_dtype(dtype, device), device=device,
-                                       model_class=model_class)
+    tokenizer, model = load_pretrained(
+        path, dtype=resolve_dtype(dtype, device), device=device, model_class=model_class
+    )
     return tokenizer, model, device
 
 
 def require_dir(path: str | None, what: str) -> Path:
     if not path:
-        raise ScorerError(f"the {what} scorer needs a checkpoint: pass --scorer-model PATH (model=... in Python)")
+        raise ScorerError(
+            f"the {what} scorer needs a checkpoint: pass --scorer-model PATH (model=... in Python)"
+        )
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ScorerError(f"{what} checkpoint {path} is not a directory")
@@ -74,7 +77,9 @@ class EncodingCache:
         return found if found is not None else self.encode(item)
 
 
-def encode_with_offsets(tokenizer: Any, text: str, *, add_special_tokens: bool) -> tuple[list[int], list[tuple[int, int]]]:
+def encode_with_offsets(
+    tokenizer: Any, text: str, *, add_special_tokens: bool
+) -> tuple[list[int], list[tuple[int, int]]]:
     enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
@@ -87,8 +92,14 @@ def token_at_char(offsets: Sequence[tuple[int, int]], char: int) -> int | None:
     return None
 
 
-def tag_token_positions(ids: Sequence[int], offsets: Sequence[tuple[int, int]], tag_chars: Sequence[int],
-                        tag_id: int, tag_text: str, where: str) -> list[int]:
+def tag_token_positions(
+    ids: Sequence[int],
+    offsets: Sequence[tuple[int, int]],
+    tag_chars: Sequence[int],
+    tag_id: int,
+    tag_text: str,
+    where: str,
+) -> list[int]:
     """Token positions of the tags inserted at character ``tag_chars`` (each the tag's last
     character). Looking tags up by where they were inserted, not by searching for the tag id,
     means a step whose own text contains the tag cannot shift the read positions."""
@@ -127,15 +138,23 @@ def single_token_id(tokenizer: Any, token: str, where: str) -> int:
     """The id of an added/special token such as ``<extra_0>``; a clear error when it is missing."""
     token_id = tokenizer.convert_tokens_to_ids(token)
     if token_id is None or (tokenizer.unk_token_id is not None and token_id == tokenizer.unk_token_id):
-        raise ScorerError(f"{where}: the tokenizer lacks the step tag {token!r}; is this the right checkpoint?")
+        raise ScorerError(
+            f"{where}: the tokenizer lacks the step tag {token!r}; is this the right checkpoint?"
+        )
     return int(token_id)
 
 
-def chat_text(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool, where: str) -> str:
+def chat_text(
+    tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool, where: str
+) -> str:
     if not getattr(tokenizer, "chat_template", None):
-        raise ScorerError(f"{where}: the tokenizer has no chat template (chat_template.jinja or "
-                          "tokenizer_config.json), which this format needs")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        raise ScorerError(
+            f"{where}: the tokenizer has no chat template (chat_template.jinja or "
+            "tokenizer_config.json), which this format needs"
+        )
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -36,8 +36,10 @@ class ORMScorer:
         self._encodings = EncodingCache(self.encode)
 
     def encode(self, item: ScoreItem) -> Encoded:
-        messages = [{"role": "user", "content": item.problem.question},
-                    {"role": "assistant", "content": self.step_delimiter.join(item.steps)}]
+        messages = [
+            {"role": "user", "content": item.problem.question},
+            {"role": "assistant", "content": self.step_delimiter.join(item.steps)},
+        ]
         text = chat_text(self.tokenizer, messages, add_generation_prompt=False, where=self.identity)
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return Encoded(ids, [len(ids) - 1])
@@ -70,14 +72,16 @@ class ORMScorer:
         pass
 
 
-def load_orm(path: str | None, *, device: str = "cpu", dtype: str = "float32",
-             step_delimiter: str = "\n\n") -> ORMScorer:
+def load_orm(
+    path: str | None, *, device: str = "cpu", dtype: str = "float32", step_delimiter: str = "\n\n"
+) -> ORMScorer:
     from transformers import AutoModelForSequenceClassification
 
     require_dir(path, "orm")
     assert path is not None
-    tokenizer, model, _ = load_backbone(path, device=device, dtype=dtype,
-                                        model_class=AutoModelForSequenceClassification)
+    tokenizer, model, _ = load_backbone(
+        path, device=device, dtype=dtype, model_class=AutoModelForSequenceClassification
+    )
     if not getattr(tokenizer, "chat_template", None):
         raise ScorerError(f"orm checkpoint {path}: its tokenizer has no chat template")
     return ORMScorer(tokenizer, model, path=path, step_delimiter=step_delimiter)

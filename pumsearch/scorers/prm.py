@@ -136,7 +136,9 @@ class ShepherdPRM(PlusMinusPRM):
         where = f"prm:shepherd:{path}"
         plus_minus = without_bos(tokenizer, tokenizer.encode("+ -"))
         if len(plus_minus) != 2:
-            raise ScorerError(f"{where}: the tokenizer does not encode '+ -' as two tokens (got {plus_minus})")
+            raise ScorerError(
+                f"{where}: the tokenizer does not encode '+ -' as two tokens (got {plus_minus})"
+            )
         tag_ids = without_bos(tokenizer, tokenizer.encode(SHEPHERD_TAG.strip()))
         if len(tag_ids) != 1 or tag_ids[0] == tokenizer.unk_token_id:
             raise ScorerError(f"{where}: the tokenizer lacks the step tag {SHEPHERD_TAG!r} as one token")
@@ -170,13 +172,19 @@ class RLHFlowPRM(PlusMinusPRM):
         conversation: list[dict[str, str]] = []
         plus_chars = []
         for i, step in enumerate(self.steps_of(item)):
-            conversation.append({"role": "user", "content": f"{item.problem.question} {step}" if i == 0 else step})
+            conversation.append(
+                {"role": "user", "content": f"{item.problem.question} {step}" if i == 0 else step}
+            )
             # the assistant "+" starts right where the generation prompt of this turn ends
-            plus_chars.append(len(chat_text(self.tokenizer, conversation, add_generation_prompt=True, where=where)))
+            plus_chars.append(
+                len(chat_text(self.tokenizer, conversation, add_generation_prompt=True, where=where))
+            )
             conversation.append({"role": "assistant", "content": "+"})
         text = chat_text(self.tokenizer, conversation, add_generation_prompt=False, where=where)
         if any(text[c : c + 1] != "+" for c in plus_chars):
-            raise ScorerError(f"{where}: the chat template does not render the assistant '+' turns as expected")
+            raise ScorerError(
+                f"{where}: the chat template does not render the assistant '+' turns as expected"
+            )
         ids, offsets = encode_with_offsets(self.tokenizer, text, add_special_tokens=False)
         at = tag_token_positions(ids, offsets, plus_chars, self.plus_id, "+", where)
         return Encoded(ids, [p - 1 for p in at])  # the position that predicts the "+"
@@ -187,8 +195,9 @@ class QwenPRM(PRMScorer):
 
     fmt = "qwen"
 
-    def __init__(self, tokenizer: Any, model: Any, head: Any, *, path: str,
-                 system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> None:
+    def __init__(
+        self, tokenizer: Any, model: Any, head: Any, *, path: str, system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    ) -> None:
         self.tag_id = single_token_id(tokenizer, QWEN_TAG, f"prm:qwen:{path}")
         self.head = head
         self.system_prompt = system_prompt
@@ -198,13 +207,17 @@ class QwenPRM(PRMScorer):
         where = self.where(item)
         steps = self.steps_of(item)
         content = QWEN_TAG.join(steps) + QWEN_TAG
-        messages = [{"role": "system", "content": self.system_prompt},
-                    {"role": "user", "content": item.problem.question},
-                    {"role": "assistant", "content": content}]
+        messages = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": item.problem.question},
+            {"role": "assistant", "content": content},
+        ]
         text = chat_text(self.tokenizer, messages, add_generation_prompt=False, where=where)
         start = text.rfind(content)
         if start < 0:
-            raise ScorerError(f"{where}: the chat template altered the assistant turn; cannot place the step tags")
+            raise ScorerError(
+                f"{where}: the chat template altered the assistant turn; cannot place the step tags"
+            )
         tag_chars, offset = [], start
         for step in steps:
             offset += len(step) + len(QWEN_TAG)
@@ -236,14 +249,24 @@ def build_qwen_head(folder: Any, hidden_size: int, dtype: Any, device: Any) -> A
             f"{folder}: PRM head shapes {tuple(first.shape)} and {tuple(last.shape)} do not fit a model of "
             f"hidden size {hidden_size} with two classes"
         )
-    head = torch.nn.Sequential(torch.nn.Linear(first.shape[1], first.shape[0]), torch.nn.ReLU(),
-                               torch.nn.Linear(last.shape[1], last.shape[0]))
+    head = torch.nn.Sequential(
+        torch.nn.Linear(first.shape[1], first.shape[0]),
+        torch.nn.ReLU(),
+        torch.nn.Linear(last.shape[1], last.shape[0]),
+    )
     head.load_state_dict({name.removeprefix("score."): tensors[name] for name in QWEN_HEAD_NAMES})
     return head.to(device=device, dtype=dtype).eval()
 
 
-def load_prm(path: str | None, *, prm_format: str = "qwen", device: str = "cpu", dtype: str = "float32",
-             system_prompt: str | None = None, step_joiner: str = "\n") -> PRMScorer:
+def load_prm(
+    path: str | None,
+    *,
+    prm_format: str = "qwen",
+    device: str = "cpu",
+    dtype: str = "float32",
+    system_prompt: str | None = None,
+    step_joiner: str = "\n",
+) -> PRMScorer:
     if prm_format not in PRM_FORMATS:
         raise ScorerError(f"unknown --prm-format {prm_format!r}: use one of {', '.join(PRM_FORMATS)}")
     folder = require_dir(path, f"prm ({prm_format})")
@@ -253,18 +276,23 @@ def load_prm(path: str | None, *, prm_format: str = "qwen", device: str = "cpu",
 
         config = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
         if config.get("model_type") not in (None, "qwen2"):
-            raise ScorerError(f"{path}: --prm-format qwen expects a Qwen2 checkpoint, found model_type "
-                              f"{config.get('model_type')!r}")
+            raise ScorerError(
+                f"{path}: --prm-format qwen expects a Qwen2 checkpoint, found model_type "
+                f"{config.get('model_type')!r}"
+            )
         from transformers.utils import logging as hf_logging
 
         previous = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the score.* tensors are "unexpected" to Qwen2Model: we load them below
+        # the score.* tensors are "unexpected" to Qwen2Model: they are loaded below, by name
+        hf_logging.set_verbosity_error()
         try:
             tokenizer, model, device = load_backbone(path, device=device, dtype=dtype, model_class=Qwen2Model)
         finally:
             hf_logging.set_verbosity(previous)
         head = build_qwen_head(folder, model.config.hidden_size, next(model.parameters()).dtype, device)
-        return QwenPRM(tokenizer, model, head, path=path, system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT)
+        return QwenPRM(
+            tokenizer, model, head, path=path, system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT
+        )
     tokenizer, model, _ = load_backbone(path, device=device, dtype=dtype)
     if prm_format == "shepherd":
         return ShepherdPRM(tokenizer, model, path=path, step_joiner=step_joiner)

@@ -44,9 +44,17 @@ class PUMScorer:
     value_kind = "unbounded"
     needs_reference = False
 
-    def __init__(self, tokenizer: Any, decoder: Any, head: Any, *, path: str,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, step_delimiter: str = "\n\n",
-                 read_offset: int = 0) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        decoder: Any,
+        head: Any,
+        *,
+        path: str,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        step_delimiter: str = "\n\n",
+        read_offset: int = 0,
+    ) -> None:
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.head = head
@@ -98,7 +106,11 @@ def unwrap_state(state: Any, where: str) -> dict[str, Any]:
 
     while isinstance(state, dict) and len(state) == 1 and isinstance(next(iter(state.values())), dict):
         state = next(iter(state.values()))
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
         raise ScorerError(f"{where} is not a state dict of tensors")
     return state
 
@@ -116,7 +128,9 @@ def infer_value_head(state: dict[str, Any], hidden_size: int, activation: str, w
         layers.setdefault(prefix, {})[kind] = tensor
     for prefix, parts in layers.items():
         if "weight" not in parts or parts["weight"].dim() != 2:
-            raise ScorerError(f"{where}: layer {prefix or '(root)'!r} is not a Linear layer (needs a 2-D weight)")
+            raise ScorerError(
+                f"{where}: layer {prefix or '(root)'!r} is not a Linear layer (needs a 2-D weight)"
+            )
     remaining = sorted(layers, key=_natural_key)
     chain: list[str] = []
     width = hidden_size
@@ -129,8 +143,10 @@ def infer_value_head(state: dict[str, Any], hidden_size: int, activation: str, w
         width = layers[nxt]["weight"].shape[0]
     if remaining or not chain or width != 1:
         shapes = ", ".join(f"{p or '(root)'}: {tuple(layers[p]['weight'].shape)}" for p in sorted(layers))
-        raise ScorerError(f"{where}: value head shapes ({shapes}) do not fit a base model of hidden size "
-                          f"{hidden_size} (need Linear layers chaining {hidden_size} -> ... -> 1)")
+        raise ScorerError(
+            f"{where}: value head shapes ({shapes}) do not fit a base model of hidden size "
+            f"{hidden_size} (need Linear layers chaining {hidden_size} -> ... -> 1)"
+        )
     modules: list[Any] = []
     for i, prefix in enumerate(chain):
         out_f, in_f = layers[prefix]["weight"].shape
@@ -148,8 +164,14 @@ def infer_value_head(state: dict[str, Any], hidden_size: int, activation: str, w
 def activation_module(name: str) -> Any:
     import torch
 
-    table = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh, "silu": torch.nn.SiLU,
-             "sigmoid": torch.nn.Sigmoid, "identity": torch.nn.Identity}
+    table = {
+        "relu": torch.nn.ReLU,
+        "gelu": torch.nn.GELU,
+        "tanh": torch.nn.Tanh,
+        "silu": torch.nn.SiLU,
+        "sigmoid": torch.nn.Sigmoid,
+        "identity": torch.nn.Identity,
+    }
     key = name.lower()
     if key not in table:
         raise ScorerError(f"unknown value-head activation {name!r}: use one of {', '.join(ACTIVATIONS)}")
@@ -173,8 +195,9 @@ def check_layout(folder: Path) -> tuple[Path, dict[str, Any], Path]:
     if not config.exists():
         raise ScorerError(f"PUM checkpoint {folder} has no LoRA adapter: {config} is missing")
     if not any((adapter / f).exists() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise ScorerError(f"PUM checkpoint {folder} has no adapter weights: {adapter}/adapter_model.safetensors "
-                          "is missing")
+        raise ScorerError(
+            f"PUM checkpoint {folder} has no adapter weights: {adapter}/adapter_model.safetensors is missing"
+        )
     head = folder / "value_head.pt"
     if not head.exists():
         raise ScorerError(f"PUM checkpoint {folder} has no value head: {head} is missing")
@@ -189,14 +212,24 @@ def load_value_head_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ScorerError(f"cannot load {path} as a plain state dict (weights_only): "
-                          f"{str(err).splitlines()[0]}") from None
+        raise ScorerError(
+            f"cannot load {path} as a plain state dict (weights_only): {str(err).splitlines()[0]}"
+        ) from None
     return unwrap_state(state, str(path))
 
 
-def load_pum(path: str | None, *, base: str | None = None, device: str = "cpu", dtype: str = "float32",
-             system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, activation: str | None = None,
-             read_offset: int = 0, step_delimiter: str = "\n\n", merge: bool = True) -> PUMScorer:
+def load_pum(
+    path: str | None,
+    *,
+    base: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    activation: str | None = None,
+    read_offset: int = 0,
+    step_delimiter: str = "\n\n",
+    merge: bool = True,
+) -> PUMScorer:
     """Load a PUM checkpoint. ``base`` overrides the adapter's base_model_name_or_path; ``merge``
     folds the LoRA weights into the base for speed (the value is the same up to rounding)."""
     from peft import PeftModel
@@ -220,5 +253,12 @@ def load_pum(path: str | None, *, base: str | None = None, device: str = "cpu", 
     model = model.merge_and_unload() if merge else model.get_base_model()
     model.eval()
     decoder = getattr(model, model.base_model_prefix)
-    return PUMScorer(tokenizer, decoder, head.to(device), path=path, system_prompt=system_prompt,
-                     step_delimiter=step_delimiter, read_offset=read_offset)
+    return PUMScorer(
+        tokenizer,
+        decoder,
+        head.to(device),
+        path=path,
+        system_prompt=system_prompt,
+        step_delimiter=step_delimiter,
+        read_offset=read_offset,
+    )

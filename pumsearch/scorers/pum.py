@@ -244,7 +244,13 @@ def load_pum(
     activation = activation or activation_from_args(folder) or DEFAULT_ACTIVATION
     activation_module(activation)  # refuse an unknown name before any model loads
     state = load_value_head_state(head_file)
-    hidden_size = AutoConfig.from_pretrained(base).hidden_size
+    try:
+        hidden_size = AutoConfig.from_pretrained(base).hidden_size
+    except (OSError, ValueError) as err:
+        raise ScorerError(
+            f"cannot read the PUM base model {base!r} ({str(err).splitlines()[0]}): download it and pass "
+            "--scorer-base PATH"
+        ) from None
     head = infer_value_head(state, hidden_size, activation, str(head_file))
     tokenizer, model, device = load_backbone(base, device=device, dtype=dtype)
     if (folder / "tokenizer_config.json").exists() or (folder / "tokenizer.json").exists():

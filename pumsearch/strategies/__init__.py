@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 
 from pumsearch.strategies.base import Strategy, StrategyError
+from pumsearch.strategies.beam import DVTS, BeamSearch
 from pumsearch.strategies.best_of_n import BestOfN
+from pumsearch.strategies.mcts import MCTS
 
-STRATEGIES: dict[str, type[Strategy]] = {"bon": BestOfN}
+STRATEGIES: dict[str, type[Strategy]] = {"bon": BestOfN, "beam": BeamSearch, "dvts": DVTS, "mcts": MCTS}
 
 
 def strategy_names() -> list[str]:
@@ -33,4 +35,5 @@ def get_strategy(name: str) -> type[Strategy]:
     )
 
 
-__all__ = ["STRATEGIES", "BestOfN", "Strategy", "StrategyError", "get_strategy", "strategy_names"]
+__all__ = ["DVTS", "MCTS", "STRATEGIES", "BeamSearch", "BestOfN", "Strategy", "StrategyError", "get_strategy",
+           "strategy_names"]

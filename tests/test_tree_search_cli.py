@@ -76,7 +76,11 @@ def test_unknown_terminal_reward_exits_2() -> None:
 def test_solve_runs_each_strategy_and_writes_record_and_tree(
     tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str, options: list[str]
 ) -> None:
-    monkeypatch.syspath_prepend(str(REPO_ROOT))  # docs.examples is importable from the repository root
+    # as under the console script: the working directory (the repository root) is not on sys.path
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and Path(p).resolve() != REPO_ROOT])
+    monkeypatch.chdir(REPO_ROOT)
+    for name in [m for m in sys.modules if m == "docs" or m.startswith("docs.")]:
+        monkeypatch.delitem(sys.modules, name)
     tree_file = tmp_path / "t.tree.json"
     code, stdout, output = solve_stdout(
         "--model", tiny_model, "--strategy", strategy, "--scorer", "verifier", "--answer", "4",

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pumsearch.strategies.base import Strategy, StrategyError
 from pumsearch.strategies.beam import DVTS, BeamSearch
@@ -23,7 +27,8 @@ def get_strategy(name: str) -> type[Strategy]:
     if ":" in name:
         module_name, _, class_name = name.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            with _cwd_importable():
+                module = importlib.import_module(module_name)
         except ImportError as err:
             raise StrategyError(f"cannot import strategy module {module_name!r}: {err}") from None
         cls = getattr(module, class_name, None)
@@ -33,6 +38,21 @@ def get_strategy(name: str) -> type[Strategy]:
     raise StrategyError(
         f"unknown strategy {name!r}: use one of {', '.join(strategy_names())} or package.module:ClassName"
     )
+
+
+@contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """The console script's sys.path lacks the working directory (``python -m`` has it); add it,
+    last, while a custom strategy is imported, so a project's own modules load either way."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 __all__ = ["DVTS", "MCTS", "STRATEGIES", "BeamSearch", "BestOfN", "Strategy", "StrategyError", "get_strategy",

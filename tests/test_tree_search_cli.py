@@ -100,7 +100,7 @@ def test_solve_runs_each_strategy_and_writes_record_and_tree(
     assert not record["cut_short"]
 
 
-def test_custom_strategy_needs_the_repo_on_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unimportable_custom_strategy_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT])
     monkeypatch.chdir("/")
     code, output = solve("--strategy", "nosuchpackage.mod:GreedyStep", "--model", "/nonexistent/model")

@@ -183,3 +183,17 @@ def test_problem_seed_differs_per_problem():
     a = np.random.default_rng(problem_seed(0, "a")).integers(0, 2**32)
     b = np.random.default_rng(problem_seed(0, "b")).integers(0, 2**32)
     assert a != b
+
+
+def test_a_scorer_error_fails_only_the_search_that_caused_it():
+    class Picky(AnswerScorer):
+        def score_batch(self, items):
+            if any(item.problem.id == "p1" for item in items):
+                raise ValueError("cannot score problem p1")
+            return super().score_batch(items)
+
+    scorer = BatchedScorer(Picky({"2": 1.0}))
+    outcomes = _run(_problems(3), ScriptedGenerator(), scorer, budget=2)
+    assert isinstance(outcomes[1], ValueError)
+    assert [type(o).__name__ for o in (outcomes[0], outcomes[2])] == ["SearchResult", "SearchResult"]
+    assert outcomes[0].counters.scorer_calls == 1

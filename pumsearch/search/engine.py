@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -158,74 +158,74 @@ class Engine:
     async def _generate_chunk(self, chunk: list[_PendingGenerate]) -> None:
         requests = [r for p in chunk for r in p.requests]
         rows = sum(r.n for r in requests)
-        started = time.perf_counter()
-        try:
-            outputs = await self.generator.generate(requests)
-        except BaseException as err:  # every waiting search learns of the failure
-            for p in chunk:
-                self._unblock(p.search_id)
-                if not p.future.done():
-                    p.future.set_exception(err)
-            if not isinstance(err, Exception):
-                raise
-            return
-        elapsed = time.perf_counter() - started
-        self.totals.backend_calls += 1
-        self.totals.backend_batch_items += rows
-        self.totals.backend_time += elapsed
-        offset = 0
-        for p in chunk:
-            mine = outputs[offset : offset + len(p.requests)]
-            offset += len(p.requests)
-            c = p.counters
+
+        def account(c: Counters, outputs: list[GenerationOutput], elapsed: float) -> None:
             c.backend_calls += 1
             c.backend_batch_items += rows
             c.backend_time += elapsed
-            for out in mine:
-                generated = sum(comp.num_tokens for comp in out.completions)
-                for counters in (c, self.totals):
-                    counters.generated_tokens += generated
-                    counters.prompt_tokens += out.prompt_tokens
-                    counters.cached_prompt_tokens += out.cached_tokens
-                    counters.backend_retries += out.retries
-                    peak = max(counters.backend_peak_in_flight, out.requests_in_flight)
-                    counters.backend_peak_in_flight = peak
-            self._unblock(p.search_id)
-            if not p.future.done():
-                p.future.set_result(mine)
+            for out in outputs:
+                c.generated_tokens += sum(comp.num_tokens for comp in out.completions)
+                c.prompt_tokens += out.prompt_tokens
+                c.cached_prompt_tokens += out.cached_tokens
+                c.backend_retries += out.retries
+                c.backend_peak_in_flight = max(c.backend_peak_in_flight, out.requests_in_flight)
+
+        # a backend failure is shared by the whole batch: no retry per search (the backend retries)
+        await self._dispatch(chunk, lambda p: p.requests, self.generator.generate, account, isolate=False)
 
     async def _run_score(self, batch: list[_PendingScore]) -> None:
         assert self.scorer is not None
-        items = [item for p in batch for item in p.items]
-        started = time.perf_counter()
-        try:
-            scores = await self.scorer.score(items)
-        except BaseException as err:
-            for p in batch:
-                self._unblock(p.search_id)
-                if not p.future.done():
-                    p.future.set_exception(err)
-            if not isinstance(err, Exception):
-                raise
-            return
-        elapsed = time.perf_counter() - started
-        self.totals.scorer_calls += 1
-        self.totals.scorer_time += elapsed
-        offset = 0
-        for p in batch:
-            mine = scores[offset : offset + len(p.items)]
-            offset += len(p.items)
-            c = p.counters
+
+        def account(c: Counters, scores: list[Score], elapsed: float) -> None:
             c.scorer_calls += 1
             c.scorer_time += elapsed
-            for s in mine:
+            for s in scores:
                 c.scorer_tokens += int(s.extra.get("tokens", 0))
                 c.scorer_cache_hits += int(bool(s.extra.get("cache_hit", False)))
-            self.totals.scorer_tokens += sum(int(s.extra.get("tokens", 0)) for s in mine)
-            self.totals.scorer_cache_hits += sum(int(bool(s.extra.get("cache_hit", False))) for s in mine)
+
+        # one bad item (say, an empty step a PRM refuses) must fail only its own search
+        await self._dispatch(batch, lambda p: p.items, self.scorer.score, account, isolate=True)
+
+    async def _dispatch(self, batch: list[Any], units_of: Callable[[Any], list[Any]],
+                        call: Callable[[list[Any]], Awaitable[list[Any]]],
+                        account: Callable[[Counters, list[Any], float], None], *, isolate: bool) -> None:
+        """One call for the whole batch; results are handed back to each waiting search, with its
+        counters charged. On failure every search in the batch gets the exception, unless
+        ``isolate``, when each search is retried alone so only the failing one fails."""
+        units = [u for p in batch for u in units_of(p)]
+        started = time.perf_counter()
+        try:
+            results = await call(units)
+        except Exception as err:
+            if isolate and len(batch) > 1:
+                await asyncio.gather(*(self._dispatch([p], units_of, call, account, isolate=False) for p in batch))
+                return
+            self._resolve(batch, error=err)
+            return
+        except BaseException as err:  # cancellation: wake the waiting searches, then propagate
+            self._resolve(batch, error=err)
+            raise
+        elapsed = time.perf_counter() - started
+        if len(results) != len(units):
+            self._resolve(batch, error=RuntimeError(f"{len(results)} results for {len(units)} requests"))
+            return
+        account(self.totals, results, elapsed)  # the engine's totals count each call once
+        offset = 0
+        for p in batch:
+            mine = results[offset : offset + len(units_of(p))]
+            offset += len(mine)
+            account(p.counters, mine, elapsed)
+            self._resolve([p], result=mine)
+
+    def _resolve(self, batch: list[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+        for p in batch:
             self._unblock(p.search_id)
-            if not p.future.done():
-                p.future.set_result(mine)
+            if p.future.done():
+                continue
+            if error is not None:
+                p.future.set_exception(error)
+            else:
+                p.future.set_result(result)
 
     # -- running searches -----------------------------------------------------------------------
     def make_context(self, problem: Problem, config: SearchConfig, budget: Budget) -> SearchContext:
@@ -276,6 +276,8 @@ class Engine:
         problem finishes (for progress bars and record writing)."""
         gate = asyncio.Semaphore(self.concurrency)
         started = time.perf_counter()
+        if any(p.answer is not None for p in problems):
+            self.grader.warm()  # workers start while the first batch generates
 
         async def one(problem: Problem) -> SearchResult | BaseException:
             async with gate:

@@ -89,6 +89,10 @@ def _verify_in_worker(prediction: str, reference: str) -> bool:
     return bool(verify(gold, pred))
 
 
+def _import_math_verify() -> None:
+    import math_verify  # noqa: F401
+
+
 def strings_match(prediction: str | None, reference: str | None) -> bool:
     if prediction is None or reference is None:
         return False
@@ -120,6 +124,11 @@ class Grader:
                     proc.kill()  # a worker stuck past its timeout will not return
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+    def warm(self) -> None:
+        """Start the workers now (spawning them and importing math-verify takes a second or two),
+        so the first grade does not wait; returns at once."""
+        self._get_pool().submit(_import_math_verify)
 
     def grade(self, prediction: str | None, reference: str | None) -> bool:
         if prediction is None or reference is None:

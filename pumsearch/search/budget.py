@@ -10,6 +10,9 @@ class BudgetExhausted(Exception):
     """Raised by the SearchContext when an expansion would exceed the budget, token cap or time limit."""
 
 
+_PEAK_FIELDS = frozenset({"backend_peak_in_flight"})  # combined by max when counters are added up
+
+
 @dataclass
 class Counters:
     """Compute spent on one problem (or a whole run, summed). 0 where a backend cannot know."""
@@ -23,6 +26,7 @@ class Counters:
     scorer_tokens: int = 0
     scorer_cache_hits: int = 0
     backend_retries: int = 0
+    backend_peak_in_flight: int = 0  # most requests a server backend had in flight at once (a peak)
     wall_time: float = 0.0
     backend_time: float = 0.0
     scorer_time: float = 0.0
@@ -37,7 +41,8 @@ class Counters:
 
     def add(self, other: Counters) -> None:
         for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            setattr(self, f.name, max(mine, theirs) if f.name in _PEAK_FIELDS else mine + theirs)
 
     def to_dict(self) -> dict[str, float]:
         out = asdict(self)

@@ -183,12 +183,13 @@ class Engine:
             c.backend_time += elapsed
             for out in mine:
                 generated = sum(comp.num_tokens for comp in out.completions)
-                c.generated_tokens += generated
-                c.prompt_tokens += out.prompt_tokens
-                c.cached_prompt_tokens += out.cached_tokens
-                self.totals.generated_tokens += generated
-                self.totals.prompt_tokens += out.prompt_tokens
-                self.totals.cached_prompt_tokens += out.cached_tokens
+                for counters in (c, self.totals):
+                    counters.generated_tokens += generated
+                    counters.prompt_tokens += out.prompt_tokens
+                    counters.cached_prompt_tokens += out.cached_tokens
+                    counters.backend_retries += out.retries
+                    peak = max(counters.backend_peak_in_flight, out.requests_in_flight)
+                    counters.backend_peak_in_flight = peak
             self._unblock(p.search_id)
             if not p.future.done():
                 p.future.set_result(mine)

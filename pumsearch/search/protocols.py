@@ -62,6 +62,8 @@ class GenerationOutput:
     completions: list[Completion]
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    retries: int = 0  # HTTP retries the backend needed for this output (server backends)
+    requests_in_flight: int = 0  # peak requests in flight during the call that made it (server backends)
 
 
 @runtime_checkable

@@ -1,0 +1,173 @@
+"""An httpx client for inference servers: bounded concurrency, timeouts, retries with backoff.
+
+Connection errors, timeouts and 5xx answers are retried (``retries`` times, backoff doubling from
+``backoff`` seconds); a 4xx answer is the caller's mistake and fails at once with the server's
+message. Every request counts its retries, and the client keeps the peak number of requests in
+flight, for the counters of each result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pumsearch.backends.errors import BackendError, BackendUnavailable
+
+RETRYABLE = (httpx.TransportError,)  # connect/read/write errors and timeouts, protocol errors
+
+
+@dataclass
+class Reply:
+    body: Any
+    retries: int
+    in_flight: int  # requests in flight when this one started (itself included)
+
+
+def server_message(response: httpx.Response, limit: int = 300) -> str:
+    """The error text a server sent (SGLang and OpenAI servers wrap it in {"error": ...})."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:limit].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body.get("message", body.get("detail", body)))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return str(err)[:limit]
+    return str(body)[:limit]
+
+
+def describe(err: BaseException) -> str:
+    """A one-line description of a transport error (httpx messages can be empty)."""
+    text = str(err).strip()
+    kind = {httpx.ConnectError: "connection refused or unreachable", httpx.TimeoutException: "timed out"}
+    for cls, words in kind.items():
+        if isinstance(err, cls):
+            return f"{words}{f' ({text})' if text and words not in text else ''}"
+    return text or type(err).__name__
+
+
+class RetryingClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_concurrency: int = 64,
+        timeout: float = 600.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        connect_timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max-concurrency must be at least 1")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_concurrency = max_concurrency
+        self._timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
+        self._limits = httpx.Limits(
+            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+        )
+        self._headers = headers or {}
+        self._client: httpx.AsyncClient | None = None
+        self._gate: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def _ensure(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        # One client per event loop: the CLI may run several asyncio.run calls in one process.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._gate is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, timeout=self._timeout, limits=self._limits, headers=self._headers
+            )
+            self._gate = asyncio.Semaphore(self.max_concurrency)
+            self._loop = loop
+        return self._client, self._gate
+
+    async def post_json(self, path: str, payload: dict[str, Any]) -> Reply:
+        """POST ``payload`` and return the decoded JSON body, retrying transient failures."""
+        client, gate = self._ensure()
+        async with gate:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            in_flight = self.in_flight
+            try:
+                body, retries = await self._post_with_retries(client, path, payload)
+            finally:
+                self.in_flight -= 1
+        return Reply(body, retries, in_flight)
+
+    async def _post_with_retries(
+        self, client: httpx.AsyncClient, path: str, payload: dict[str, Any]
+    ) -> tuple[Any, int]:
+        url = f"{self.base_url}{path}"
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = await client.post(path, json=payload)
+            except RETRYABLE as err:
+                last = describe(err)
+                continue
+            if response.status_code >= 500:
+                last = f"HTTP {response.status_code}: {server_message(response)}"
+                continue
+            if response.status_code >= 400:
+                raise BackendError(
+                    f"{url} refused the request (HTTP {response.status_code}): {server_message(response)}"
+                )
+            try:
+                return response.json(), attempt
+            except json.JSONDecodeError:
+                raise BackendError(
+                    f"malformed response from {url}: not JSON ({response.text[:80]!r})"
+                ) from None
+        tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
+        raise BackendUnavailable(f"{url} failed after {tries}: {last}")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(RuntimeError):  # its event loop is gone; the sockets went with it
+                await self._client.aclose()
+            self._client = None
+
+
+def get_json_sync(url: str, *, timeout: float, retries: int, backoff: float, accept_404: bool = False) -> Any:
+    """A GET at start-up (health and model checks), with the same retry rules; None on 404 when
+    ``accept_404`` (so a caller can try an older endpoint name)."""
+    import time
+
+    last = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            response = httpx.get(url, timeout=timeout)
+        except RETRYABLE as err:
+            last = describe(err)
+            continue
+        if response.status_code >= 500:
+            last = f"HTTP {response.status_code}: {server_message(response)}"
+            continue
+        if response.status_code == 404 and accept_404:
+            return None
+        if response.status_code >= 400:
+            raise BackendError(f"{url} answered HTTP {response.status_code}: {server_message(response)}")
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except json.JSONDecodeError:
+            return {"_text": response.text}
+    raise BackendUnavailable(f"no server answering at {url} ({last}); start one, or check --url")

@@ -1,0 +1,152 @@
+"""The SGLang server backend (``--backend sglang-server --url URL``): native POST /generate.
+
+Each sample is its own request (SGLang's n > 1 has had bugs; repeated prompts share the radix
+cache anyway), with its own ``sampling_seed`` and ``rid``, all sent at once up to
+``max_concurrency`` in flight. Prefixes go as ``input_ids`` so the model sees exactly what it
+generated and the radix cache hits. The same client works against sglang-router, which speaks
+the same API. Start-up checks /health and /model_info (falling back to /get_model_info on older
+servers) and refuses a server that serves another model than --model names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from pumsearch.backends.errors import BackendError
+from pumsearch.backends.http_client import RetryingClient, get_json_sync
+from pumsearch.backends.remote import LaunchedServer, TokenizerPrompts, load_tokenizer, same_model
+from pumsearch.backends.sglang_common import (
+    completion_from_sglang,
+    prompt_counts,
+    sample_seeds,
+    sglang_sampling_params,
+)
+from pumsearch.search.protocols import GenerationOutput, GenerationRequest
+
+
+class SGLangServerGenerator(TokenizerPrompts):
+    takes_token_ids = True
+
+    def __init__(
+        self,
+        url: str,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_concurrency: int = 64,
+        request_timeout: float = 600.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        launched: LaunchedServer | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.name = name
+        self.client = RetryingClient(
+            self.url,
+            max_concurrency=max_concurrency,
+            timeout=request_timeout,
+            retries=retries,
+            backoff=backoff,
+        )
+        self.launched = launched
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        model: str | None = None,
+        tokenizer: str | None = None,
+        max_concurrency: int = 64,
+        request_timeout: float = 600.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        launched: LaunchedServer | None = None,
+        trust_remote_code: bool = False,
+    ) -> SGLangServerGenerator:
+        """Check the server (health, served model) and load the tokenizer for chat prompts."""
+        url = url.rstrip("/")
+        served = server_model_path(url, timeout=min(request_timeout, 30.0), retries=retries, backoff=backoff)
+        if model is not None and served is not None and not same_model(model, served):
+            raise BackendError(
+                f"the server at {url} serves {served!r}, not {model!r}: "
+                "point --url at the right server or fix --model"
+            )
+        name = model or served
+        source = tokenizer or model or served
+        if source is None:
+            raise BackendError(f"the server at {url} does not say which model it serves: pass --tokenizer")
+        return cls(
+            url,
+            load_tokenizer(source, trust_remote_code=trust_remote_code),
+            name=name or source,
+            max_concurrency=max_concurrency,
+            request_timeout=request_timeout,
+            retries=retries,
+            backoff=backoff,
+            launched=launched,
+        )
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        jobs = [self._sample(req, seed) for req in requests for seed in sample_seeds(req)]
+        results = await asyncio.gather(*jobs)
+        outputs: list[GenerationOutput] = []
+        offset = 0
+        for req in requests:
+            mine = results[offset : offset + req.n]
+            offset += req.n
+            out = GenerationOutput([r[0] for r in mine])
+            for _, body, retries, _in_flight in mine:
+                prompt, cached = prompt_counts(body)
+                out.prompt_tokens += prompt
+                out.cached_tokens += cached
+                out.retries += retries
+            outputs.append(out)
+        peak = max((r[3] for r in results), default=0)  # the call's peak, on every output of the call
+        for out in outputs:
+            out.requests_in_flight = peak
+        return outputs
+
+    async def _sample(self, req: GenerationRequest, seed: int) -> tuple[Any, dict[str, Any], int, int]:
+        payload: dict[str, Any] = {
+            "sampling_params": sglang_sampling_params(req.params, seed),
+            "rid": uuid.uuid4().hex,
+        }
+        if req.prompt_ids is not None:
+            payload["input_ids"] = list(req.prompt_ids)
+        else:
+            payload["text"] = req.prompt_text
+        if req.params.want_logprobs:
+            payload["return_logprob"] = True
+        reply = await self.client.post_json("/generate", payload)
+        body = reply.body[0] if isinstance(reply.body, list) and len(reply.body) == 1 else reply.body
+        completion = completion_from_sglang(body, req.params.stop, f"{self.url}/generate")
+        return completion, body, reply.retries, reply.in_flight
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.launched is not None:
+            self.launched.stop()
+            self.launched = None
+
+
+def server_model_path(url: str, *, timeout: float, retries: int, backoff: float) -> str | None:
+    """Wait for /health, then read the served model's path from /model_info (/get_model_info on
+    older SGLang versions). None where the server does not say (sglang-router may not)."""
+    get_json_sync(f"{url}/health", timeout=timeout, retries=retries, backoff=backoff)
+    for path in ("/model_info", "/get_model_info"):
+        info = get_json_sync(
+            f"{url}{path}", timeout=timeout, retries=retries, backoff=backoff, accept_404=True
+        )
+        if isinstance(info, dict) and info.get("model_path"):
+            if info.get("is_generation") is False:
+                raise BackendError(
+                    f"the server at {url} serves {info['model_path']!r} as an embedding/reward "
+                    "model (--is-embedding); it cannot generate"
+                )
+            return str(info["model_path"])
+    return None

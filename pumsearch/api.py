@@ -27,6 +27,8 @@ def make_strategy(config: SearchConfig, has_scorer: bool) -> Strategy:
 
 
 def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options: Any) -> Scorer | None:
+    """A scorer object as given, or built by name with ``options`` (model, base, device, dtype,
+    prm_format, ...: see pumsearch.scorers.load_scorer); unset (None) options are left out."""
     if scorer is None or not isinstance(scorer, str):
         return scorer
     from pumsearch.scorers import load_scorer
@@ -58,15 +60,24 @@ def solve(
     generator: Generator | None = None,
     scorer: str | Scorer | None = None,
     scorer_options: dict[str, Any] | None = None,
+    scorer_model: str | None = None,
+    scorer_base: str | None = None,
+    scorer_device: str | None = None,
+    scorer_dtype: str | None = None,
+    prm_format: str | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     batch_tokens: int | None = None,
     **settings: Any,
 ) -> SearchResult:
-    """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...)."""
+    """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...).
+    ``scorer_model`` etc. are the --scorer-* flags; ``scorer_options`` takes any other scorer option."""
     config = SearchConfig(**settings)
     problem = Problem(problem_id, question, answer)
-    scorer_obj = resolve_scorer(scorer, config, **(scorer_options or {}))
+    flags = {"model": scorer_model, "base": scorer_base, "device": scorer_device, "dtype": scorer_dtype,
+             "prm_format": prm_format}
+    options = {**{k: v for k, v in flags.items() if v is not None}, **(scorer_options or {})}
+    scorer_obj = resolve_scorer(scorer, config, **options)
     make_strategy(config, scorer_obj is not None)  # fail fast, before a model loads
     if generator is None:
         from pumsearch.backends import load_generator

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(help="Inference-time search for LLM reasoning with pluggable reward models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -45,6 +46,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 # -- shared options ----------------------------------------------------------------------------
 Strategy = Annotated[str, typer.Option("--strategy", "-s", help="bon, or package.module:ClassName.")]
 Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon (see docs/budget.md).")]
+ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")]
 ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="Scorer name (e.g. verifier).")]
 BackendOpt = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or "
                                               "openai.")]
@@ -59,9 +61,15 @@ RequestTimeoutOpt = Annotated[float, typer.Option(help="Seconds before one serve
 RetriesOpt = Annotated[int, typer.Option(help="Retries of a failed server request (connection errors, 5xx).")]
 ScorerUrlOpt = Annotated[str | None, typer.Option(help="Reward-model server (SGLang --is-embedding) for "
                                                        "--scorer orm.")]
-ScorerModelOpt = Annotated[str | None, typer.Option(help="The reward model served at --scorer-url (path or "
-                                                         "name; its tokenizer renders the chat).")]
 Model = Annotated[str | None, typer.Option("--model", "-m", help="Policy path or hub name; default: embedded SmolLM2.")]
+ScorerModel = Annotated[str | None, typer.Option(help="Scorer checkpoint directory (rollout: student models, "
+                                                      "comma-separated; 'embedded' for SmolLM2).")]
+ScorerBase = Annotated[str | None, typer.Option(help="PUM: base model, overriding the adapter's.")]
+ScorerDevice = Annotated[str | None, typer.Option(help="Scorer device: cpu (default), cuda, cuda:1, auto.")]
+ScorerDtype = Annotated[str | None, typer.Option(help="Scorer dtype: float32, bfloat16, float16 or auto.")]
+PrmFormat = Annotated[str | None, typer.Option(help="prm scorer format: qwen, shepherd or rlhflow.")]
+ScorerOptionList = Annotated[list[str] | None, typer.Option(
+    "--scorer-option", help="Extra scorer option KEY=VALUE, repeatable (k=8, activation=gelu, read_offset=1).")]
 
 
 @app.command()
@@ -97,18 +105,25 @@ def solve(
     request_timeout: RequestTimeoutOpt = 600.0,
     retries: RetriesOpt = 3,
     scorer_url: ScorerUrlOpt = None,
-    scorer_model: ScorerModelOpt = None,
+    scorer_model: ScorerModel = None,
+    scorer_base: ScorerBase = None,
+    scorer_device: ScorerDevice = None,
+    scorer_dtype: ScorerDtype = None,
+    prm_format: PrmFormat = None,
+    scorer_option: ScorerOptionList = None,
 ) -> None:
     """Search one question and print the answer, the chosen path, the candidates and the counters."""
     try:
+        options = scorer_options(scorer_model, scorer_base, scorer_device, scorer_dtype, prm_format,
+                                 scorer_option)
+        options.update(scorer_url_options(scorer, scorer_url))
         result, config = _solve(
             question, answer=answer, model=model, device=device, dtype=dtype, cache_dir=cache_dir,
             scorer=scorer, concurrency=concurrency, batch_tokens=batch_tokens,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code, scorer_opts=options,
             backend_options=backend_options(backend, url=url, launch=launch, tokenizer=tokenizer,
                                             max_concurrency=max_concurrency, request_timeout=request_timeout,
                                             retries=retries),
-            scorer_options=scorer_options(scorer, scorer_url=scorer_url, scorer_model=scorer_model),
             settings=dict(strategy=strategy, budget=budget, temperature=temperature, top_p=top_p,
                           max_tokens=max_tokens, max_step_tokens=max_step_tokens, step_delimiter=step_delimiter,
                           seed=seed, aggregate=aggregate, select=select),
@@ -149,16 +164,6 @@ def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: s
     return options
 
 
-def scorer_options(scorer: str | None, *, scorer_url: str | None, scorer_model: str | None) -> dict[str, Any]:
-    if scorer_url is None:
-        if scorer_model is not None:
-            raise UsageError("--scorer-model names the model served at --scorer-url: give --scorer-url too")
-        return {}
-    if scorer != "orm":
-        raise UsageError("--scorer-url is for --scorer orm (a reward model served by SGLang)")
-    return {"url": scorer_url, "model": scorer_model}
-
-
 async def _search_and_close(problem: Any, generator: Any, scorer_obj: Any, config: Any, concurrency: int,
                             batch_tokens: int | None) -> Any:
     from pumsearch.api import asearch
@@ -176,7 +181,7 @@ async def _search_and_close(problem: Any, generator: Any, scorer_obj: Any, confi
 def _solve(question: str, *, answer: str | None, model: str | None, device: str, dtype: str,
            cache_dir: str | None, scorer: str | None, concurrency: int, batch_tokens: int | None,
            trust_remote_code: bool, settings: dict[str, Any], backend_options: dict[str, Any] | None = None,
-           scorer_options: dict[str, Any] | None = None) -> tuple[Any, Any]:
+           scorer_opts: dict[str, Any] | None = None) -> tuple[Any, Any]:
     import asyncio
 
     from pumsearch.api import make_strategy, resolve_scorer
@@ -188,7 +193,8 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
         raise UsageError("the question is empty: give the problem text to solve")
     config = SearchConfig(**settings)
     problem = Problem("question", question, answer)
-    scorer_obj = resolve_scorer(scorer, config, **(scorer_options or {}))
+    with console.status(f"loading the scorer ({scorer})...") if scorer else _nothing():
+        scorer_obj = resolve_scorer(scorer, config, **(scorer_opts or {}))
     if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
         raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
     make_strategy(config, scorer_obj is not None)  # refuse bad settings before loading a model
@@ -210,6 +216,141 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+def _nothing() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def scorer_url_options(scorer: str | None, scorer_url: str | None) -> dict[str, Any]:
+    """--scorer-url: a reward model served by SGLang (--is-embedding), for --scorer orm only."""
+    if scorer_url is None:
+        return {}
+    if scorer != "orm":
+        raise UsageError("--scorer-url is for --scorer orm (a reward model served by SGLang)")
+    return {"url": scorer_url}
+
+
+def parse_option_value(text: str) -> Any:
+    """KEY=VALUE values: JSON where it parses (numbers, true/false, null), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def scorer_options(model: str | None, base: str | None, device: str | None, dtype: str | None,
+                   prm_format: str | None, extra: list[str] | None) -> dict[str, Any]:
+    """The scorer flags as load_scorer options (unset ones left out, so each scorer gets only
+    what it takes)."""
+    options: dict[str, Any] = {"model": model, "base": base, "device": device, "dtype": dtype,
+                               "prm_format": prm_format}
+    for entry in extra or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--scorer-option {entry!r} is not KEY=VALUE")
+        options[key.strip().replace("-", "_")] = parse_option_value(value)
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def read_steps_file(path: Path, delimiter: str) -> tuple[str, ...]:
+    """Steps from a JSON list of strings (.json) or a text file split at the step delimiter."""
+    if not path.exists():
+        raise UsageError(f"steps file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            steps = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"steps file {path} is not valid JSON: {err}") from None
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise UsageError(f"steps file {path} must hold a JSON list of strings")
+    else:
+        steps = text.strip().split(delimiter)
+    if not steps or not any(s.strip() for s in steps):
+        raise UsageError(f"steps file {path} has no steps")
+    for i, step in enumerate(steps, 1):
+        if not step.strip():
+            raise UsageError(f"step {i} in {path} is empty: remove it or give it text")
+    return tuple(s.strip() for s in steps)
+
+
+@app.command()
+def score(
+    scorer: Annotated[str, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")],
+    question: Annotated[str, typer.Option(help="The problem text.")],
+    steps_file: Annotated[Path, typer.Option(help="Steps: a text file split at the step delimiter, or a "
+                                                  "JSON list of strings (.json).")],
+    answer: Annotated[str | None, typer.Option(help="Reference answer (verifier, rollout).")] = None,
+    scorer_model: ScorerModel = None,
+    scorer_base: ScorerBase = None,
+    scorer_device: ScorerDevice = None,
+    scorer_dtype: ScorerDtype = None,
+    prm_format: PrmFormat = None,
+    scorer_option: ScorerOptionList = None,
+    step_delimiter: Annotated[str, typer.Option(help="String that separates steps.")] = "\n\n",
+    complete: Annotated[bool | None, typer.Option(
+        "--complete/--partial", help="Whether the whole solution is finished (default: when it states an "
+        "answer).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Score every prefix of a solution with one scorer: per-step values and the prefix's value."""
+    try:
+        options = scorer_options(scorer_model, scorer_base, scorer_device, scorer_dtype, prm_format,
+                                 scorer_option)
+        rows, identity = _score_prefixes(scorer, question, steps_file, answer, complete,
+                                         step_delimiter.replace("\\n", "\n"), options)
+    except user_errors() as err:
+        fail(str(err))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps({"scorer": identity, "prefixes": rows}, ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"prefix scores: {identity}")
+    for col in ("step", "text", "step value", "prefix value"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        step_value = "-" if row["step_value"] is None else f"{row['step_value']:.4f}"
+        table.add_row(str(row["step"]), Text(row["text"][:80]), step_value, f"{row['prefix_value']:.4f}")
+    console.print(table)
+
+
+def _score_prefixes(scorer: str, question: str, steps_file: Path, answer: str | None, complete: bool | None,
+                    delimiter: str, options: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    import asyncio
+
+    from pumsearch.scorers import load_scorer
+    from pumsearch.search.grading import extract_answer
+    from pumsearch.search.problem import Problem
+    from pumsearch.search.protocols import ScoreItem
+
+    if not question.strip():
+        raise UsageError("--question is empty: give the problem text")
+    steps = read_steps_file(steps_file, delimiter)
+    if scorer in ("pum", "prm", "orm") and "model" not in options:
+        raise UsageError(f"scorer {scorer!r} needs a checkpoint: pass --scorer-model PATH")
+    finished = extract_answer(delimiter.join(steps)) is not None if complete is None else complete
+    problem = Problem("question", question, answer)
+    scorer_obj = load_scorer(scorer, step_delimiter=delimiter, **options)
+    if scorer_obj.needs_reference and answer is None:
+        raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
+    items = [ScoreItem(problem, steps[:i], complete=finished and i == len(steps))
+             for i in range(1, len(steps) + 1)]
+
+    async def run() -> list[Any]:
+        try:
+            return await scorer_obj.score(items)
+        finally:
+            await scorer_obj.aclose()
+
+    scores = asyncio.run(run())
+    full = scores[-1].step_values
+    rows = [{"step": i + 1, "text": steps[i], "step_value": full[i] if full else None,
+             "prefix_value": s.value, "extra": {k: v for k, v in s.extra.items() if k != "cache_hit"}}
+            for i, s in enumerate(scores)]
+    return rows, scorer_obj.identity
 
 
 def print_result(result: Any, aggregate: str) -> None:

@@ -153,6 +153,16 @@ class Exchange:
     response: Any
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Client disconnects (the fault tests cause them on purpose) are not printed: a traceback on
+    stderr from this server thread would land in whatever CLI output a later test captures."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 @dataclass
 class ServerState:
     log: list[Exchange] = field(default_factory=list)
@@ -190,7 +200,7 @@ class InferenceServer:
 
             self._generator = TransformersGenerator.load(str(self.model_dir))
             self._tokenizer = self._generator.tokenizer
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._httpd = _QuietHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

@@ -251,20 +251,27 @@ def hash_seed(seed: int | None, index: int) -> int:
 
 def sample_next(logits: Any, temperature: Any, top_p: Any, greedy: list[bool], generators: list[Any]) -> list[int]:
     """One token per row: greedy where temperature is 0, else nucleus sampling with the row's own
-    generator (so a row's draw never depends on its batch mates)."""
+    generator (so a row's draw never depends on its batch mates). The vocabulary is sorted only
+    for rows with top_p < 1: a full sort per decode step costs more than the draw itself."""
     import torch
 
     probs = torch.softmax(logits / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    keep = (sorted_probs.cumsum(-1) - sorted_probs) < top_p  # always keeps the top token
-    sorted_probs = sorted_probs * keep
+    nucleus = [b for b in range(logits.shape[0]) if not greedy[b] and float(top_p[b]) < 1.0]
+    sorted_rows = {}
+    if nucleus:
+        sorted_probs, order = probs[nucleus].sort(dim=-1, descending=True)
+        keep = (sorted_probs.cumsum(-1) - sorted_probs) < top_p[nucleus]  # always keeps the top token
+        for i, b in enumerate(nucleus):
+            sorted_rows[b] = (sorted_probs[i] * keep[i], order[i])
     tokens = []
     for b in range(logits.shape[0]):
         if greedy[b]:
             tokens.append(int(logits[b].argmax()))
+        elif b in sorted_rows:
+            row_probs, order = sorted_rows[b]
+            tokens.append(int(order[torch.multinomial(row_probs, 1, generator=generators[b])]))
         else:
-            pick = torch.multinomial(sorted_probs[b], 1, generator=generators[b])
-            tokens.append(int(order[b, pick]))
+            tokens.append(int(torch.multinomial(probs[b], 1, generator=generators[b])))
     return tokens
 
 

@@ -1,29 +1,79 @@
-"""Scorers behind one batched, cached interface (see scorers/base.py)."""
+"""Scorers behind one batched, cached interface (see scorers/base.py and docs/scorers.md).
+
+``load_scorer(name, **options)`` builds any of them. Common options: ``model`` (checkpoint path;
+for ``rollout`` comma-separated student models), ``base`` (PUM base model override), ``device``,
+``dtype``, ``prm_format`` (qwen, shepherd, rlhflow), ``system_prompt``. PUM: ``activation``,
+``read_offset``, ``merge``. Rollout: ``students`` (Generator objects), ``k``, ``temperature``,
+``top_p``, ``max_tokens``, ``seed``. Wrapper: ``batch_tokens``, ``max_batch_items``,
+``cache_size``. Model imports happen only when a scorer is built.
+"""
 
 from __future__ import annotations
 
-from pumsearch.scorers.base import BatchedScorer, ModelScorer, ScorerError
+import inspect
+from typing import Any
 
-SCORER_NAMES = ["verifier"]
+from pumsearch.scorers.base import AsyncModelScorer, BatchedScorer, ModelScorer, ScorerError
+
+SCORER_NAMES = ["pum", "prm", "orm", "verifier", "rollout"]
+WRAPPER_OPTIONS = ("batch_tokens", "max_batch_items", "cache_size")
 
 
-def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: object) -> BatchedScorer:
+def _call(loader: Any, name: str, options: dict[str, Any]) -> Any:
+    """Call ``loader`` with the options it takes; an option it does not know is a user error."""
+    accepted = inspect.signature(loader).parameters
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        known = sorted(k for k in accepted if k != "path")
+        raise ScorerError(f"scorer {name!r} has no option {', '.join(unknown)}: it takes {', '.join(known)}")
+    return loader(**options)
+
+
+def _drop_unset(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: Any) -> BatchedScorer:
     """Build a scorer by name, wrapped in the shared batching and caching layer. ``url`` (with
     ``orm``) scores through a reward model served by SGLang (--scorer-url); ``model`` names it."""
+    options = _drop_unset(options)
+    wrapper = {k: options.pop(k) for k in WRAPPER_OPTIONS if k in options}
+    inner: ModelScorer | AsyncModelScorer
     url = options.pop("url", None)
-    if url is not None:
+    if url is not None:  # --scorer-url: a reward model served by SGLang's /classify
         if name != "orm":
             raise ScorerError(f"--scorer-url works with --scorer orm, not {name!r}")
         from pumsearch.scorers.orm_http import load_orm_http
 
         model = options.pop("model", None)
-        return BatchedScorer(load_orm_http(str(url), model=str(model) if model else None,
-                                           step_delimiter=step_delimiter))
+        inner = load_orm_http(str(url), model=str(model) if model else None, step_delimiter=step_delimiter)
+        return BatchedScorer(inner, **wrapper)
     if name == "verifier":
         from pumsearch.scorers.verifier import VerifierScorer
 
-        return BatchedScorer(VerifierScorer(step_delimiter=step_delimiter))
-    raise ScorerError(f"unknown scorer {name!r}: use one of {', '.join(SCORER_NAMES)}")
+        inner = _call(VerifierScorer, name, {"step_delimiter": step_delimiter, **options})
+    elif name == "pum":
+        from pumsearch.scorers.pum import load_pum
+
+        options.setdefault("step_delimiter", step_delimiter)
+        inner = _call(load_pum, name, {"path": options.pop("model", None), **options})
+    elif name == "prm":
+        from pumsearch.scorers.prm import load_prm
+
+        inner = _call(load_prm, name, {"path": options.pop("model", None), **options})
+    elif name == "orm":
+        from pumsearch.scorers.orm import load_orm
+
+        options.setdefault("step_delimiter", step_delimiter)
+        inner = _call(load_orm, name, {"path": options.pop("model", None), **options})
+    elif name == "rollout":
+        from pumsearch.scorers.rollout import load_rollout
+
+        options.setdefault("step_delimiter", step_delimiter)
+        inner = _call(load_rollout, name, options)
+    else:
+        raise ScorerError(f"unknown scorer {name!r}: use one of {', '.join(SCORER_NAMES)}")
+    return BatchedScorer(inner, **wrapper)
 
 
-__all__ = ["SCORER_NAMES", "BatchedScorer", "ModelScorer", "ScorerError", "load_scorer"]
+__all__ = ["SCORER_NAMES", "AsyncModelScorer", "BatchedScorer", "ModelScorer", "ScorerError", "load_scorer"]

@@ -26,7 +26,8 @@ class VerifierScorer:
 
     def score_batch(self, items: Sequence[ScoreItem]) -> list[Score]:
         answers = [extract_answer(self.step_delimiter.join(item.steps)) for item in items]
-        verdicts = self.grader.grade_many([(a, item.problem.answer) for a, item in zip(answers, items, strict=True)])
+        pairs = [(a, item.problem.answer) for a, item in zip(answers, items, strict=True)]
+        verdicts = self.grader.grade_many(pairs)
         return [Score(float(ok), None, {"answer": a}) for ok, a in zip(verdicts, answers, strict=True)]
 
     def close(self) -> None:

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from pumsearch.pum.pairs import Pair
+from pumsearch.scorers.hf import DEFAULT_SYSTEM_PROMPT as PAPER_SYSTEM_PROMPT  # what the pum scorer renders
 
-PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 READ_POSITION = "last_non_pad_token"
 MODES = ("lora", "head")
 TIE_LOSSES = ("bce", "mse")
-ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
+ACTIVATIONS = ("relu", "gelu", "tanh", "silu")  # those the pum scorer also knows by name
 
 
 class TrainError(ValueError):
@@ -139,9 +139,11 @@ def build_head(hidden_size: int, head_hidden: int, activation: str) -> Any:
     the pum scorer rebuilds it from the shapes and model_args.json's activation)."""
     import torch
 
-    act = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh, "silu": torch.nn.SiLU}[activation]
+    from pumsearch.scorers.pum import activation_module  # the scorer's own table: the names must agree
+
     width = head_hidden or hidden_size
-    return torch.nn.Sequential(torch.nn.Linear(hidden_size, width), act(), torch.nn.Linear(width, 1))
+    return torch.nn.Sequential(torch.nn.Linear(hidden_size, width), activation_module(activation),
+                               torch.nn.Linear(width, 1))
 
 
 class PUMModel:

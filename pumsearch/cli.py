@@ -44,10 +44,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 # -- shared options ----------------------------------------------------------------------------
-Strategy = Annotated[str, typer.Option("--strategy", "-s", help="bon, or package.module:ClassName.")]
-Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon (see docs/budget.md).")]
+Strategy = Annotated[str, typer.Option("--strategy", "-s",
+                                       help="bon|beam|dvts|mcts|package.module:ClassName.")]
+Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon, beams for beam/dvts, "
+                                     "N x --mcts-steps-per-solution step expansions for mcts "
+                                     "(see docs/strategies.md).")]
 ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")]
-ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="Scorer name (e.g. verifier).")]
 BackendOpt = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or "
                                               "openai.")]
 UrlOpt = Annotated[str | None, typer.Option(help="Server address for sglang-server or openai, e.g. "
@@ -111,6 +113,21 @@ def solve(
     scorer_dtype: ScorerDtype = None,
     prm_format: PrmFormat = None,
     scorer_option: ScorerOptionList = None,
+    beam_width: Annotated[int, typer.Option(help="M: children per kept prefix (beam, dvts).")] = 4,
+    max_depth: Annotated[int, typer.Option(help="Depth cap in steps (tree search).")] = 40,
+    lookahead: Annotated[int, typer.Option(help="Greedy steps looked ahead before ranking (beam, dvts).")
+                         ] = 0,
+    filter_duplicates: Annotated[bool, typer.Option(help="Drop prefixes with identical text (beam).")
+                                 ] = False,
+    c_puct: Annotated[float, typer.Option(help="PUCT exploration constant (mcts).")] = 1.0,
+    expansions: Annotated[int, typer.Option(help="Children per expanded leaf (mcts).")] = 2,
+    mcts_steps_per_solution: Annotated[int, typer.Option(help="S: step expansions per unit of budget (mcts).")
+                                       ] = 8,
+    terminal_reward: Annotated[str, typer.Option(help="Value of a finished prefix: scorer or verifier "
+                                                      "(ground truth; needs --answer) (mcts).")] = "scorer",
+    mcts_parallel: Annotated[int, typer.Option(help="Simulations selected per batched round (mcts).")] = 4,
+    time_limit: Annotated[float | None, typer.Option(help="Seconds per problem; then the best so far, "
+                                                          "marked cut short.")] = None,
 ) -> None:
     """Search one question and print the answer, the chosen path, the candidates and the counters."""
     try:
@@ -126,7 +143,11 @@ def solve(
                                             retries=retries),
             settings=dict(strategy=strategy, budget=budget, temperature=temperature, top_p=top_p,
                           max_tokens=max_tokens, max_step_tokens=max_step_tokens, step_delimiter=step_delimiter,
-                          seed=seed, aggregate=aggregate, select=select),
+                          seed=seed, aggregate=aggregate, select=select, beam_width=beam_width,
+                          max_depth=max_depth, lookahead=lookahead, filter_duplicates=filter_duplicates,
+                          c_puct=c_puct, expansions=expansions,
+                          mcts_steps_per_solution=mcts_steps_per_solution, terminal_reward=terminal_reward,
+                          mcts_parallel=mcts_parallel, time_limit=time_limit),
         )
     except user_errors() as err:
         fail(str(err))
@@ -197,6 +218,10 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
         scorer_obj = resolve_scorer(scorer, config, **(scorer_opts or {}))
     if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
         raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
+    if config.strategy == "mcts" and config.terminal_reward == "verifier" and answer is None:
+        raise UsageError("--terminal-reward verifier needs the reference answer: pass --answer")
+    if config.time_limit is not None and config.time_limit <= 0:
+        raise UsageError(f"--time-limit must be positive (got {config.time_limit:g})")
     make_strategy(config, scorer_obj is not None)  # refuse bad settings before loading a model
     quiet_transformers()
     with console.status("loading the model..."):

@@ -73,7 +73,8 @@ class SearchContext:
     def _prefix_tokens(self, node: int) -> int:
         return sum(self.tree[n]["num_tokens"] for n in self.tree.path(node))
 
-    def _request_for(self, node: int, k: int, max_tokens: int, stop: tuple[str, ...]) -> GenerationRequest:
+    def _request_for(self, node: int, k: int, max_tokens: int, stop: tuple[str, ...],
+                     temperature: float | None = None) -> GenerationRequest:
         delim = self.config.step_delimiter
         steps = self.tree.steps(node)
         text = self._prompt_text + "".join(step + delim for step in steps)
@@ -83,7 +84,7 @@ class SearchContext:
             if prefix_ids is not None:
                 ids = self._prompt_ids + tuple(prefix_ids)
         params = SamplingParams(
-            temperature=self.config.temperature,
+            temperature=self.config.temperature if temperature is None else temperature,
             top_p=self.config.top_p,
             max_tokens=max_tokens,
             stop=stop,
@@ -92,36 +93,47 @@ class SearchContext:
         return GenerationRequest(prompt_text=text, prompt_ids=ids, n=k, params=params, seed=seed)
 
     async def expand(
-        self, nodes: Sequence[int], k: int, until: Literal["step", "end"] = "step"
+        self,
+        nodes: Sequence[int],
+        k: int | Sequence[int],
+        until: Literal["step", "end"] = "step",
+        *,
+        temperature: float | None = None,
     ) -> list[list[int]]:
         """Sample ``k`` continuations of each node: one more step each, or (``until="end"``) a whole
-        solution each, stored as a chain of step nodes. Returns, per input node, the new node ids
-        (for "end", the leaves). Charges ``k`` units per node that still has room under
-        --max-tokens (a node without room is marked terminal instead); raises BudgetExhausted,
-        expanding nothing, when the charge would exceed the budget."""
-        if k < 1:
+        solution each, stored as a chain of step nodes. ``k`` is one count for every node or one
+        count per node; a node may appear more than once (each occurrence is its own request).
+        Returns, per input position, the new node ids (for "end", the leaves). Charges ``k``
+        units per node that still has room under --max-tokens (a node without room is marked
+        terminal instead); raises BudgetExhausted, expanding nothing, when the charge would
+        exceed the budget. ``temperature`` overrides the configured one (e.g. greedy lookahead)."""
+        counts = [k] * len(nodes) if isinstance(k, int) else [int(c) for c in k]
+        if len(counts) != len(nodes):
+            raise ValueError(f"got {len(counts)} counts for {len(nodes)} nodes")
+        if any(c < 1 for c in counts):
             raise ValueError("k must be at least 1")
-        open_nodes = [n for n in nodes if self._remaining_tokens(n) > 0]
-        self.budget.charge(len(open_nodes) * k, self.counters.generated_tokens)
-        for n in set(nodes) - set(open_nodes):  # no room left under --max-tokens: it ends here
+        open_idx = [i for i, n in enumerate(nodes) if self._remaining_tokens(n) > 0]
+        self.budget.charge(sum(counts[i] for i in open_idx), self.counters.generated_tokens)
+        for n in set(nodes) - {nodes[i] for i in open_idx}:  # no room left under --max-tokens: it ends here
             self._mark_terminal(n, "length")
         requests = []
-        for node in open_nodes:
-            remaining = self._remaining_tokens(node)
+        for i in open_idx:
+            remaining = self._remaining_tokens(nodes[i])
             if until == "step":
                 stop = (self.config.step_delimiter,)
-                requests.append(self._request_for(node, k, min(self.config.max_step_tokens, remaining), stop))
+                step_cap = min(self.config.max_step_tokens, remaining)
+                requests.append(self._request_for(nodes[i], counts[i], step_cap, stop, temperature))
             else:
-                requests.append(self._request_for(node, k, remaining, ()))
+                requests.append(self._request_for(nodes[i], counts[i], remaining, (), temperature))
         outputs = await self._generate(requests, self.counters) if requests else []
-        new_by_node: dict[int, list[int]] = {n: [] for n in nodes}
-        for node, output in zip(open_nodes, outputs, strict=True):
+        new_by_index: list[list[int]] = [[] for _ in nodes]
+        for i, output in zip(open_idx, outputs, strict=True):
             for completion in output.completions:
                 if until == "step":
-                    new_by_node[node].append(self._add_step(node, completion))
+                    new_by_index[i].append(self._add_step(nodes[i], completion))
                 else:
-                    new_by_node[node].append(self._add_solution(node, completion))
-        return [new_by_node[n] for n in nodes]
+                    new_by_index[i].append(self._add_solution(nodes[i], completion))
+        return new_by_index
 
     async def sample(self, prefixes: Sequence[tuple[str, Sequence[int] | None]], k: int, *,
                      max_tokens: int | None = None, stop: tuple[str, ...] = (),
@@ -236,13 +248,17 @@ class SearchContext:
     def default_select(self) -> str:
         return self.config.select or ("best" if self.has_scorer else "majority")
 
-    async def finish(self, candidates: Sequence[Candidate], select: str | None = None) -> SearchResult:
+    async def finish(self, candidates: Sequence[Candidate], select: str | None = None, *,
+                     chosen_node: int | None = None) -> SearchResult:
         """Pick the answer among ``candidates``, grade finished solutions where the reference is
-        known, and build the result (the whole tree included)."""
+        known, and build the result (the whole tree included). ``chosen_node`` (one of the
+        candidates' nodes) is a strategy's own pick, e.g. MCTS's most-visited path; it
+        overrides ``select``."""
         how = select or self.default_select()
         if how in ("best", "weighted") and not self.has_scorer:
             how = "majority"
-        chosen = select_candidate(list(candidates), how, self.scorer_value_kind)
+        forced = [c for c in candidates if c.node == chosen_node] if chosen_node is not None else []
+        chosen = forced[0] if forced else select_candidate(list(candidates), how, self.scorer_value_kind)
         await self.grade_terminals()
         for cand in candidates:
             cand.correct = self.tree[cand.node]["correct"]

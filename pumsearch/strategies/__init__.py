@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pumsearch.strategies.base import Strategy, StrategyError
+from pumsearch.strategies.beam import DVTS, BeamSearch
 from pumsearch.strategies.best_of_n import BestOfN
+from pumsearch.strategies.mcts import MCTS
 
-STRATEGIES: dict[str, type[Strategy]] = {"bon": BestOfN}
+STRATEGIES: dict[str, type[Strategy]] = {"bon": BestOfN, "beam": BeamSearch, "dvts": DVTS, "mcts": MCTS}
 
 
 def strategy_names() -> list[str]:
@@ -21,7 +27,8 @@ def get_strategy(name: str) -> type[Strategy]:
     if ":" in name:
         module_name, _, class_name = name.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            with _cwd_importable():
+                module = importlib.import_module(module_name)
         except ImportError as err:
             raise StrategyError(f"cannot import strategy module {module_name!r}: {err}") from None
         cls = getattr(module, class_name, None)
@@ -33,4 +40,20 @@ def get_strategy(name: str) -> type[Strategy]:
     )
 
 
-__all__ = ["STRATEGIES", "BestOfN", "Strategy", "StrategyError", "get_strategy", "strategy_names"]
+@contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """The console script's sys.path lacks the working directory (``python -m`` has it); add it,
+    last, while a custom strategy is imported, so a project's own modules load either way."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+__all__ = ["DVTS", "MCTS", "STRATEGIES", "BeamSearch", "BestOfN", "Strategy", "StrategyError", "get_strategy",
+           "strategy_names"]

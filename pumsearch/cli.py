@@ -614,6 +614,15 @@ def tree_graphml(
     console.print(f"{len(tree)} nodes written to [bold]{out}[/]")
 
 
+def _add_pum_app() -> None:
+    from pumsearch.pum.cli import pum_app  # typer only: the pipeline loads inside its commands
+
+    app.add_typer(pum_app, name="pum")
+
+
+_add_pum_app()
+
+
 def main() -> None:
     app()
 

@@ -135,6 +135,32 @@ class SearchContext:
                     new_by_index[i].append(self._add_solution(nodes[i], completion))
         return new_by_index
 
+    async def sample(self, prefixes: Sequence[tuple[str, Sequence[int] | None]], k: int, *,
+                     max_tokens: int | None = None, stop: tuple[str, ...] = (),
+                     charge: bool = True) -> list[list[Completion]]:
+        """Sample ``k`` continuations of the prompt followed by each of ``prefixes``: arbitrary
+        assistant text (it may end mid-step) with, where known, its token ids in this backend's
+        tokenizer (used when the backend takes ids, so it continues from exactly those tokens).
+        One engine submission, so it batches with every live search; the tree is not touched.
+        Charges ``k`` budget units per prefix unless ``charge`` is False. For rollouts and labelling
+        jobs (pumsearch.pum.label)."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if charge:
+            self.budget.charge(k * len(prefixes), self.counters.generated_tokens)
+        params = SamplingParams(temperature=self.config.temperature, top_p=self.config.top_p,
+                                max_tokens=max_tokens or self.config.max_tokens, stop=stop)
+        requests = []
+        for text, prefix_ids in prefixes:
+            ids = None
+            if self._prompt_ids is not None and (prefix_ids is not None or not text):
+                ids = self._prompt_ids + tuple(prefix_ids or ())
+            seed = int(self.rng.integers(0, 2**62))
+            requests.append(GenerationRequest(prompt_text=self._prompt_text + text, prompt_ids=ids, n=k,
+                                              params=params, seed=seed))
+        outputs = await self._generate(requests, self.counters) if requests else []
+        return [out.completions for out in outputs]
+
     def _remaining_tokens(self, node: int) -> int:
         return self.config.max_tokens - self._prefix_tokens(node)
 

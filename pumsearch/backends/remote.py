@@ -53,15 +53,10 @@ class TokenizerPrompts:
     takes_token_ids: bool
 
     def chat_prompt(self, question: str, system_prompt: str | None) -> tuple[str, tuple[int, ...] | None]:
-        from pumsearch.backends.transformers_backend import chat_prompt_text
+        from pumsearch.backends.transformers_backend import chat_prompt_text, encode_prompt
 
         text = chat_prompt_text(self.tokenizer, question, system_prompt)
-        if not self.takes_token_ids:
-            return text, None
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not getattr(self.tokenizer, "chat_template", None) and self.tokenizer.bos_token_id is not None:
-            ids = [self.tokenizer.bos_token_id, *ids]
-        return text, tuple(ids)
+        return text, (encode_prompt(self.tokenizer, text) if self.takes_token_ids else None)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -139,10 +139,7 @@ class TransformersGenerator:
         text = chat_prompt_text(self.tokenizer, question, system_prompt, warn=not self._warned_no_template)
         if getattr(self.tokenizer, "chat_template", None) is None:
             self._warned_no_template = True
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not getattr(self.tokenizer, "chat_template", None) and self.tokenizer.bos_token_id is not None:
-            ids = [self.tokenizer.bos_token_id, *ids]
-        return text, tuple(ids)
+        return text, encode_prompt(self.tokenizer, text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -273,6 +270,15 @@ def sample_next(logits: Any, temperature: Any, top_p: Any, greedy: list[bool], g
         else:
             tokens.append(int(torch.multinomial(probs[b], 1, generator=generators[b])))
     return tokens
+
+
+def encode_prompt(tokenizer: Any, text: str) -> tuple[int, ...]:
+    """Token ids of a rendered prompt. A chat template writes its own special tokens; a plain
+    prompt gets the model's beginning-of-sequence token, as the model saw in training."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id, *ids]
+    return tuple(ids)
 
 
 def chat_prompt_text(tokenizer: Any, question: str, system_prompt: str | None, *, warn: bool = True) -> str:

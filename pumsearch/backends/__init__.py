@@ -19,7 +19,14 @@ def load_generator(
     trust_remote_code: bool = False,
     **options: Any,
 ) -> Generator:
-    """A generator for ``model`` (a path or hub name; None means the embedded SmolLM2)."""
+    """A generator for ``model`` (a path or hub name; None means the embedded SmolLM2).
+
+    ``backend="scripted"`` (hidden, for tests and CLI runs without a model) gives the
+    ScriptedGenerator with its default counting policy; ``model`` is ignored."""
+    if backend == "scripted":
+        from pumsearch.backends.scripted import ScriptedGenerator
+
+        return ScriptedGenerator(delay=float(options.get("delay", 0.0)))
     if backend != "transformers":
         raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
     from pumsearch.backends.embedded import EMBEDDED_NAME, embedded_model_dir

@@ -200,8 +200,6 @@ SEARCH_FLAGS = ("temperature", "top_p", "max_tokens", "max_step_tokens", "step_d
 
 def apply_config_file(ctx: typer.Context, params: dict[str, Any]) -> dict[str, Any]:
     """Values from --config FILE where the flag was not given on the command line."""
-    from click.core import ParameterSource
-
     from pumsearch.runs.session import SEARCH_FIELDS, read_config_file
 
     path = params.get("config_file")
@@ -212,7 +210,8 @@ def apply_config_file(ctx: typer.Context, params: dict[str, Any]) -> dict[str, A
     extra_search: dict[str, Any] = {}
     for name, value in values.items():
         if name in params:
-            if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            source = ctx.get_parameter_source(name)
+            if source is None or source.name != "COMMANDLINE":  # typer may vendor its own click
                 merged[name] = ",".join(map(str, value)) if isinstance(value, list) else value
         elif name in SEARCH_FIELDS:
             extra_search[name] = value
@@ -352,11 +351,11 @@ def run(
         from pumsearch.api import make_strategy
 
         make_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
+        problems = dataset_choice.load(shard_t)  # a bad dataset is reported before any directory is made
         plan = single_plan(Path(p["out"]), config, scorer_spec, dataset_choice.identity(), model_id)
         from pumsearch.runs.rundir import open_run_dir
 
         open_run_dir(plan.path, plan.spec)  # a directory of another configuration is refused now
-        problems = dataset_choice.load(shard_t)
         _execute([plan], problems, p, shard_t)
     except user_errors() as err:
         fail(str(err))
@@ -427,13 +426,13 @@ def sweep(
             err_console.print(f"[yellow]note:[/] {note}", highlight=False)
         if not plans:
             raise UsageError("the grid is empty: every strategy needs a scorer that --scorers does not give")
+        problems = dataset_choice.load(shard_t)  # a bad dataset is reported before any directory is made
         base = {"settings": settings, "dataset": dataset_choice.identity(), "model": model_id}
         check_sweep_dir(Path(p["out"]), base, {"strategies": strategy_list, "budgets": budget_list,
                                                "scorers": [s.spec if s else "none" for s in scorer_list],
                                                "seeds": seed_list})
         for plan in plans:
             open_run_dir(plan.path, plan.spec)
-        problems = dataset_choice.load(shard_t)
         _execute(plans, problems, p, shard_t)
     except user_errors() as err:
         fail(str(err))

@@ -259,7 +259,8 @@ def _execute(plans: list[Any], problems: list[Any], p: dict[str, Any], shard: tu
         summary = json.loads((plan.path / "summary.json").read_text())
         acc = summary["accuracy"]
         console.print(f"{plan.label}: {summary['problems_finished']} finished, "
-                      f"{summary['problems_failed']} failed, accuracy {_fmt(acc)} -> {plan.path}", highlight=False,
+                      f"{summary['problems_failed']} failed, accuracy {_fmt(acc)} -> {plan.path}",
+                      highlight=False,
                       markup=False)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -37,8 +38,15 @@ TIMING_COUNTERS = ("wall_time", "backend_time", "scorer_time")
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "pumsearch.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "pumsearch.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
 
 
 def cli_popen(log: Path, *args: str) -> subprocess.Popen:
@@ -46,17 +54,21 @@ def cli_popen(log: Path, *args: str) -> subprocess.Popen:
     worker process after the parent is killed)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with log.open("w") as f:
-        return subprocess.Popen([sys.executable, "-m", "pumsearch.cli", *args], cwd=REPO, env=env,
-                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pumsearch.cli", *args],
+            cwd=REPO,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def reap(proc: subprocess.Popen) -> None:
     """Wait for the CLI, then end what it left behind in its process group (grader workers)."""
     proc.wait(timeout=60)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def all_record_lines(out: Path) -> int:
@@ -96,25 +108,36 @@ def test_bundled_datasets_ids_references_and_metadata() -> None:
 def test_jsonl_field_mapping_boxed_solution_and_ids(tmp_path: Path) -> None:
     path = tmp_path / "set.jsonl"
     path.write_text(
-        json.dumps({"q": "Find x.", "sol": "So x is \\boxed{\\frac{1}{2}}.", "level": 3}) + "\n\n"
-        + json.dumps({"q": "Find y.", "sol": "Thus $\\boxed{7}$", "key": "b"}) + "\n")
+        json.dumps({"q": "Find x.", "sol": "So x is \\boxed{\\frac{1}{2}}.", "level": 3})
+        + "\n\n"
+        + json.dumps({"q": "Find y.", "sol": "Thus $\\boxed{7}$", "key": "b"})
+        + "\n"
+    )
     problems = load_problems(str(path), question_field="q")
     assert [p.id for p in problems] == ["set:1", "set:3"]  # blank line 2 skipped, numbering kept
     assert problems[0].answer is None  # 'sol' is not the default solution field
-    path.write_text("".join(json.dumps({"q": f"Q{i}", "solution": f"x = \\boxed{{{i}}}", "name": f"n{i}"}) + "\n"
-                            for i in range(5)))
+    path.write_text(
+        "".join(
+            json.dumps({"q": f"Q{i}", "solution": f"x = \\boxed{{{i}}}", "name": f"n{i}"}) + "\n"
+            for i in range(5)
+        )
+    )
     problems = load_problems(str(path), question_field="q", id_field="name", offset=1, limit=2)
     assert [(p.id, p.answer) for p in problems] == [("n1", "1"), ("n2", "2")]
-    assert [p.id for p in load_problems(str(path), question_field="q", id_field="name", ids=["n4", "n0"])] == [
-        "n4", "n0"]
+    assert [
+        p.id for p in load_problems(str(path), question_field="q", id_field="name", ids=["n4", "n0"])
+    ] == ["n4", "n0"]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ('{"question": "a", "answer": "1"}\n{"question": "b", "answer": \n', "line 2: not valid JSON"),
-    ('{"question": "a", "answer": "1"}\n{"text": "b"}\n', "line 2: no question field"),
-    ("", "has no problems"),
-    ('[1, 2]\n', "line 1: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"question": "a", "answer": "1"}\n{"question": "b", "answer": \n', "line 2: not valid JSON"),
+        ('{"question": "a", "answer": "1"}\n{"text": "b"}\n', "line 2: no question field"),
+        ("", "has no problems"),
+        ("[1, 2]\n", "line 1: expected a JSON object"),
+    ],
+)
 def test_bad_dataset_files_name_file_and_line(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
@@ -133,14 +156,21 @@ def test_unknown_dataset_missing_answer_field_and_registered_prefix(tmp_path: Pa
         load_problems(str(path), answer_field="solution")
     with pytest.raises(DatasetError, match="no problem with id 'zz'"):
         load_problems(str(path), ids=["zz"])
-    register_dataset_prefix("unittestbed", lambda rest: [Problem(f"tb:{rest}:{i}", f"q{i}", str(i)) for i in range(3)])
+    register_dataset_prefix(
+        "unittestbed", lambda rest: [Problem(f"tb:{rest}:{i}", f"q{i}", str(i)) for i in range(3)]
+    )
     assert [p.id for p in load_problems("unittestbed:easy", limit=2)] == ["tb:easy:0", "tb:easy:1"]
 
 
 # -- records and run directories ------------------------------------------------------------------
 def _record(pid: str, status: str = "ok", finished: float = 1.0) -> dict:
-    return {"format": RECORD_FORMAT, "version": 1, "problem_id": pid, "status": status,
-            "timings": {"finished_at": finished}}
+    return {
+        "format": RECORD_FORMAT,
+        "version": 1,
+        "problem_id": pid,
+        "status": status,
+        "timings": {"finished_at": finished},
+    }
 
 
 def test_truncated_last_line_is_cut_and_redone(tmp_path: Path) -> None:
@@ -169,7 +199,11 @@ def test_bad_middle_line_names_file_and_line_and_touches_nothing(tmp_path: Path)
 
 def test_last_line_per_problem_wins_and_ok_beats_failed_across_files(tmp_path: Path) -> None:
     (tmp_path / "records.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in [_record("a", "failed", 1), _record("a", "ok", 2), _record("b", "ok", 5)]))
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [_record("a", "failed", 1), _record("a", "ok", 2), _record("b", "ok", 5)]
+        )
+    )
     (tmp_path / "records.shard-0-of-2.jsonl").write_text(json.dumps(_record("b", "failed", 9)) + "\n")
     merged = merge_record_files(tmp_path.glob("records*.jsonl"))
     assert merged["a"]["timings"]["finished_at"] == 2 and merged["b"]["status"] == "ok"
@@ -188,8 +222,12 @@ def test_a_different_configuration_is_refused(tmp_path: Path) -> None:
 
 def test_scorer_specs_and_shards() -> None:
     specs = parse_scorer_specs("pum=/m/pum,prm:qwen=/m/prm,verifier,none")
-    assert specs == [ScorerSpec("pum=/m/pum", "pum", None, "/m/pum"), ScorerSpec("prm:qwen=/m/prm", "prm", "qwen", "/m/prm"),
-                     ScorerSpec("verifier", "verifier"), None]
+    assert specs == [
+        ScorerSpec("pum=/m/pum", "pum", None, "/m/pum"),
+        ScorerSpec("prm:qwen=/m/prm", "prm", "qwen", "/m/prm"),
+        ScorerSpec("verifier", "verifier"),
+        None,
+    ]
     assert specs[1].load_options() == {"model": "/m/prm", "prm_format": "qwen"}
     with pytest.raises(RunError):
         parse_scorer_specs("pum=a,,verifier")
@@ -220,8 +258,13 @@ def test_dvts_style_subsampling_by_whole_subtrees_on_a_hand_built_tree() -> None
     assert (four_best.prediction, four_best.correct, four_best.generated_tokens) == ("6", False, 25)
     # weighted: answer 6 sums 0.9 + 0.3 = 1.2 > 0.2
     assert subsample(block, 4, "weighted").prediction == "6"
-    assert subsample(block, 4, "majority").maj_at_n is False and subsample(block, 4, "majority").pass_at_n is True
-    assert subsample(block, 3, "best") is None and subsample(block, 6, "best") is None  # not a multiple / too big
+    assert (
+        subsample(block, 4, "majority").maj_at_n is False
+        and subsample(block, 4, "majority").pass_at_n is True
+    )
+    assert (
+        subsample(block, 3, "best") is None and subsample(block, 6, "best") is None
+    )  # not a multiple / too big
     solutions = groups_from_tree(tree, cands, "solutions")
     assert [g["tokens"] for g in solutions] == [7, 7, 3]
 
@@ -235,14 +278,30 @@ def _dataset(tmp_path: Path, n: int) -> tuple[dict, list[Problem]]:
 def test_sweep_two_strategies_two_budgets_scripted(tmp_path: Path) -> None:
     dataset, problems = _dataset(tmp_path, 5)
     out = tmp_path / "sweep"
-    plans, notes = plan_grid(out, strategies=["bon", STEP_THEN_FINISH], budgets=[2, 4],
-                             scorers=parse_scorer_specs("verifier,table"), seeds=[0], settings={"max_tokens": 64},
-                             dataset=dataset, model={"name": "scripted"})
+    plans, notes = plan_grid(
+        out,
+        strategies=["bon", STEP_THEN_FINISH],
+        budgets=[2, 4],
+        scorers=parse_scorer_specs("verifier,table"),
+        seeds=[0],
+        settings={"max_tokens": 64},
+        dataset=dataset,
+        model={"name": "scripted"},
+    )
     assert not notes
     # bon: one run at N = 4 read off for 2 and 4; the other strategy: one run per N
-    assert sorted((p.spec.search.strategy, p.spec.search.budget, p.spec.scorer_label) for p in plans) == sorted(
-        [("bon", 4, "verifier"), (STEP_THEN_FINISH, 2, "verifier"), (STEP_THEN_FINISH, 4, "verifier"),
-         ("bon", 4, "table"), (STEP_THEN_FINISH, 2, "table"), (STEP_THEN_FINISH, 4, "table")])
+    assert sorted(
+        (p.spec.search.strategy, p.spec.search.budget, p.spec.scorer_label) for p in plans
+    ) == sorted(
+        [
+            ("bon", 4, "verifier"),
+            (STEP_THEN_FINISH, 2, "verifier"),
+            (STEP_THEN_FINISH, 4, "verifier"),
+            ("bon", 4, "table"),
+            (STEP_THEN_FINISH, 2, "table"),
+            (STEP_THEN_FINISH, 4, "table"),
+        ]
+    )
 
     def load_scorer(spec: ScorerSpec, config: SearchConfig):
         if spec.name == "table":
@@ -276,8 +335,23 @@ def test_sweep_two_strategies_two_budgets_scripted(tmp_path: Path) -> None:
 
 def test_kill_9_then_rerun_gives_the_records_of_an_uninterrupted_run(tmp_path: Path) -> None:
     path = write_gsm8k_style(tmp_path / "d.jsonl", 12)
-    common = ["sweep", "--backend", "scripted", "--dataset", str(path), "--strategies", f"bon,{STEP_THEN_FINISH}",
-              "--budgets", "2,4", "--seeds", "0", "--concurrency", "1", "--max-tokens", "64"]
+    common = [
+        "sweep",
+        "--backend",
+        "scripted",
+        "--dataset",
+        str(path),
+        "--strategies",
+        f"bon,{STEP_THEN_FINISH}",
+        "--budgets",
+        "2,4",
+        "--seeds",
+        "0",
+        "--concurrency",
+        "1",
+        "--max-tokens",
+        "64",
+    ]
     whole = tmp_path / "whole"
     done = cli(*common, "--out", str(whole))
     assert done.returncode == 0, done.stderr
@@ -311,9 +385,9 @@ def test_cli_bad_input_is_one_line_and_touches_no_records(tmp_path: Path) -> Non
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     cases = [
-        (base[:4] + [str(bad)] + base[5:], f"{bad}, line 2: not valid JSON"),
-        (base[:4] + [str(empty)] + base[5:], "has no problems"),
-        (base[:4] + ["nosuchset"] + base[5:], "unknown dataset 'nosuchset'"),
+        ([*base[:4], str(bad), *base[5:]], f"{bad}, line 2: not valid JSON"),
+        ([*base[:4], str(empty), *base[5:]], "has no problems"),
+        ([*base[:4], "nosuchset", *base[5:]], "unknown dataset 'nosuchset'"),
         ([*base, "--answer-field", "solution"], "no answer field 'solution'"),
         ([*base, "--shard", "2/2"], "shard index must be in 0..1"),
         ([*base, "--budget", "3"], "different configuration (search.budget: 2 -> 3)"),
@@ -329,8 +403,10 @@ def test_cli_bad_input_is_one_line_and_touches_no_records(tmp_path: Path) -> Non
 def test_sweep_dir_of_another_configuration_and_config_file(tmp_path: Path) -> None:
     path = write_gsm8k_style(tmp_path / "d.jsonl", 3)
     toml = tmp_path / "sweep.toml"
-    toml.write_text(f'dataset = "{path}"\nstrategies = ["bon"]\nbudgets = [2, 4]\nmax-tokens = 64\n'
-                    'temperature = 0.5\n[search]\nfilter_duplicates = true\n')
+    toml.write_text(
+        f'dataset = "{path}"\nstrategies = ["bon"]\nbudgets = [2, 4]\nmax-tokens = 64\n'
+        "temperature = 0.5\n[search]\nfilter_duplicates = true\n"
+    )
     out = tmp_path / "s"
     ok = cli("sweep", "--backend", "scripted", "--config", str(toml), "--budgets", "2", "--out", str(out))
     assert ok.returncode == 0, ok.stderr
@@ -339,7 +415,9 @@ def test_sweep_dir_of_another_configuration_and_config_file(tmp_path: Path) -> N
     assert config["search"]["budget"] == 2  # the flag beat the file
     assert config["search"]["temperature"] == 0.5 and config["search"]["max_tokens"] == 64
     assert config["search"]["filter_duplicates"] is True
-    refused = cli("sweep", "--backend", "scripted", "--config", str(toml), "--max-tokens", "32", "--out", str(out))
+    refused = cli(
+        "sweep", "--backend", "scripted", "--config", str(toml), "--max-tokens", "32", "--out", str(out)
+    )
     assert refused.returncode == 2 and "different configuration" in refused.stderr
     toml.write_text('datasett = "x"\n')
     assert "unknown option 'datasett'" in cli("sweep", "--config", str(toml), "--out", str(out)).stderr
@@ -348,22 +426,48 @@ def test_sweep_dir_of_another_configuration_and_config_file(tmp_path: Path) -> N
 # -- report ---------------------------------------------------------------------------------------
 def _write_run(path: Path, seed: int, outcomes: list[tuple[str, bool, bool, bool, int, float, dict]]) -> None:
     """A run directory written by hand: (id, correct, pass, maj, tokens, wall, metadata) per problem."""
-    spec = RunSpec(SearchConfig(strategy="beam", budget=8, seed=seed), {"spec": "math500"}, {"name": "m"},
-                   {"spec": "prm", "name": "prm", "format": None, "path": None})
+    spec = RunSpec(
+        SearchConfig(strategy="beam", budget=8, seed=seed),
+        {"spec": "math500"},
+        {"name": "m"},
+        {"spec": "prm", "name": "prm", "format": None, "path": None},
+    )
     open_run_dir(path, spec)
     with RecordLog(path / "records.jsonl") as log:
         for pid, correct, passed, maj, tokens, wall, meta in outcomes:
-            log.append({"format": RECORD_FORMAT, "version": 1, "problem_id": pid, "status": "ok", "correct": correct,
-                        "pass_at_n": passed, "maj_at_n": maj, "counters": {"generated_tokens": tokens},
-                        "timings": {"wall_time": wall, "finished_at": 1.0}, "metadata": meta})
-        log.append({"format": RECORD_FORMAT, "version": 1, "problem_id": "failed-one", "status": "failed",
-                    "timings": {"finished_at": 2.0}})
+            log.append(
+                {
+                    "format": RECORD_FORMAT,
+                    "version": 1,
+                    "problem_id": pid,
+                    "status": "ok",
+                    "correct": correct,
+                    "pass_at_n": passed,
+                    "maj_at_n": maj,
+                    "counters": {"generated_tokens": tokens},
+                    "timings": {"wall_time": wall, "finished_at": 1.0},
+                    "metadata": meta,
+                }
+            )
+        log.append(
+            {
+                "format": RECORD_FORMAT,
+                "version": 1,
+                "problem_id": "failed-one",
+                "status": "failed",
+                "timings": {"finished_at": 2.0},
+            }
+        )
 
 
 def test_report_table_figures_and_exports_match_hand_computed_values(tmp_path: Path) -> None:
     l1, l2 = {"level": 1, "subject": "Algebra"}, {"level": 2, "subject": "Geometry"}
-    _write_run(tmp_path / "s0", 0, [("a", True, True, True, 100, 1.0, l1), ("b", False, True, False, 200, 3.0, l2)])
-    _write_run(tmp_path / "s1", 1, [("a", True, True, False, 300, 2.0, l1), ("b", True, True, True, 400, 4.0, l2)])
+    _write_run(
+        tmp_path / "s0", 0, [("a", True, True, True, 100, 1.0, l1), ("b", False, True, False, 200, 3.0, l2)]
+    )
+    _write_run(
+        tmp_path / "s1", 1, [("a", True, True, False, 300, 2.0, l1), ("b", True, True, True, 400, 4.0, l2)]
+    )
     report = build_report([tmp_path / "s0", tmp_path / "s1"])
     (row,) = report.rows
     values = [1.0, 0.0, 1.0, 1.0]  # correct over (seed, problem)
@@ -395,8 +499,16 @@ def test_report_table_figures_and_exports_match_hand_computed_values(tmp_path: P
 
 def test_report_of_subsampled_bon_curve_on_the_plot(tmp_path: Path) -> None:
     dataset, problems = _dataset(tmp_path, 6)
-    plans, _ = plan_grid(tmp_path / "sw", strategies=["bon"], budgets=[1, 2, 4], scorers=[None], seeds=[0, 1],
-                         settings={"max_tokens": 64}, dataset=dataset, model={"name": "scripted"})
+    plans, _ = plan_grid(
+        tmp_path / "sw",
+        strategies=["bon"],
+        budgets=[1, 2, 4],
+        scorers=[None],
+        seeds=[0, 1],
+        settings={"max_tokens": 64},
+        dataset=dataset,
+        model={"name": "scripted"},
+    )
     asyncio.run(execute_plans(plans, problems, generator=ScriptedGenerator(), load_scorer=None))
     report = build_report([tmp_path / "sw"])
     expected = {}
@@ -424,9 +536,16 @@ def test_sweep_on_a_tiny_real_model(tmp_path: Path, tiny_model: Path) -> None:
     from pumsearch.backends import load_generator
 
     dataset, problems = _dataset(tmp_path, 4)
-    plans, _ = plan_grid(tmp_path / "sw", strategies=["bon", STEP_THEN_FINISH], budgets=[2, 4], scorers=[None],
-                         seeds=[0], settings={"max_tokens": 8, "max_step_tokens": 4}, dataset=dataset,
-                         model={"name": str(tiny_model)})
+    plans, _ = plan_grid(
+        tmp_path / "sw",
+        strategies=["bon", STEP_THEN_FINISH],
+        budgets=[2, 4],
+        scorers=[None],
+        seeds=[0],
+        settings={"max_tokens": 8, "max_step_tokens": 4},
+        dataset=dataset,
+        model={"name": str(tiny_model)},
+    )
     generator = load_generator(str(tiny_model))
     asyncio.run(execute_plans(plans, problems, generator=generator, load_scorer=None, concurrency=4))
     assert len(plans) == 3
@@ -435,14 +554,33 @@ def test_sweep_on_a_tiny_real_model(tmp_path: Path, tiny_model: Path) -> None:
         assert sorted(records) == sorted(p.id for p in problems)
         assert all(r["counters"]["generated_tokens"] > 0 for r in records.values())
     assert {(r.strategy, r.budget) for r in build_report([tmp_path / "sw"]).rows} == {
-        ("bon", 2), ("bon", 4), (STEP_THEN_FINISH, 2), (STEP_THEN_FINISH, 4)}
+        ("bon", 2),
+        ("bon", 4),
+        (STEP_THEN_FINISH, 2),
+        (STEP_THEN_FINISH, 4),
+    }
 
 
-def test_ctrl_c_keeps_finished_records_and_rerun_completes_each_id_once(tmp_path: Path, tiny_model: Path) -> None:
+def test_ctrl_c_keeps_finished_records_and_rerun_completes_each_id_once(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     path = write_gsm8k_style(tmp_path / "d.jsonl", 24)
     out = tmp_path / "run"
-    args = ["run", "--model", str(tiny_model), "--dataset", str(path), "--out", str(out), "--budget", "2",
-            "--max-tokens", "32", "--concurrency", "1"]
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--dataset",
+        str(path),
+        "--out",
+        str(out),
+        "--budget",
+        "2",
+        "--max-tokens",
+        "32",
+        "--concurrency",
+        "1",
+    ]
     log = tmp_path / "run.log"
     proc = cli_popen(log, *args)
     deadline = time.time() + 120
@@ -466,7 +604,9 @@ def test_ctrl_c_keeps_finished_records_and_rerun_completes_each_id_once(tmp_path
 
 def test_single_run_plan_records_groups_for_later_subsampling(tmp_path: Path) -> None:
     dataset, problems = _dataset(tmp_path, 2)
-    plan = single_plan(tmp_path / "r", SearchConfig(budget=3, max_tokens=64), None, dataset, {"name": "scripted"})
+    plan = single_plan(
+        tmp_path / "r", SearchConfig(budget=3, max_tokens=64), None, dataset, {"name": "scripted"}
+    )
     asyncio.run(execute_plans([plan], problems, generator=ScriptedGenerator(), load_scorer=None))
     record = next(iter(merge_record_files((tmp_path / "r").glob("records*.jsonl")).values()))
     assert len(record["subsample"]["groups"]) == 3 and record["run_key"] == plan.spec.key

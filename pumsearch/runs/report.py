@@ -285,6 +285,7 @@ def make_figures(report: Report) -> dict[str, Any]:
         ax.set_xscale("log", base=2 if name == "accuracy_vs_budget" else 10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)  # accuracy is a fraction: a fixed scale keeps plots comparable
         datasets = sorted({r.dataset for r in report.rows})
         ax.set_title(f"{', '.join(datasets)}: accuracy vs {'budget' if 'budget' in name else 'compute'}")
         ax.grid(True, alpha=0.3)

@@ -30,7 +30,12 @@ def load_generator(
     mem_fraction_static, tp_size, dp_size and any other sglang ServerArgs), sglang-server (``url``, or
     ``launch=True`` to start one for ``model``) or openai (``url``). Server options: tokenizer,
     max_concurrency, request_timeout, retries, backoff (and api_key for openai; launch_args and
-    launch_timeout for --launch)."""
+    launch_timeout for --launch). ``backend="scripted"`` (hidden, for tests and CLI runs without a
+    model) gives the ScriptedGenerator with its default counting policy; ``model`` is ignored."""
+    if backend == "scripted":
+        from pumsearch.backends.scripted import ScriptedGenerator
+
+        return ScriptedGenerator(delay=float(options.get("delay", 0.0)))
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
     if backend == "transformers":

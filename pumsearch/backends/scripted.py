@@ -11,6 +11,7 @@ string left in it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -34,8 +35,10 @@ def counting_policy(steps: int = 4, answers: Sequence[str] = ("1", "2", "3")) ->
 class ScriptedGenerator:
     takes_token_ids = False
 
-    def __init__(self, policy: Policy | None = None, *, delimiter: str = "\n\n", name: str = "scripted") -> None:
+    def __init__(self, policy: Policy | None = None, *, delimiter: str = "\n\n", name: str = "scripted",
+                 delay: float = 0.0) -> None:
         self.policy = policy or counting_policy()
+        self.delay = delay  # seconds per generate call, so tests can interrupt a run mid-way
         self.delimiter = delimiter
         self.name = name
         self.calls: list[list[GenerationRequest]] = []  # every backend call, for tests
@@ -54,6 +57,8 @@ class ScriptedGenerator:
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         self.calls.append(list(requests))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return [self._one(r) for r in requests]
 
     def _one(self, request: GenerationRequest) -> GenerationOutput:

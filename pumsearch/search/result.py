@@ -56,9 +56,11 @@ def make_record(
     budget: int,
     seed: int,
     started_at: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The versioned record for one finished problem."""
-    return {
+    """The versioned record for one finished problem. ``extra`` adds fields (runs add pass_at_n,
+    maj_at_n, run_key and, for subsampled strategies, subsample: see docs/evaluation.md)."""
+    return _with_extra({
         "format": RECORD_FORMAT,
         "version": RECORD_VERSION,
         "problem_id": result.problem.id,
@@ -78,13 +80,13 @@ def make_record(
         "timings": {"started_at": started_at, "finished_at": time.time(), "wall_time": result.counters.wall_time},
         "tree_file": tree_file,
         "metadata": result.problem.metadata,
-    }
+    }, extra)
 
 
 def make_failed_record(problem: Problem, error: str, *, strategy: str, scorer: str | None, budget: int,
-                       seed: int, started_at: float) -> dict[str, Any]:
+                       seed: int, started_at: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of a problem whose search failed for good; a rerun retries it."""
-    return {
+    return _with_extra({
         "format": RECORD_FORMAT,
         "version": RECORD_VERSION,
         "problem_id": problem.id,
@@ -104,7 +106,14 @@ def make_failed_record(problem: Problem, error: str, *, strategy: str, scorer: s
         "timings": {"started_at": started_at, "finished_at": time.time(), "wall_time": time.time() - started_at},
         "tree_file": None,
         "metadata": problem.metadata,
-    }
+    }, extra)
+
+
+def _with_extra(record: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    clash = set(extra or {}) & set(record)
+    if clash:
+        raise ValueError(f"extra record fields would overwrite standard ones: {', '.join(sorted(clash))}")
+    return {**record, **(extra or {})}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

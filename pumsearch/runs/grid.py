@@ -1,0 +1,184 @@
+"""Sweep grids: scorer specs, budget and seed lists, shards, and the plan of runs they expand to."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pumsearch.runs.records import RunError
+from pumsearch.runs.rundir import RunSpec
+from pumsearch.runs.subsample import subsample_unit
+from pumsearch.search.config import SearchConfig
+
+_SCORER_ITEM = re.compile(r"^(?P<name>[A-Za-z_][\w.-]*)(?::(?P<format>[\w.-]+))?(?:=(?P<path>.+))?$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One scorer of a sweep: ``name[:format][=path]`` (``none``: no scorer)."""
+
+    spec: str
+    name: str
+    format: str | None = None
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "name": self.name, "format": self.format, "path": self.path}
+
+    def load_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.path is not None:
+            options["model"] = self.path
+        if self.format is not None:
+            options["prm_format"] = self.format
+        return options
+
+
+def parse_scorer_specs(text: str | None) -> list[ScorerSpec | None]:
+    """``pum=PATH,prm:qwen=PATH,verifier,none`` -> one entry per scorer (None for ``none``)."""
+    if text is None or not text.strip():
+        return [None]
+    out: list[ScorerSpec | None] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            raise RunError(f"empty scorer in --scorers {text!r}: separate scorers with single commas")
+        if item == "none":
+            out.append(None)
+            continue
+        match = _SCORER_ITEM.match(item)
+        if match is None:
+            raise RunError(f"cannot read scorer {item!r}: write NAME, NAME=PATH or NAME:FORMAT=PATH")
+        out.append(ScorerSpec(item, match["name"], match["format"], match["path"]))
+    return out
+
+
+def parse_int_list(text: str | list[int] | None, what: str, minimum: int = 0) -> list[int]:
+    if text is None:
+        raise RunError(f"give {what} as a comma-separated list, e.g. 4,8,16")
+    items = text if isinstance(text, list) else [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        values = [int(v) for v in items]
+    except (TypeError, ValueError):
+        raise RunError(f"{what} must be whole numbers separated by commas (got {text!r})") from None
+    if not values or any(v < minimum for v in values):
+        raise RunError(f"{what} must be numbers >= {minimum} (got {text!r})")
+    return sorted(dict.fromkeys(values))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``i/n`` with 0 <= i < n; None for no sharding."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise RunError(f"--shard must look like i/n, e.g. 0/4 (got {text!r})")
+    index, count = int(match[1]), int(match[2])
+    if count < 1 or not 0 <= index < count:
+        raise RunError(
+            f"--shard {text}: the shard index must be in 0..{max(count - 1, 0)} (shards are 0-based)"
+        )
+    return index, count
+
+
+def shard_problems(problems: list[Any], shard: tuple[int, int] | None) -> list[Any]:
+    """Every n-th problem from the i-th: shards are disjoint and cover the set."""
+    return problems if shard is None else problems[shard[0] :: shard[1]]
+
+
+@dataclass
+class RunPlan:
+    spec: RunSpec
+    path: Path
+    scorer: ScorerSpec | None
+
+    @property
+    def label(self) -> str:
+        c = self.spec.search
+        budgets = self.spec.subsample_budgets
+        n = f"n={c.budget}" + (
+            f" (read off for {','.join(map(str, budgets))})" if budgets and len(budgets) > 1 else ""
+        )
+        return f"{c.strategy} / {self.spec.scorer_label} {n} seed {c.seed}"
+
+
+def run_dir_name(spec: RunSpec) -> str:
+    c = spec.search
+    strategy = _UNSAFE.sub("_", c.strategy).strip("_")[:40]
+    scorer = _UNSAFE.sub("_", spec.scorer["name"] if spec.scorer else "none").strip("_")[:20]
+    return f"{strategy}-{scorer}-n{c.budget}-s{c.seed}-{spec.key}"
+
+
+def plan_grid(
+    out: Path,
+    *,
+    strategies: list[str],
+    budgets: list[int],
+    scorers: list[ScorerSpec | None],
+    seeds: list[int],
+    settings: dict[str, Any],
+    dataset: dict[str, Any],
+    model: dict[str, Any],
+) -> tuple[list[RunPlan], list[str]]:
+    """The runs of a sweep, and notes on combinations left out. Subsampled strategies (bon,
+    dvts) run once at the largest budget they can read the others off; the rest run per budget."""
+    from pumsearch.strategies import get_strategy
+
+    plans: list[RunPlan] = []
+    notes: list[str] = []
+    for scorer in scorers:
+        for strategy in strategies:
+            cls = get_strategy(strategy)
+            if cls.requires_scorer and scorer is None:
+                notes.append(f"{strategy} needs a scorer: left out with scorer 'none'")
+                continue
+            for seed in seeds:
+                base = SearchConfig(
+                    **{**settings, "strategy": strategy, "budget": max(budgets), "seed": seed}
+                )
+                plans.extend(_plans_for(out, cls, base, budgets, scorer, dataset, model))
+    return plans, notes
+
+
+def _plans_for(
+    out: Path,
+    cls: type,
+    base: SearchConfig,
+    budgets: list[int],
+    scorer: ScorerSpec | None,
+    dataset: dict[str, Any],
+    model: dict[str, Any],
+) -> list[RunPlan]:
+    unit = subsample_unit(cls, base.strategy)
+    scorer_dict = scorer.to_dict() if scorer else None
+    per_group = 1 if unit != "subtrees" else base.beam_width
+    read_off = [b for b in budgets if unit and b % per_group == 0 and b >= per_group]
+    plans = []
+    if read_off:
+        sub = {"unit": unit, "budget_per_group": per_group}
+        spec = RunSpec(replace(base, budget=max(read_off)), dataset, model, scorer_dict, read_off, sub)
+        plans.append(RunPlan(spec, out / run_dir_name(spec), scorer))
+    for budget in budgets:
+        if budget in read_off:
+            continue
+        spec = RunSpec(replace(base, budget=budget), dataset, model, scorer_dict)
+        plans.append(RunPlan(spec, out / run_dir_name(spec), scorer))
+    return plans
+
+
+def single_plan(
+    out: Path, config: SearchConfig, scorer: ScorerSpec | None, dataset: dict[str, Any], model: dict[str, Any]
+) -> RunPlan:
+    """``pumsearch run``: one configuration in ``out`` itself (subsampled strategies still record
+    their groups, so report can read smaller budgets off the run later)."""
+    from pumsearch.strategies import get_strategy
+
+    unit = subsample_unit(get_strategy(config.strategy), config.strategy)
+    per_group = 1 if unit != "subtrees" else config.beam_width
+    sub = {"unit": unit, "budget_per_group": per_group} if unit else None
+    spec = RunSpec(
+        config, dataset, model, scorer.to_dict() if scorer else None, [config.budget] if unit else None, sub
+    )
+    return RunPlan(spec, out, scorer)

@@ -1,0 +1,241 @@
+"""A run directory: the resolved configuration, the records, the trees and a summary.
+
+    <dir>/config.json     what defines the run (its key is a hash of it) plus the environment
+    <dir>/records.jsonl   one record per finished problem (records.shard-I-of-N.jsonl per shard)
+    <dir>/trees/          one tree file per problem
+    <dir>/summary.json    totals over the records, rewritten at the end (and on Ctrl-C)
+
+The key covers everything that changes a problem's result: search settings, dataset and field
+mapping, model, backend, dtype and scorer. It leaves out what only selects problems (--limit,
+--offset, --ids, --shard) and how they are scheduled (--concurrency, --batch-tokens, --device),
+so a run can be extended to more problems or split across machines. A directory made by a
+different configuration is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pumsearch.runs.records import RECORDS_GLOB, RecordLog, RunError, merge_record_files, records_file_name
+from pumsearch.search.config import SearchConfig
+
+RUN_FORMAT = "pumsearch-run"
+RUN_VERSION = 1
+PACKAGES = ("pumsearch", "torch", "transformers", "math-verify", "sglang", "numpy")
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one configuration (and so its key)."""
+
+    search: SearchConfig
+    dataset: dict[str, Any]  # spec and field mapping
+    model: dict[str, Any]  # backend, model identity, dtype
+    scorer: dict[str, Any] | None = None  # spec, name, format, path
+    subsample_budgets: list[int] | None = None  # budgets read off this run's trees (bon, dvts)
+    subsample: dict[str, Any] | None = None  # unit and budget per group, for subsampled strategies
+
+    def identity(self) -> dict[str, Any]:
+        """What the key covers. The budgets read off a subsampled run are not in it: a sweep may
+        add budgets below the largest N without redoing that run."""
+        return {
+            "search": self.search.to_dict(),
+            "dataset": self.dataset,
+            "model": self.model,
+            "scorer": self.scorer,
+            "subsample": self.subsample,
+        }
+
+    @property
+    def key(self) -> str:
+        return config_hash(self.identity())
+
+    @property
+    def family(self) -> str:
+        """The key with seed and budget left out: runs that differ only in those share a curve."""
+        ident = self.identity()
+        ident["search"] = {k: v for k, v in ident["search"].items() if k not in ("seed", "budget")}
+        return config_hash(ident)
+
+    @property
+    def scorer_label(self) -> str:
+        return self.scorer["spec"] if self.scorer else "none"
+
+
+def config_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def spec_from_config(data: dict[str, Any]) -> RunSpec:
+    return RunSpec(
+        search=SearchConfig.from_dict(data["search"]),
+        dataset=data["dataset"],
+        model=data["model"],
+        scorer=data.get("scorer"),
+        subsample_budgets=data.get("subsample_budgets"),
+        subsample=data.get("subsample"),
+    )
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, git revision and platform, recorded with the configuration."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_revision": git_revision(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    ).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if data else {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): data}
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    a, b = _flatten(old), _flatten(new)
+    diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
+
+
+@dataclass
+class RunDir:
+    path: Path
+    spec: RunSpec
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def records_glob(self) -> list[Path]:
+        return sorted(self.path.glob(RECORDS_GLOB))
+
+    @property
+    def trees_dir(self) -> Path:
+        return self.path / "trees"
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        return merge_record_files(self.records_glob)
+
+    def finished_ids(self) -> set[str]:
+        return {pid for pid, r in self.records().items() if r.get("status") == "ok"}
+
+    def log(self, shard: tuple[int, int] | None) -> RecordLog:
+        return RecordLog(self.path / records_file_name(shard))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.path / "summary.json", summary)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((path / "config.json").read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} is not a pumsearch run directory (no config.json)") from None
+    except json.JSONDecodeError as err:
+        raise RunError(
+            f"{path / 'config.json'} is not valid JSON ({err}); restore it or use a new --out"
+        ) from None
+    if data.get("format") != RUN_FORMAT:
+        raise RunError(f"{path / 'config.json'} is not a pumsearch run configuration")
+    return data
+
+
+def open_run_dir(path: Path, spec: RunSpec, extra: dict[str, Any] | None = None) -> RunDir:
+    """Create the run directory, or reopen it to resume. A directory of another configuration
+    is refused before anything in it is touched."""
+    if (path / "config.json").exists():
+        existing = read_config(path)
+        if existing.get("key") != spec.key:
+            old = {k: existing.get(k) for k in spec.identity()}
+            raise RunError(
+                f"{path} holds a run of a different configuration "
+                f"({describe_difference(old, spec.identity())}); "
+                "use another --out directory, or delete that one to start over"
+            )
+        known = existing.get("subsample_budgets") or []
+        wanted = sorted(set(known) | set(spec.subsample_budgets or []))
+        if spec.subsample_budgets and wanted != known:
+            existing["subsample_budgets"] = wanted  # a sweep asked for more budgets off the same run
+            write_json_atomic(path / "config.json", existing)
+        spec.subsample_budgets = wanted or None
+        return RunDir(path, spec, existing)
+    if path.exists() and any(path.glob(RECORDS_GLOB)):
+        raise RunError(f"{path} has records but no config.json; use another --out directory")
+    path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "key": spec.key,
+        "family": spec.family,
+        **spec.identity(),
+        "subsample_budgets": spec.subsample_budgets,
+        **(extra or {}),
+        "environment": environment(),
+    }
+    write_json_atomic(path / "config.json", config)
+    return RunDir(path, spec, config)
+
+
+def load_run_dir(path: Path) -> RunDir:
+    config = read_config(path)
+    return RunDir(path, spec_from_config(config), config)
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """A run directory itself, or the run directories below a sweep directory."""
+    if not root.exists():
+        raise RunError(f"{root} does not exist")
+    if (root / "config.json").exists():
+        return [root]
+    found = sorted(p.parent for p in root.glob("*/config.json")) + sorted(
+        p.parent for p in root.glob("*/*/config.json")
+    )
+    if not found:
+        raise RunError(f"{root} holds no pumsearch runs (no config.json in it or its subfolders)")
+    return found

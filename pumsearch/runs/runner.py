@@ -1,0 +1,247 @@
+"""Running configurations over a dataset: records written as problems finish, resumable.
+
+Every problem goes through the engine (many at once, their backend calls coalesced). As each one
+finishes, its tree is saved and its record appended and flushed, so a crash or Ctrl-C loses only
+problems still in flight. A rerun skips problems with a finished record, retries failed ones,
+and redoes a problem whose record line was cut off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pumsearch.runs.grid import RunPlan, ScorerSpec
+from pumsearch.runs.records import RunError
+from pumsearch.runs.rundir import RunDir, open_run_dir
+from pumsearch.runs.subsample import groups_from_tree
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import Generator, Scorer
+from pumsearch.search.result import SearchResult, make_failed_record, make_record, tree_file_name
+from pumsearch.search.selection import select_candidate
+
+
+class RunProgress(Protocol):
+    """What a progress display is told (the CLI draws a rich bar; tests may record the calls)."""
+
+    def begin(self, label: str, total: int, already_done: int) -> None: ...
+
+    def record(self, record: dict[str, Any]) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class NoProgress:
+    def begin(self, label: str, total: int, already_done: int) -> None:
+        pass
+
+    def record(self, record: dict[str, Any]) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class Tally:
+    """Live figures of one run (for the progress bar and the summary)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    done: int = 0
+    failed: int = 0
+    graded: int = 0
+    correct: int = 0
+    generated_tokens: int = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        if record["status"] != "ok":
+            self.failed += 1
+            return
+        self.done += 1
+        self.generated_tokens += int(record["counters"]["generated_tokens"])
+        if record["correct"] is not None:
+            self.graded += 1
+            self.correct += int(bool(record["correct"]))
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
+
+    @property
+    def tokens_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.generated_tokens / elapsed if elapsed > 0 else 0.0
+
+
+def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str) -> dict[str, Any]:
+    """pass@N (any finished candidate correct) and maj@N (the majority answer correct), the run
+    key, and for subsampled strategies the groups smaller budgets are read off."""
+    cands = result.candidates
+    graded = any(c.correct is not None for c in cands)
+    majority = select_candidate(cands, "majority", value_kind) if cands else None
+    extra: dict[str, Any] = {
+        "run_key": run_dir.spec.key,
+        "pass_at_n": any(bool(c.correct) for c in cands) if graded else None,
+        "maj_at_n": (bool(majority.correct) if majority else False) if graded else None,
+    }
+    sub = run_dir.spec.subsample
+    if sub:
+        extra["subsample"] = {
+            **sub,
+            "value_kind": value_kind,
+            "groups": groups_from_tree(result.tree, cands, sub["unit"]),
+        }
+    return extra
+
+
+def summarise(run_dir: RunDir, **facts: Any) -> dict[str, Any]:
+    """Totals over every record in the directory (all shards), plus the given facts."""
+    records = list(run_dir.records().values())
+    ok = [r for r in records if r["status"] == "ok"]
+    graded = [r for r in ok if r["correct"] is not None]
+
+    def mean(values: Sequence[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return {
+        "format": "pumsearch-summary",
+        "key": run_dir.spec.key,
+        "problems_finished": len(ok),
+        "problems_failed": len(records) - len(ok),
+        "accuracy": mean([float(bool(r["correct"])) for r in graded]),
+        "pass_at_n": mean([float(bool(r.get("pass_at_n"))) for r in graded]),
+        "maj_at_n": mean([float(bool(r.get("maj_at_n"))) for r in graded]),
+        "generated_tokens": sum(int(r["counters"]["generated_tokens"]) for r in ok),
+        "mean_generated_tokens": mean([float(r["counters"]["generated_tokens"]) for r in ok]),
+        "problem_wall_time": sum(float(r["timings"]["wall_time"]) for r in ok),
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **facts,
+    }
+
+
+async def execute_run(
+    plan: RunPlan,
+    problems: Sequence[Problem],
+    *,
+    generator: Generator,
+    scorer: Scorer | None,
+    concurrency: int = 16,
+    batch_tokens: int | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: RunProgress | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> Tally:
+    """Run one configuration over ``problems`` into ``plan.path`` (resuming what is there)."""
+    from pumsearch.api import make_strategy
+    from pumsearch.search.engine import Engine
+
+    progress = progress or NoProgress()
+    if scorer is not None and scorer.needs_reference:
+        missing = [p.id for p in problems if p.answer is None]
+        if missing:
+            raise RunError(
+                f"scorer {scorer.identity} needs reference answers, but {len(missing)} problem(s) "
+                f"have none (first: {missing[0]!r}); give --answer-field or drop that scorer"
+            )
+    run_dir = open_run_dir(plan.path, plan.spec, extra_config)
+    config = plan.spec.search
+    strategy = make_strategy(config, scorer is not None)
+    finished = run_dir.finished_ids()
+    todo = [p for p in problems if p.id not in finished]
+    value_kind = scorer.value_kind if scorer is not None else "probability"
+    scorer_label = plan.spec.scorer_label if scorer is not None else None
+    tally = Tally()
+    log = run_dir.log(shard).open()
+    progress.begin(plan.label, len(problems), len(problems) - len(todo))
+    started_wall = time.perf_counter()
+
+    def on_result(problem: Problem, result: SearchResult | None, err: BaseException | None) -> None:
+        if result is not None:
+            tree_rel = f"trees/{tree_file_name(problem.id)}"
+            result.tree.save(run_dir.path / tree_rel, result.summary())
+            record = make_record(
+                result,
+                tree_file=tree_rel,
+                scorer=scorer_label,
+                budget=config.budget,
+                seed=config.seed,
+                started_at=time.time() - result.counters.wall_time,
+                extra=record_extras(result, run_dir, value_kind),
+            )
+        else:
+            record = make_failed_record(
+                problem,
+                f"{type(err).__name__}: {err}",
+                strategy=config.strategy,
+                scorer=scorer_label,
+                budget=config.budget,
+                seed=config.seed,
+                started_at=time.time(),
+                extra={"run_key": run_dir.spec.key},
+            )
+        log.append(record)
+        tally.add(record)
+        progress.record(record)
+
+    interrupted = True
+    try:
+        if todo:
+            engine = Engine(generator, scorer, concurrency=concurrency, batch_tokens=batch_tokens)
+            await engine.run(todo, strategy, config, on_result=on_result)
+        interrupted = False
+    finally:  # also on Ctrl-C (cancellation): what finished is on disk; say so in the summary
+        log.close()
+        progress.end()
+        run_dir.write_summary(
+            summarise(
+                run_dir,
+                interrupted=interrupted,
+                model_name=getattr(generator, "name", None),
+                scorer_identity=getattr(scorer, "identity", None),
+                value_kind=value_kind,
+                session_wall_time=round(time.perf_counter() - started_wall, 3),
+                repaired_truncated_line=log.repaired,
+            )
+        )
+    return tally
+
+
+async def execute_plans(
+    plans: Sequence[RunPlan],
+    problems: Sequence[Problem],
+    *,
+    generator: Generator,
+    load_scorer: Any,
+    progress: RunProgress | None = None,
+    **options: Any,
+) -> list[Tally]:
+    """Run every plan with one generator; each scorer is loaded once (``load_scorer(spec)``)."""
+    scorers: dict[str, Scorer] = {}
+    tallies = []
+    try:
+        for plan in plans:
+            scorer = None
+            if plan.scorer is not None:
+                if plan.scorer.spec not in scorers:
+                    scorers[plan.scorer.spec] = load_scorer(plan.scorer, plan.spec.search)
+                scorer = scorers[plan.scorer.spec]
+            tallies.append(
+                await execute_run(
+                    plan, problems, generator=generator, scorer=scorer, progress=progress, **options
+                )
+            )
+    finally:
+        for scorer in scorers.values():
+            await scorer.aclose()
+    return tallies
+
+
+def default_scorer_loader(spec: ScorerSpec, config: Any) -> Scorer:
+    from pumsearch.scorers import load_scorer
+
+    return load_scorer(spec.name, step_delimiter=config.step_delimiter, **spec.load_options())
+
+
+__all__ = ["NoProgress", "RunProgress", "Tally", "execute_plans", "execute_run", "summarise"]

@@ -5,6 +5,7 @@ The public names (listed in docs/api.md). Importing pumsearch does not import to
 
 from pumsearch.api import asearch, make_strategy, resolve_scorer, solve
 from pumsearch.backends import load_generator
+from pumsearch.datasets import load_problems, register_dataset_prefix
 from pumsearch.scorers import BatchedScorer, ModelScorer, ScorerError, load_scorer
 from pumsearch.search.budget import Budget, BudgetExhausted, Counters
 from pumsearch.search.config import SearchConfig
@@ -25,12 +26,16 @@ from pumsearch.search.protocols import (
 from pumsearch.search.result import SearchResult
 from pumsearch.search.selection import Candidate
 from pumsearch.search.tree import SearchTree, load_tree
-from pumsearch.strategies import Strategy, StrategyError, get_strategy
+from pumsearch.strategies import DVTS, MCTS, BeamSearch, BestOfN, Strategy, StrategyError, get_strategy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DVTS",
+    "MCTS",
     "BatchedScorer",
+    "BeamSearch",
+    "BestOfN",
     "Budget",
     "BudgetExhausted",
     "Candidate",
@@ -59,9 +64,11 @@ __all__ = [
     "extract_answer",
     "get_strategy",
     "load_generator",
+    "load_problems",
     "load_scorer",
     "load_tree",
     "make_strategy",
+    "register_dataset_prefix",
     "resolve_scorer",
     "solve",
 ]

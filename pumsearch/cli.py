@@ -17,6 +17,9 @@ app = typer.Typer(help="Inference-time search for LLM reasoning with pluggable r
                   no_args_is_help=True, pretty_exceptions_enable=False)
 tree_app = typer.Typer(help="Inspect saved search trees.", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
+testbed_app = typer.Typer(help="The arithmetic testbed: train student policies, list test chains.",
+                          no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -196,6 +199,50 @@ def tree_outline(tree: Any, width: int, chosen: set[int]) -> list[str]:
         lines.append(f"{'  ' * (depth - 1)}{mark} [{node}] {text}  ({' '.join(t for t in tags if t)}) {scores}".rstrip())
         stack.extend((child, depth + 1) for child in reversed(tree.children(node)))
     return lines
+
+
+@testbed_app.command("train")
+def testbed_train(
+    out: Annotated[Path, typer.Argument(help="Directory to write the policy checkpoint to.")],
+    size: Annotated[str, typer.Option(help="Model size: strong (~0.9M parameters) or weak (~0.2M).")] = (
+        "strong"),
+    minutes: Annotated[float, typer.Option(help="Wall-time budget for training.")] = 15.0,
+    steps: Annotated[int | None, typer.Option(help="Step budget (the first budget spent stops it).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Chains per optimiser step.")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 3e-3,
+    min_ops: Annotated[int, typer.Option(help="Fewest operations per training chain.")] = 1,
+    max_ops: Annotated[int, typer.Option(help="Most operations per training chain.")] = 5,
+    detours: Annotated[float, typer.Option(help="Chance of a detour step before each operation.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the data stream and the initial weights.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+) -> None:
+    """Train a small Llama student policy on gold solutions of train-split chains (CPU is fine)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        from pumsearch.testbed.train import SIZES, TrainSettings, train_policy
+
+        if size not in SIZES:
+            raise UsageError(f"unknown policy size {size!r}: use {' or '.join(SIZES)}")
+        if minutes <= 0 or batch_size < 1 or threads < 1:
+            raise UsageError("minutes, batch-size and threads must be positive")
+        settings = TrainSettings(size=size, max_seconds=minutes * 60, max_steps=steps, batch_size=batch_size,
+                                 learning_rate=learning_rate, min_ops=min_ops, max_ops=max_ops,
+                                 detours=detours, seed=seed, threads=threads)
+        columns = (TextColumn("training"), BarColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=err_console) as progress:
+            task = progress.add_task("train", total=1.0, info="")
+
+            def report(fraction: float, step: int, loss: float) -> None:
+                progress.update(task, completed=fraction, info=f"step {step} loss {loss:.3f}")
+
+            info = train_policy(out, settings, on_progress=report)
+    except user_errors() as err:
+        fail(str(err))
+        return
+    console.print(f"trained {info['steps']} steps in {info['seconds']} s (loss {info['final_loss']}); "
+                  f"saved to [bold]{out}[/]", highlight=False)
 
 
 def main() -> None:

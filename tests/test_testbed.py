@@ -1,0 +1,188 @@
+"""The arithmetic testbed: generator, exact PRM, tokenizer, shipped policies, search quality."""
+
+from __future__ import annotations
+
+import operator
+import random
+import re
+
+import pytest
+
+from pumsearch.scorers import load_scorer
+from pumsearch.scorers.base import ScorerError
+from pumsearch.search.grading import default_grader, extract_answer
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import ScoreItem
+from pumsearch.testbed import policy_path, testbed_problems
+from pumsearch.testbed.scorers import TestbedPRM
+from pumsearch.testbed.tasks import Chain, TaskSpec, iter_chains, parse_spec, split_of
+
+WORD_OPS = {"add": operator.add, "subtract": operator.sub, "times": operator.mul}
+STEP = re.compile(r"^-?\d+ [+\-*] -?\d+ = -?\d+$")
+
+
+def evaluate_words(question: str) -> int:
+    """The chain's value computed straight from the words (independent of tasks.Chain)."""
+    first, *rest = question.rstrip(".").split(", ")
+    value = int(first.split()[1])
+    for part in rest:
+        word, number = part.split()
+        value = WORD_OPS[word](value, int(number))
+    return value
+
+
+# -- generator --------------------------------------------------------------------------------------
+def test_spec_parsing_named_and_key_values():
+    spec = parse_spec("ops=3-4,n=50,split=train,seed=2,mix=add+times")
+    assert (spec.min_ops, spec.max_ops, spec.n, spec.split, spec.seed, spec.mix) == (
+        3,
+        4,
+        50,
+        "train",
+        2,
+        ("+", "*"),
+    )
+    assert parse_spec("standard,n=10") == TaskSpec(min_ops=3, max_ops=4, n=10, split="test", seed=0)
+    for bad in ("ops=0", "split=dev", "colour=red", "n=ten", "nosuchconfig", "mix=divide"):
+        with pytest.raises(ValueError):
+            parse_spec(bad)
+
+
+def test_fixed_seeds_give_fixed_data_and_answers_match_the_words():
+    first, again = testbed_problems("ops=3-4,n=60,seed=3"), testbed_problems("ops=3-4,n=60,seed=3")
+    assert [p.question for p in first] == [p.question for p in again]
+    assert [p.question for p in first] != [p.question for p in testbed_problems("ops=3-4,n=60,seed=4")]
+    assert len({p.question for p in first}) == 60
+    for problem in first:
+        assert int(problem.answer) == evaluate_words(problem.question)
+        assert 3 <= problem.question.count(",") <= 4
+
+
+def test_train_and_test_splits_never_overlap():
+    test = {p.question for p in testbed_problems("ops=2,n=150,split=test")}
+    stream = iter_chains(TaskSpec(min_ops=1, max_ops=5, split="train", seed=0), unique=False)
+    train = {next(stream).question() for _ in range(20_000)}
+    assert len(train) > 5000 and test.isdisjoint(train)
+    assert {split_of(q) for q in test} == {"test"} and {split_of(q) for q in train} == {"train"}
+
+
+def test_gold_solutions_verify_with_the_grader_and_stay_in_range():
+    problems = testbed_problems("ops=3-4,n=40,detours=0.3")
+    solutions = [p.metadata["gold_solution"] for p in problems]
+    verdicts = default_grader().grade_many(
+        [(extract_answer(s), p.answer) for s, p in zip(solutions, problems, strict=True)]
+    )
+    assert all(verdicts)
+    for solution in solutions:
+        *steps, final = solution.split("\n\n")
+        assert all(STEP.match(s) for s in steps) and re.fullmatch(r"\\boxed\{\d+\}", final)
+        assert all(0 <= int(n) <= 50 for n in re.findall(r"-?\d+", solution))
+
+
+def test_detours_are_correct_but_do_not_advance():
+    chain = Chain(4, (("+", 3), ("*", 2)))
+    steps = chain.gold_steps(random.Random(0), detours=1.0)  # a detour before every operation
+    assert len(steps) == 5
+    detours = [steps[0], steps[2]]
+    for step in detours:
+        left, _, _, _, result = step.split()
+        assert left == result and eval(step.replace("=", "==")) is True  # right, yet the same value
+    assert [s for s in steps if s not in detours] == chain.gold_steps()
+
+
+# -- exact PRM --------------------------------------------------------------------------------------
+QUESTION = "start 7, add 5, times 3, subtract 4."
+
+
+def prm_score(steps: list[str], complete: bool = False):
+    return TestbedPRM().score_one(ScoreItem(Problem("p", QUESTION), tuple(steps), complete))
+
+
+def test_prm_gold_solution_scores_one_at_every_step():
+    score = prm_score(["7 + 5 = 12", "12 * 3 = 36", "36 - 4 = 32", "\\boxed{32}"], complete=True)
+    assert score.value == 1.0 and score.step_values == [1.0, 1.0, 1.0, 1.0]
+    assert score.extra["labels"] == ["progress", "progress", "progress", "answer"]
+
+
+@pytest.mark.parametrize(
+    "steps, wrong_at",
+    [
+        (["7 + 5 = 13", "13 * 3 = 39"], 0),  # bad arithmetic
+        (["7 + 5 = 12", "12 * 4 = 48"], 1),  # right arithmetic, wrong operand
+        (["7 + 5 = 12", "36 - 4 = 32"], 1),  # skips an operation
+        (["7 + 5 = 12", "\\boxed{12}"], 1),  # answers too early
+        (["7 + 5 = 12", "so we get twelve"], 1),  # no step at all
+    ],
+)
+def test_prm_wrong_step_scores_zero_from_there_on(steps, wrong_at):
+    score = prm_score(steps)
+    assert score.step_values == [1.0] * wrong_at + [0.0] * (len(steps) - wrong_at)
+    assert score.value == 0.0
+
+
+def test_prm_detour_scores_as_correct_without_progress():
+    score = prm_score(["7 + 5 = 12", "12 * 1 = 12", "12 + 0 = 12"])
+    assert score.value == 1.0 and score.step_values == [1.0, 1.0, 1.0]
+    assert score.extra["labels"] == ["progress", "detour", "detour"] and score.extra["progress"] == 1
+
+
+def test_prm_finished_solution_without_right_answer_scores_zero():
+    assert prm_score(["7 + 5 = 12", "12 * 3 = 36", "36 - 4 = 32"], complete=True).value == 0.0
+    assert prm_score(["7 + 5 = 12", "12 * 3 = 36", "36 - 4 = 32"], complete=False).value == 1.0
+
+
+async def test_prm_through_load_scorer_and_refuses_other_questions():
+    scorer = load_scorer("testbed-prm")
+    assert not scorer.needs_reference
+    good, bad = (
+        ScoreItem(Problem("p", QUESTION), ("7 + 5 = 12",)),
+        ScoreItem(Problem("p", QUESTION), ("7 + 5 = 11",)),
+    )
+    assert [s.value for s in await scorer.score([good, bad])] == [1.0, 0.0]
+    with pytest.raises(ScorerError, match="testbed"):
+        await scorer.score([ScoreItem(Problem("q", "What is 2 + 3?"), ("2 + 3 = 5",))])
+
+
+# -- tokenizer and policies ------------------------------------------------------------------------
+def test_tokenizer_round_trips_and_renders_the_chat_template():
+    from pumsearch.testbed.train import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    text = "7 + 5 = 12\n\n12 * 3 = 36\n\n\\boxed{36} Odd text: ~{}[]!"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    assert len(tokenizer("12 * 3 = 36")["input_ids"]) == 5  # numbers are single tokens
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "SYS"}, {"role": "user", "content": QUESTION}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert prompt == f"<|system|>SYS\n<|user|>{QUESTION}\n<|assistant|>"
+    assert tokenizer.eos_token == "<|end|>" and tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_training_writes_a_checkpoint_the_backend_loads(tmp_path):
+    from pumsearch.backends import load_generator
+    from pumsearch.testbed.train import TrainSettings, train_policy
+
+    info = train_policy(tmp_path / "p", TrainSettings(size="weak", max_steps=2, batch_size=4, threads=1))
+    assert info["steps"] == 2 and (tmp_path / "p" / "training.json").exists()
+    generator = load_generator(str(tmp_path / "p"))
+    text, ids = generator.chat_prompt(QUESTION, "SYS")
+    assert text.endswith("<|assistant|>") and ids[-1] == generator.tokenizer.convert_tokens_to_ids(
+        "<|assistant|>"
+    )
+
+
+@pytest.mark.parametrize("name", ["weak", "strong"])
+def test_shipped_policy_produces_the_step_format(name):
+    from pumsearch.backends import load_generator
+    from pumsearch.testbed.evaluate import sample
+
+    assert (policy_path(name) / "DATA_CARD.md").exists()
+    generator = load_generator(f"testbed:{name}")
+    problems = testbed_problems("ops=3-4,n=6,seed=5")
+    texts = [t for (t,) in sample(generator, problems, 1, 0.0, 96, 0)]
+    for text in texts:
+        *steps, final = text.split("\n\n")
+        assert steps and all(STEP.match(s) for s in steps), text
+        assert re.fullmatch(r"\\boxed\{-?\d+\}", final), text

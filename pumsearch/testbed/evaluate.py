@@ -122,16 +122,41 @@ CARD_ROW = (
 
 def data_card(name: str, training: dict[str, Any], results: list[dict[str, Any]], commands: list[str]) -> str:
     """The DATA_CARD.md of a shipped policy: how it was trained and how it scores."""
-    head = CARD_HEAD.format(name=name, **{k: v for k, v in training.items() if k != "settings"},
-                            **training["settings"])
-    rows = [CARD_ROW.format(passk=r[f"pass@{r['samples']}"], majk=r[f"majority@{r['samples']}"], **r)
-            for r in results]
-    tail = ["", "Made with:", "", "```bash", *commands, "```", "",
-            "Raw numbers: training.json and evaluation.json beside this card.", ""]
+    head = CARD_HEAD.format(
+        name=name, **{k: v for k, v in training.items() if k != "settings"}, **training["settings"]
+    )
+    rows = [
+        CARD_ROW.format(passk=r[f"pass@{r['samples']}"], majk=r[f"majority@{r['samples']}"], **r)
+        for r in results
+    ]
+    tail = [
+        "",
+        "Made with:",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        "Raw numbers: training.json and evaluation.json beside this card.",
+        "",
+    ]
     return head + "\n".join(rows + tail)
+
+
+def train_command(policy_dir: Path, settings: dict[str, Any]) -> str:
+    """The ``pumsearch testbed train`` command line that reproduces a policy's training settings."""
+    steps = f" --steps {settings['max_steps']}" if settings.get("max_steps") else ""
+    return (
+        f"pumsearch testbed train {policy_dir} --size {settings['size']}{steps} "
+        f"--minutes {settings['max_seconds'] / 60:g} --batch-size {settings['batch_size']} "
+        f"--learning-rate {settings['learning_rate']} --min-ops {settings['min_ops']} "
+        f"--max-ops {settings['max_ops']} --detours {settings['detours']} --seed {settings['seed']} "
+        f"--threads {settings['threads']}"
+    )
 
 
 def write_card(policy_dir: Path, name: str, results: list[dict[str, Any]], commands: list[str]) -> None:
     training = json.loads((policy_dir / "training.json").read_text())
     (policy_dir / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    commands = [train_command(policy_dir, training["settings"]), *commands]
     (policy_dir / "DATA_CARD.md").write_text(data_card(name, training, results, commands))

@@ -141,9 +141,10 @@ def main() -> None:
         "command": command,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bon_curves.json").write_text(json.dumps({"meta": meta, "tables": tables}, indent=2) + "\n")
-    (args.out / "bon_curves.md").write_text(markdown(tables, meta))
-    plot(tables, args.out / "bon_curves.png")
+    stem = "bon_" + "-".join(tables)
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "tables": tables}, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(tables, meta))
+    plot(tables, args.out / f"{stem}.png")
 
 
 if __name__ == "__main__":

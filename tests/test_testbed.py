@@ -196,6 +196,10 @@ def test_shipped_policy_produces_the_step_format(name):
 # temperature 0.8, run seed 0. Thresholds: see QUALITY_* below and where they were measured.
 QUALITY_SPEC = "small"
 QUALITY_N = 8
+# Measured on this branch (2-core CPU, weak policy of this commit, run seeds 0 / 1 / 2): single
+# sample 0.294 / 0.300 / 0.322, BoN majority 0.375 / 0.450 / 0.475, so a gap of +0.08 / +0.15 / +0.15.
+# The test runs seed 0 and asks for half its measured gap.
+QUALITY_MAJORITY_MARGIN = 0.04
 
 
 async def run_search(strategy: str, budget: int, scorer: str | None = None):
@@ -262,7 +266,7 @@ def test_cli_solves_with_a_testbed_policy_and_the_exact_prm(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    record = json.loads(result.output.strip().splitlines()[-1])
+    record = json.loads(result.stdout.strip().splitlines()[-1])  # stderr carries progress bars
     assert (
         record["prediction"] is not None
         and record["scorer"] == "testbed-prm"

@@ -99,6 +99,8 @@ model: it knows only questions like `start 7, add 5, times 3, subtract 4.`
   CPU thread(s); final loss {final_loss}
 - data: train split (seed {seed}), {min_ops}-{max_ops} operations, operands 1-9, multipliers 2-5,
   values 0-50, detour chance {detours} per operation
+- a wall-time budget (`--minutes` without `--steps`) reaches a different step count on another
+  machine, and its learning-rate schedule follows the clock: only a step budget reproduces a run
 - optimiser: AdamW, peak learning rate {learning_rate}, {warmup_steps} warm-up steps, cosine decay
   over the wall-time budget; loss on the assistant turn only
 - tokenizer: `tokenizers` WordLevel (numbers 0-999 as single tokens, prompt words, ASCII
@@ -158,5 +160,8 @@ def train_command(policy_dir: Path, settings: dict[str, Any]) -> str:
 def write_card(policy_dir: Path, name: str, results: list[dict[str, Any]], commands: list[str]) -> None:
     training = json.loads((policy_dir / "training.json").read_text())
     (policy_dir / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    commands = [train_command(policy_dir, training["settings"]), *commands]
+    shown = policy_dir.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    commands = [train_command(shown, training["settings"]), *commands]
     (policy_dir / "DATA_CARD.md").write_text(data_card(name, training, results, commands))

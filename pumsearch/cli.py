@@ -17,7 +17,7 @@ app = typer.Typer(help="Inference-time search for LLM reasoning with pluggable r
                   no_args_is_help=True, pretty_exceptions_enable=False)
 tree_app = typer.Typer(help="Inspect saved search trees.", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
-testbed_app = typer.Typer(help="The arithmetic testbed: train student policies, list test chains.",
+testbed_app = typer.Typer(help="The arithmetic testbed: train and evaluate its student policies.",
                           no_args_is_help=True)
 app.add_typer(testbed_app, name="testbed")
 

@@ -301,3 +301,17 @@ def test_cli_refuses_bad_testbed_input_in_one_line(tmp_path):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert ("testbed:weak" in result.output) or ("base or small" in result.output)
+
+
+def test_shipped_policy_stops_at_the_step_delimiter():
+    """Tree search extends one step at a time with the stop string "\\n\\n" (a single token here)."""
+    from pumsearch.backends import load_generator
+    from pumsearch.search.protocols import GenerationRequest, SamplingParams
+
+    generator = load_generator("testbed:weak")
+    text, ids = generator.chat_prompt(QUESTION, "SYS")
+    params = SamplingParams(temperature=0.0, max_tokens=16, stop=("\n\n",))
+    (output,) = generator.generate_sync([GenerationRequest(text, ids, 1, params, seed=0)])
+    (completion,) = output.completions
+    assert completion.finish_reason == "step" and completion.matched_stop == "\n\n"
+    assert STEP.match(completion.text), completion.text

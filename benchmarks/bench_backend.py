@@ -37,8 +37,18 @@ def gsm8k_problems(k: int) -> list[Problem]:
     return [Problem(f"gsm8k:{i}", r["question"], reference_from_gsm8k(r["answer"])) for i, r in enumerate(rows)]
 
 
-def bench_generate(generator, problems: list[Problem], n: int, max_tokens: int, temperature: float) -> dict:
-    """Our backend vs model.generate on the same left-padded batch (eos disabled: fixed length)."""
+def bench_generate(generator, problems: list[Problem], n: int, max_tokens: int, temperature: float,
+                   repeats: int = 3) -> dict:
+    """Our backend vs model.generate on the same left-padded batch (eos disabled: fixed length).
+    The two alternate ``repeats`` times and the best time of each is kept, so a burst of load on a
+    shared machine hits both sides alike."""
+    runs = [_generate_once(generator, problems, n, max_tokens, temperature) for _ in range(repeats)]
+    ours = max(r["ours_tok_s"] for r in runs)
+    bare = max(r["generate_tok_s"] for r in runs)
+    return {**runs[0], "repeats": repeats, "ours_tok_s": ours, "generate_tok_s": bare, "ratio": round(ours / bare, 3)}
+
+
+def _generate_once(generator, problems: list[Problem], n: int, max_tokens: int, temperature: float) -> dict:
     prompts = [generator.chat_prompt(p.question, SearchConfig().system_prompt)[1] for p in problems]
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens)
     requests = [GenerationRequest("", ids, n, params, seed=i) for i, ids in enumerate(prompts)]

@@ -33,7 +33,19 @@ ID_FIELDS = ("unique_id", "id")
 METADATA_SKIP = {"problem", "question", "answer", "solution"}
 
 DatasetLoader = Callable[[str], list[Problem]]
-_PREFIXES: dict[str, DatasetLoader] = {}
+
+
+def _testbed_problems(spec: str) -> list[Problem]:
+    """``testbed:<config>``: synthetic arithmetic chains (docs/testbed.md), generated on the fly."""
+    from pumsearch.testbed.tasks import testbed_problems
+
+    try:
+        return testbed_problems(spec or "standard")
+    except ValueError as err:
+        raise DatasetError(f"dataset testbed:{spec}: {err}") from None
+
+
+_PREFIXES: dict[str, DatasetLoader] = {"testbed": _testbed_problems}
 
 
 class DatasetError(ValueError):

@@ -24,7 +24,8 @@ def load_generator(
     launch: bool = False,
     **options: Any,
 ) -> Generator:
-    """A generator for ``model`` (a path or hub name; None means the embedded SmolLM2).
+    """A generator for ``model`` (a path, a hub name, or ``testbed:weak``/``testbed:strong``;
+    None means the embedded SmolLM2).
 
     ``backend``: transformers (default), sglang (in-process Engine; options tokenizer,
     mem_fraction_static, tp_size, dp_size and any other sglang ServerArgs), sglang-server (``url``, or
@@ -84,6 +85,12 @@ def _load_transformers(
             str(embedded_model_dir(cache_dir)), device=device, dtype=dtype, **options
         )
         generator.name = EMBEDDED_NAME
+        return generator
+    if model.startswith("testbed:"):  # a shipped testbed policy, e.g. testbed:weak
+        from pumsearch.testbed import resolve_model_name
+
+        generator = TransformersGenerator.load(resolve_model_name(model), device=device, dtype=dtype, **options)
+        generator.name = model
         return generator
     return TransformersGenerator.load(
         model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options

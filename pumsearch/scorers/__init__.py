@@ -15,7 +15,7 @@ from typing import Any
 
 from pumsearch.scorers.base import AsyncModelScorer, BatchedScorer, ModelScorer, ScorerError
 
-SCORER_NAMES = ["pum", "prm", "orm", "verifier", "rollout"]
+SCORER_NAMES = ["pum", "prm", "orm", "verifier", "rollout", "testbed-prm"]
 WRAPPER_OPTIONS = ("batch_tokens", "max_batch_items", "cache_size")
 
 
@@ -71,6 +71,10 @@ def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: Any) -> B
 
         options.setdefault("step_delimiter", step_delimiter)
         inner = _call(load_rollout, name, options)
+    elif name == "testbed-prm":  # the exact step-correctness PRM of the arithmetic testbed
+        from pumsearch.testbed.scorers import TestbedPRM
+
+        inner = _call(TestbedPRM, name, options)
     else:
         raise ScorerError(f"unknown scorer {name!r}: use one of {', '.join(SCORER_NAMES)}")
     return BatchedScorer(inner, **wrapper)

@@ -193,11 +193,14 @@ class TransformersGenerator:
         windows = [max((len(s) for s in r.stops), default=0) + 2 for r in rows]
         cache = DynamicCache()
         cache_kw = cache_keyword(self.model)
+        # only the last position's logits are needed: the lm head over a whole prompt is costly
+        takes_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        logits_kw = {"logits_to_keep": 1} if takes_keep else {}
         step_input, step_positions = input_ids, positions
         with torch.inference_mode():
             for _ in range(max_steps):
                 out = self.model(input_ids=step_input, attention_mask=attention, position_ids=step_positions,
-                                 use_cache=True, **{cache_kw: cache})
+                                 use_cache=True, **{cache_kw: cache}, **logits_kw)
                 logits = out.logits[:, -1, :].float().cpu()
                 next_tokens = sample_next(logits, temperature, top_p, greedy, generators)
                 for b, token in enumerate(next_tokens):

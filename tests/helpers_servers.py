@@ -185,11 +185,15 @@ class InferenceServer:
         self._reward_model: Any = None
         self._tokenizer: Any = None
         self._httpd: ThreadingHTTPServer | None = None
+        self.dying = threading.Event()  # die_after reached: no further request is answered
+        self.closed = threading.Event()  # the port is closed
         self._thread: threading.Thread | None = None
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, port: int = 0) -> InferenceServer:
+        self.dying.clear()
+        self.closed.clear()
         if self.reward:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -216,6 +220,7 @@ class InferenceServer:
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
+        self.closed.set()
 
     def generate_log(self) -> list[Exchange]:
         return [e for e in self.state.log if e.path == "/generate"]
@@ -426,6 +431,10 @@ def _handler_for(server: InferenceServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             state, faults = server.state, server.faults
+            if server.dying.is_set():  # dead already: hang up once the port is closed, never answer
+                server.closed.wait(10)
+                self.close_connection = True
+                return
             with state.lock:
                 state.posts += 1
                 state.in_flight += 1
@@ -469,6 +478,8 @@ def _handler_for(server: InferenceServer) -> type[BaseHTTPRequestHandler]:
                 state.log.append(Exchange(self.path, body, response))
                 state.answered += 1
                 dying = faults.die_after is not None and state.answered >= faults.die_after
+            if dying:
+                server.dying.set()  # before answering, so no later request is served
             self._send(200, response)
             if dying:
                 threading.Thread(target=server.stop, daemon=True).start()

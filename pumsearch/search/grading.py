@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import multiprocessing
+import json
+import queue
 import re
+import select
+import subprocess
+import sys
 import threading
+from collections.abc import Sequence
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*)?$", re.IGNORECASE | re.MULTILINE)
@@ -79,8 +84,9 @@ def normalise_answer(answer: str | None) -> str | None:
     return text
 
 
-def _verify_in_worker(prediction: str, reference: str) -> bool:
-    from math_verify import parse, verify  # imported in the worker, where its signal timeouts work
+def verify_answer(prediction: str, reference: str) -> bool:
+    """math-verify's verdict (run it in a process's main thread: its timeouts use signals)."""
+    from math_verify import parse, verify
 
     gold = parse(f"${reference}$")
     pred = parse(f"\\boxed{{{prediction}}}")
@@ -89,89 +95,130 @@ def _verify_in_worker(prediction: str, reference: str) -> bool:
     return bool(verify(gold, pred))
 
 
-def _import_math_verify() -> None:
-    import math_verify  # noqa: F401
-
-
 def strings_match(prediction: str | None, reference: str | None) -> bool:
     if prediction is None or reference is None:
         return False
     return normalise_answer(prediction) == normalise_answer(reference)
 
 
-class Grader:
-    """Grades predictions against references with math-verify in a small process pool."""
+WORKER_COMMAND = (sys.executable, "-m", "pumsearch.search.grade_worker")
+STARTUP_TIMEOUT_S = 120.0
 
-    def __init__(self, workers: int = 1, timeout: float = GRADE_TIMEOUT_S, string_shortcut: bool = True) -> None:
+
+class _GradeWorker:
+    """One grading process (``python -m pumsearch.search.grade_worker``): a JSON line in, a JSON
+    line out. A plain subprocess rather than multiprocessing, so a user's script needs no
+    ``if __name__ == "__main__"`` guard (spawned workers would re-run it)."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.proc = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.ready = False
+
+    def _read_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not readable:
+            raise TimeoutError
+        line = self.proc.stdout.readline()
+        if not line:
+            raise BrokenPipeError("grading worker exited")
+        return line
+
+    def ask(self, prediction: str, reference: str, timeout: float) -> bool:
+        """math-verify's verdict; raises TimeoutError, or ValueError where it cannot decide."""
+        assert self.proc.stdin is not None
+        if not self.ready:  # importing math-verify is not the answer's time
+            self._read_line(STARTUP_TIMEOUT_S)
+            self.ready = True
+        self.proc.stdin.write(json.dumps([prediction, reference]) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self._read_line(timeout))
+        if "error" in reply:
+            raise ValueError(reply["error"])
+        return bool(reply["ok"])
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Grader:
+    """Grades predictions against references with math-verify in worker processes, each answer
+    under ``timeout`` seconds (a worker that overruns is killed and replaced; the answer counts as
+    wrong). Where math-verify cannot parse, a normalised string match decides."""
+
+    def __init__(self, workers: int = 1, timeout: float = GRADE_TIMEOUT_S, string_shortcut: bool = True,
+                 worker_command: Sequence[str] = WORKER_COMMAND) -> None:
         self.workers = workers
         self.timeout = timeout
         self.string_shortcut = string_shortcut  # identical normalised strings need no math-verify
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.worker_command = tuple(worker_command)
+        self._idle: queue.SimpleQueue[_GradeWorker] = queue.SimpleQueue()
+        self._all: list[_GradeWorker] = []
         self._lock = threading.Lock()
 
-    def _get_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                # spawn: forking a process that holds torch threads can deadlock the child
-                ctx = multiprocessing.get_context("spawn")
-                self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
-            return self._pool
-
-    def _restart_pool(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                for proc in list(getattr(self._pool, "_processes", {}).values()):
-                    proc.kill()  # a worker stuck past its timeout will not return
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-
     def warm(self) -> None:
-        """Start the workers now (spawning them and importing math-verify takes a second or two),
-        so the first grade does not wait; returns at once."""
-        self._get_pool().submit(_import_math_verify)
+        """Start the workers now (importing math-verify takes a second or two), so the first grade
+        does not wait; returns at once."""
+        with self._lock:
+            while len(self._all) < self.workers:
+                self._start_worker()
+
+    def _start_worker(self) -> None:
+        worker = _GradeWorker(self.worker_command)
+        self._all.append(worker)
+        self._idle.put(worker)
+
+    def _verify(self, prediction: str, reference: str) -> bool:
+        self.warm()
+        worker = self._idle.get()
+        try:
+            verdict = worker.ask(prediction, reference, self.timeout)
+        except (TimeoutError, BrokenPipeError, OSError):
+            self._replace(worker)  # stuck or dead: it will not answer again
+            return False
+        except ValueError:
+            self._idle.put(worker)
+            return strings_match(prediction, reference)
+        self._idle.put(worker)
+        return verdict
+
+    def _replace(self, worker: _GradeWorker) -> None:
+        worker.kill()
+        with self._lock:
+            self._all.remove(worker)
+            self._start_worker()
 
     def grade(self, prediction: str | None, reference: str | None) -> bool:
-        if prediction is None or reference is None:
-            return False
-        if self.string_shortcut and strings_match(prediction, reference):
-            return True
-        future = self._get_pool().submit(_verify_in_worker, prediction, reference)
-        try:
-            return future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            self._restart_pool()
-            return False
-        except Exception:
-            return strings_match(prediction, reference)
+        return self.grade_many([(prediction, reference)])[0]
 
-    def grade_many(self, pairs: list[tuple[str | None, str | None]]) -> list[bool]:
-        results: list[bool | None] = [None] * len(pairs)
-        futures = {}
+    def grade_many(self, pairs: Sequence[tuple[str | None, str | None]]) -> list[bool]:
+        results = [False] * len(pairs)
+        todo = []
         for i, (pred, ref) in enumerate(pairs):
             if pred is None or ref is None:
-                results[i] = False
-            elif self.string_shortcut and strings_match(pred, ref):
+                continue
+            if self.string_shortcut and strings_match(pred, ref):
                 results[i] = True
             else:
-                futures[i] = self._get_pool().submit(_verify_in_worker, pred, ref)
-        for i, future in futures.items():
-            try:
-                results[i] = future.result(timeout=self.timeout)
-            except concurrent.futures.TimeoutError:
-                results[i] = False
-                self._restart_pool()
-            except Exception:
-                results[i] = strings_match(*pairs[i])
-        return [bool(r) for r in results]
+                todo.append(i)
+        if todo:
+            with concurrent.futures.ThreadPoolExecutor(self.workers) as threads:
+                verdicts = threads.map(lambda i: self._verify(*pairs[i]), todo)  # type: ignore[misc]
+                for i, ok in zip(todo, verdicts, strict=True):
+                    results[i] = ok
+        return results
 
     async def agrade(self, prediction: str | None, reference: str | None) -> bool:
         return await asyncio.to_thread(self.grade, prediction, reference)
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
+            for worker in self._all:
+                worker.kill()
+            self._all.clear()
+            self._idle = queue.SimpleQueue()
 
 
 _default_grader: Grader | None = None

@@ -14,6 +14,61 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from pumsearch.cli_options import (
+    DEFAULTS,
+    SEARCH_DEFAULTS,
+    SEARCH_FLAGS,
+    Aggregate,
+    Backend,
+    BatchTokens,
+    BeamWidth,
+    Budget,
+    CacheDir,
+    Concurrency,
+    CPuct,
+    Device,
+    Dtype,
+    Expansions,
+    FilterDuplicates,
+    Launch,
+    Lookahead,
+    MaxConcurrency,
+    MaxDepth,
+    MaxStepTokens,
+    MaxTokens,
+    MctsParallel,
+    MctsStepsPerSolution,
+    Model,
+    PrmFormat,
+    RequestTimeout,
+    ResolvedFlags,
+    Retries,
+    ScorerBase,
+    ScorerDevice,
+    ScorerDtype,
+    ScorerModel,
+    ScorerName,
+    ScorerOptionList,
+    ScorerUrl,
+    ScriptedDelay,
+    Seed,
+    Select,
+    StepDelimiter,
+    Strategy,
+    Temperature,
+    TerminalReward,
+    TimeLimit,
+    Tokenizer,
+    TopP,
+    TrustRemote,
+    Url,
+    UsageError,
+    options_per_scorer,
+    resolve_flags,
+    scorer_options,
+)
+
+D = SEARCH_DEFAULTS
 app = typer.Typer(help="Inference-time search for LLM reasoning with pluggable reward models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 tree_app = typer.Typer(help="Inspect saved search trees.", no_args_is_help=True)
@@ -24,10 +79,6 @@ app.add_typer(testbed_app, name="testbed")
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit code 2."""
 
 
 def fail(message: str) -> None:
@@ -49,112 +100,63 @@ def user_errors() -> tuple[type[BaseException], ...]:
             FileNotFoundError)
 
 
-# -- shared options ----------------------------------------------------------------------------
-Strategy = Annotated[str, typer.Option("--strategy", "-s",
-                                       help="bon|beam|dvts|mcts|package.module:ClassName.")]
-Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon, beams for beam/dvts, "
-                                     "N x --mcts-steps-per-solution step expansions for mcts "
-                                     "(see docs/strategies.md).")]
-ScorerOpt = Annotated[str | None, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")]
-BackendOpt = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or "
-                                              "openai.")]
-UrlOpt = Annotated[str | None, typer.Option(help="Server address for sglang-server or openai, e.g. "
-                                                 "http://127.0.0.1:30000.")]
-LaunchOpt = Annotated[bool, typer.Option(help="Start a local SGLang server for --model (sglang-server); "
-                                              "stopped at exit.")]
-TokenizerOpt = Annotated[str | None, typer.Option(help="Tokenizer path for server backends' chat prompts "
-                                                       "(default: --model).")]
-MaxConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once (server backends).")]
-RequestTimeoutOpt = Annotated[float, typer.Option(help="Seconds before one server request times out.")]
-RetriesOpt = Annotated[int, typer.Option(help="Retries of a failed server request (connection errors, 5xx).")]
-ScorerUrlOpt = Annotated[str | None, typer.Option(help="Reward-model server (SGLang --is-embedding) for "
-                                                       "--scorer orm.")]
-Model = Annotated[str | None, typer.Option("--model", "-m", help="Policy path or hub name; default: embedded SmolLM2.")]
-ScorerModel = Annotated[str | None, typer.Option(help="Scorer checkpoint directory (rollout: student models, "
-                                                      "comma-separated; 'embedded' for SmolLM2).")]
-ScorerBase = Annotated[str | None, typer.Option(help="PUM: base model, overriding the adapter's.")]
-ScorerDevice = Annotated[str | None, typer.Option(help="Scorer device: cpu (default), cuda, cuda:1, auto.")]
-ScorerDtype = Annotated[str | None, typer.Option(help="Scorer dtype: float32, bfloat16, float16 or auto.")]
-PrmFormat = Annotated[str | None, typer.Option(help="prm scorer format: qwen, shepherd or rlhflow.")]
-ScorerOptionList = Annotated[list[str] | None, typer.Option(
-    "--scorer-option", help="Extra scorer option KEY=VALUE, repeatable (k=8, activation=gelu, read_offset=1).")]
-
-
 @app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="The problem to solve.")],
-    strategy: Strategy = "bon",
-    budget: Budget = 8,
-    scorer: ScorerOpt = None,
+    strategy: Strategy = D.strategy,
+    budget: Budget = D.budget,
+    scorer: ScorerName = None,
     answer: Annotated[str | None, typer.Option(help="Reference answer (needed by the verifier).")] = None,
     model: Model = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto.")] = "float32",
-    cache_dir: Annotated[str | None, typer.Option(help="Where the embedded model is converted to.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
-    max_tokens: Annotated[int, typer.Option(help="Token cap per solution.")] = 512,
-    max_step_tokens: Annotated[int, typer.Option(help="Token cap per step (tree search).")] = 256,
-    step_delimiter: Annotated[str, typer.Option(help="String that ends a step.")] = "\n\n",
-    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
-    aggregate: Annotated[str, typer.Option(help="Step scores to solution score: last, min, prod, mean.")] = "last",
-    select: Annotated[str | None, typer.Option(help="best, majority or weighted (default: best with a "
-                                                    "scorer, majority without).")] = None,
-    concurrency: Annotated[int, typer.Option(help="Problems searched at once.")] = 16,
-    batch_tokens: Annotated[int | None, typer.Option(help="Token cap of one backend batch.")] = None,
+    device: Device = DEFAULTS.device,
+    dtype: Dtype = DEFAULTS.dtype,
+    cache_dir: CacheDir = None,
+    temperature: Temperature = D.temperature,
+    top_p: TopP = D.top_p,
+    max_tokens: MaxTokens = D.max_tokens,
+    max_step_tokens: MaxStepTokens = D.max_step_tokens,
+    step_delimiter: StepDelimiter = D.step_delimiter,
+    seed: Seed = D.seed,
+    aggregate: Aggregate = D.aggregate,
+    select: Select = D.select,
+    concurrency: Concurrency = DEFAULTS.concurrency,
+    batch_tokens: BatchTokens = None,
     tree_out: Annotated[Path | None, typer.Option(help="Where to write the search tree (JSON).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-problem record as JSON.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
-    backend: BackendOpt = "transformers",
-    url: UrlOpt = None,
-    launch: LaunchOpt = False,
-    tokenizer: TokenizerOpt = None,
-    max_concurrency: MaxConcurrencyOpt = 64,
-    request_timeout: RequestTimeoutOpt = 600.0,
-    retries: RetriesOpt = 3,
-    scorer_url: ScorerUrlOpt = None,
+    trust_remote_code: TrustRemote = False,
+    backend: Backend = DEFAULTS.backend,
+    url: Url = None,
+    launch: Launch = False,
+    tokenizer: Tokenizer = None,
+    max_concurrency: MaxConcurrency = DEFAULTS.max_concurrency,
+    request_timeout: RequestTimeout = DEFAULTS.request_timeout,
+    retries: Retries = DEFAULTS.retries,
+    scripted_delay: ScriptedDelay = DEFAULTS.scripted_delay,
+    scorer_url: ScorerUrl = None,
     scorer_model: ScorerModel = None,
     scorer_base: ScorerBase = None,
     scorer_device: ScorerDevice = None,
     scorer_dtype: ScorerDtype = None,
     prm_format: PrmFormat = None,
     scorer_option: ScorerOptionList = None,
-    beam_width: Annotated[int, typer.Option(help="M: children per kept prefix (beam, dvts).")] = 4,
-    max_depth: Annotated[int, typer.Option(help="Depth cap in steps (tree search).")] = 40,
-    lookahead: Annotated[int, typer.Option(help="Greedy steps looked ahead before ranking (beam, dvts).")
-                         ] = 0,
-    filter_duplicates: Annotated[bool, typer.Option(help="Drop prefixes with identical text (beam).")
-                                 ] = False,
-    c_puct: Annotated[float, typer.Option(help="PUCT exploration constant (mcts).")] = 1.0,
-    expansions: Annotated[int, typer.Option(help="Children per expanded leaf (mcts).")] = 2,
-    mcts_steps_per_solution: Annotated[int, typer.Option(help="S: step expansions per unit of budget (mcts).")
-                                       ] = 8,
-    terminal_reward: Annotated[str, typer.Option(help="Value of a finished prefix: scorer or verifier "
-                                                      "(ground truth; needs --answer) (mcts).")] = "scorer",
-    mcts_parallel: Annotated[int, typer.Option(help="Simulations selected per batched round (mcts).")] = 4,
-    time_limit: Annotated[float | None, typer.Option(help="Seconds per problem; then the best so far, "
-                                                          "marked cut short.")] = None,
+    beam_width: BeamWidth = D.beam_width,
+    max_depth: MaxDepth = D.max_depth,
+    lookahead: Lookahead = D.lookahead,
+    filter_duplicates: FilterDuplicates = D.filter_duplicates,
+    c_puct: CPuct = D.c_puct,
+    expansions: Expansions = D.expansions,
+    mcts_steps_per_solution: MctsStepsPerSolution = D.mcts_steps_per_solution,
+    terminal_reward: TerminalReward = D.terminal_reward,
+    mcts_parallel: MctsParallel = D.mcts_parallel,
+    time_limit: TimeLimit = D.time_limit,
 ) -> None:
     """Search one question and print the answer, the chosen path, the candidates and the counters."""
     try:
-        options = scorer_options(scorer_model, scorer_base, scorer_device, scorer_dtype, prm_format,
-                                 scorer_option)
-        options.update(scorer_url_options(scorer, scorer_url))
-        result, config = _solve(
-            question, answer=answer, model=model, device=device, dtype=dtype, cache_dir=cache_dir,
-            scorer=scorer, concurrency=concurrency, batch_tokens=batch_tokens,
-            trust_remote_code=trust_remote_code, scorer_opts=options,
-            backend_options=backend_options(backend, url=url, launch=launch, tokenizer=tokenizer,
-                                            max_concurrency=max_concurrency, request_timeout=request_timeout,
-                                            retries=retries),
-            settings=dict(strategy=strategy, budget=budget, temperature=temperature, top_p=top_p,
-                          max_tokens=max_tokens, max_step_tokens=max_step_tokens, step_delimiter=step_delimiter,
-                          seed=seed, aggregate=aggregate, select=select, beam_width=beam_width,
-                          max_depth=max_depth, lookahead=lookahead, filter_duplicates=filter_duplicates,
-                          c_puct=c_puct, expansions=expansions,
-                          mcts_steps_per_solution=mcts_steps_per_solution, terminal_reward=terminal_reward,
-                          mcts_parallel=mcts_parallel, time_limit=time_limit),
-        )
+        flags = resolve_flags(dict(locals()))
+        per_scorer = options_per_scorer([scorer] if scorer else [], flags.scorer)
+        scorer_opts = per_scorer[0] if per_scorer else {}
+        result, config = _solve(question, answer=answer, model=model, scorer=scorer, concurrency=concurrency,
+                                batch_tokens=batch_tokens, flags=flags, scorer_opts=scorer_opts)
     except user_errors() as err:
         fail(str(err))
         return
@@ -171,26 +173,6 @@ def solve(
     console.print(f"tree written to [bold]{path}[/]")
 
 
-def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: str | None,
-                    max_concurrency: int, request_timeout: float, retries: int) -> dict[str, Any]:
-    """load_generator keywords for --backend and the server flags (refusing flags that do not apply)."""
-    from pumsearch.backends import BACKEND_NAMES, SERVER_BACKENDS
-
-    if backend not in BACKEND_NAMES:
-        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
-    if backend not in SERVER_BACKENDS and (url or launch):
-        raise UsageError(f"--url and --launch are for --backend sglang-server or openai, not {backend}")
-    if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
-        raise UsageError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
-    options: dict[str, Any] = {"backend": backend}
-    if backend in SERVER_BACKENDS:
-        options.update(url=url, launch=launch, tokenizer=tokenizer, max_concurrency=max_concurrency,
-                       request_timeout=request_timeout, retries=retries)
-    elif backend == "sglang" and tokenizer:
-        options["tokenizer"] = tokenizer
-    return options
-
-
 async def _search_and_close(problem: Any, generator: Any, scorer_obj: Any, config: Any, concurrency: int,
                             batch_tokens: int | None) -> Any:
     from pumsearch.api import asearch
@@ -205,10 +187,8 @@ async def _search_and_close(problem: Any, generator: Any, scorer_obj: Any, confi
     return outcome
 
 
-def _solve(question: str, *, answer: str | None, model: str | None, device: str, dtype: str,
-           cache_dir: str | None, scorer: str | None, concurrency: int, batch_tokens: int | None,
-           trust_remote_code: bool, settings: dict[str, Any], backend_options: dict[str, Any] | None = None,
-           scorer_opts: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def _solve(question: str, *, answer: str | None, model: str | None, scorer: str | None, concurrency: int,
+           batch_tokens: int | None, flags: ResolvedFlags, scorer_opts: dict[str, Any]) -> tuple[Any, Any]:
     import asyncio
 
     from pumsearch.api import make_strategy, resolve_scorer
@@ -218,21 +198,18 @@ def _solve(question: str, *, answer: str | None, model: str | None, device: str,
 
     if not question.strip():
         raise UsageError("the question is empty: give the problem text to solve")
-    config = SearchConfig(**settings)
+    config = SearchConfig(**flags.settings)
     problem = Problem("question", question, answer)
     with console.status(f"loading the scorer ({scorer})...") if scorer else _nothing():
-        scorer_obj = resolve_scorer(scorer, config, **(scorer_opts or {}))
+        scorer_obj = resolve_scorer(scorer, config, **scorer_opts)
     if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
         raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
     if config.strategy == "mcts" and config.terminal_reward == "verifier" and answer is None:
         raise UsageError("--terminal-reward verifier needs the reference answer: pass --answer")
-    if config.time_limit is not None and config.time_limit <= 0:
-        raise UsageError(f"--time-limit must be positive (got {config.time_limit:g})")
     make_strategy(config, scorer_obj is not None)  # refuse bad settings before loading a model
     quiet_transformers()
     with console.status("loading the model..."):
-        generator = load_generator(model, device=device, dtype=dtype, cache_dir=cache_dir,
-                                   trust_remote_code=trust_remote_code, **(backend_options or {}))
+        generator = load_generator(model, **flags.backend)
     with console.status(f"searching ({config.strategy}, budget {config.budget})..."):
         outcome = asyncio.run(_search_and_close(problem, generator, scorer_obj, config, concurrency,
                                                 batch_tokens))
@@ -253,37 +230,6 @@ def _nothing() -> Any:
     import contextlib
 
     return contextlib.nullcontext()
-
-
-def scorer_url_options(scorer: str | None, scorer_url: str | None) -> dict[str, Any]:
-    """--scorer-url: a reward model served by SGLang (--is-embedding), for --scorer orm only."""
-    if scorer_url is None:
-        return {}
-    if scorer != "orm":
-        raise UsageError("--scorer-url is for --scorer orm (a reward model served by SGLang)")
-    return {"url": scorer_url}
-
-
-def parse_option_value(text: str) -> Any:
-    """KEY=VALUE values: JSON where it parses (numbers, true/false, null), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def scorer_options(model: str | None, base: str | None, device: str | None, dtype: str | None,
-                   prm_format: str | None, extra: list[str] | None) -> dict[str, Any]:
-    """The scorer flags as load_scorer options (unset ones left out, so each scorer gets only
-    what it takes)."""
-    options: dict[str, Any] = {"model": model, "base": base, "device": device, "dtype": dtype,
-                               "prm_format": prm_format}
-    for entry in extra or []:
-        key, sep, value = entry.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--scorer-option {entry!r} is not KEY=VALUE")
-        options[key.strip().replace("-", "_")] = parse_option_value(value)
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def read_steps_file(path: Path, delimiter: str) -> tuple[str, ...]:
@@ -427,34 +373,13 @@ Out = Annotated[Path | None, typer.Option("--out", "-o", help="The run (or sweep
 Shard = Annotated[str | None, typer.Option(help="i/n: run the i-th of n disjoint shards (0-based).")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML file of option values; "
                                                                  "flags override it.")]
-BackendOpt = Annotated[str, typer.Option(hidden=True, help="transformers, or scripted (tests).")]
-ScriptedDelay = Annotated[float, typer.Option(hidden=True, help="Seconds per scripted backend call (tests).")]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")]
-Dtype = Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto.")]
-CacheDir = Annotated[str | None, typer.Option(help="Where the embedded model is converted to.")]
-Temperature = Annotated[float, typer.Option(help="Sampling temperature.")]
-TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
-MaxTokens = Annotated[int, typer.Option(help="Token cap per solution.")]
-MaxStepTokens = Annotated[int, typer.Option(help="Token cap per step (tree search).")]
-StepDelimiter = Annotated[str, typer.Option(help="String that ends a step.")]
-AggregateOpt = Annotated[str, typer.Option(help="Step scores to solution score: last, min, prod, mean.")]
-SelectOpt = Annotated[str | None, typer.Option(help="best, majority or weighted (default: best with a "
-                                                    "scorer, majority without).")]
-BeamWidth = Annotated[int, typer.Option(help="M: beam width (beam, dvts).")]
-MaxDepth = Annotated[int, typer.Option(help="Most steps per solution (tree search).")]
-TimeLimit = Annotated[float | None, typer.Option(help="Seconds per problem before the search is cut short.")]
-Concurrency = Annotated[int, typer.Option(help="Problems searched at once.")]
-BatchTokens = Annotated[int | None, typer.Option(help="Token cap of one backend batch.")]
-TrustRemote = Annotated[bool, typer.Option(help="Allow the model's own code to run.")]
-
-SEARCH_FLAGS = ("temperature", "top_p", "max_tokens", "max_step_tokens", "step_delimiter", "aggregate",
-                "select", "beam_width", "max_depth", "time_limit")
 
 
 def apply_config_file(ctx: typer.Context, params: dict[str, Any]) -> dict[str, Any]:
     """Values from --config FILE where the flag was not given on the command line."""
     from pumsearch.runs.session import SEARCH_FIELDS, read_config_file
 
+    params = {k: v for k, v in params.items() if k != "ctx"}
     path = params.get("config_file")
     if path is None:
         return params
@@ -465,20 +390,24 @@ def apply_config_file(ctx: typer.Context, params: dict[str, Any]) -> dict[str, A
         if name in params:
             source = ctx.get_parameter_source(name)
             if source is None or source.name != "COMMANDLINE":  # typer may vendor its own click
-                merged[name] = ",".join(map(str, value)) if isinstance(value, list) else value
+                merged[name] = _config_value(name, value)
         elif name in SEARCH_FIELDS:
             extra_search[name] = value
     merged["_search_extra"] = extra_search
     return merged
 
 
-def _search_settings(p: dict[str, Any]) -> dict[str, Any]:
-    settings = {name: p[name] for name in SEARCH_FLAGS}
-    settings.update(p.get("_search_extra") or {})
-    return settings
+def _config_value(name: str, value: Any) -> Any:
+    """A TOML value as the flag would give it: lists of the grid axes joined with commas; scorer
+    options as a list of KEY=VALUE or a table."""
+    if name == "scorer_option":
+        if isinstance(value, dict):
+            return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items()]
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
-def _prepare(p: dict[str, Any]) -> tuple[Any, tuple[int, int] | None, dict[str, Any]]:
+def _prepare(p: dict[str, Any], flags: ResolvedFlags) -> tuple[Any, tuple[int, int] | None, dict[str, Any]]:
     from pumsearch.runs.grid import parse_shard
     from pumsearch.runs.session import DatasetChoice, model_identity, parse_ids
 
@@ -489,21 +418,85 @@ def _prepare(p: dict[str, Any]) -> tuple[Any, tuple[int, int] | None, dict[str, 
     dataset = DatasetChoice(p["dataset"], p["question_field"], p["answer_field"], p["id_field"], p["limit"],
                             p["offset"], parse_ids(p["ids"]))
     shard = parse_shard(p["shard"])
-    return dataset, shard, model_identity(p["model"], p["backend"], p["dtype"])
+    backend = flags.backend
+    model_id = model_identity(p["model"], backend["backend"], backend["dtype"], url=backend.get("url"),
+                              tokenizer=backend.get("tokenizer"))
+    return dataset, shard, model_id
 
 
-def _execute(plans: list[Any], problems: list[Any], p: dict[str, Any], shard: tuple[int, int] | None) -> None:
-    from pumsearch.runs.session import load_policy, run_plans
+def _with_scorer_options(specs: list[Any], options: dict[str, Any], scorer_flag: str) -> list[Any]:
+    """The scorer specs with the --scorer-* options each takes (refusing one that none takes)."""
+    from dataclasses import replace
 
-    with console.status("loading the model..."):
-        generator = load_policy(p["model"], backend=p["backend"], device=p["device"], dtype=p["dtype"],
-                                cache_dir=p["cache_dir"], trust_remote_code=p["trust_remote_code"],
-                                scripted_delay=p["scripted_delay"])
+    named = [s for s in specs if s is not None]
+    per_scorer = iter(options_per_scorer([s.name for s in named], options, scorer_flag=scorer_flag))
+    return [None if s is None else replace(s, options=next(per_scorer)) for s in specs]
+
+
+# The search flags sweep.json's base recorded before sweep had the tree-search flags. Those join the
+# base only when set to something other than their default, so sweep directories made before resume.
+_SWEEP_BASE_FLAGS = ("temperature", "top_p", "max_tokens", "max_step_tokens", "step_delimiter", "aggregate",
+                     "select", "beam_width", "max_depth", "time_limit")
+
+
+def _sweep_base_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items()
+            if k in _SWEEP_BASE_FLAGS or k not in SEARCH_FLAGS or v != getattr(D, k)}
+
+
+def _check_references(plans: list[Any], problems: list[Any]) -> None:
+    """MCTS valuing finished prefixes by the verifier needs every problem's reference answer."""
+    if not any(pl.spec.search.strategy == "mcts" and pl.spec.search.terminal_reward == "verifier"
+               for pl in plans):
+        return
+    missing = [pr.id for pr in problems if pr.answer is None]
+    if missing:
+        raise UsageError(f"--terminal-reward verifier needs reference answers, but {len(missing)} problem(s) "
+                         f"have none (first: {missing[0]!r}); give --answer-field")
+
+
+def _check_scorer_references(scorers: dict[str, Any], problems: list[Any]) -> None:
+    missing = [pr.id for pr in problems if pr.answer is None]
+    for spec, scorer in scorers.items():
+        if scorer.needs_reference and missing:
+            raise UsageError(f"scorer {spec} needs reference answers, but {len(missing)} problem(s) have none "
+                             f"(first: {missing[0]!r}); give --answer-field or drop that scorer")
+
+
+def _open_and_execute(plans: list[Any], problems: list[Any], p: dict[str, Any], flags: ResolvedFlags,
+                      shard: tuple[int, int] | None, before_open: Any = None) -> None:
+    """Load the scorers, open the run directories (refusing one of another configuration), load the
+    policy, run. Scorers load first, so a bad checkpoint or option leaves no directory behind."""
+    from pumsearch.runs.rundir import open_run_dir
+    from pumsearch.runs.session import close_scorers, load_policy, load_scorers
+
+    _check_references(plans, problems)
+    quiet_transformers()
+    with console.status("loading the scorers...") if any(pl.scorer for pl in plans) else _nothing():
+        scorers = load_scorers([pl.scorer for pl in plans], plans[0].spec.search.step_delimiter)
+    try:
+        _check_scorer_references(scorers, problems)
+        if before_open is not None:
+            before_open()
+        for plan in plans:
+            open_run_dir(plan.path, plan.spec)
+        with console.status("loading the model..."):
+            generator = load_policy(p["model"], flags.backend)
+    except BaseException:
+        close_scorers(scorers)  # from here on run_plans closes them
+        raise
+    _execute(plans, problems, p, shard, generator, scorers)
+
+
+def _execute(plans: list[Any], problems: list[Any], p: dict[str, Any], shard: tuple[int, int] | None,
+             generator: Any, scorers: dict[str, Any]) -> None:
+    from pumsearch.runs.session import run_plans
+
     progress = RichProgress()
     try:
         with progress:
             run_plans(plans, problems, generator, progress=progress, concurrency=p["concurrency"],
-                      batch_tokens=p["batch_tokens"], shard=shard)
+                      batch_tokens=p["batch_tokens"], shard=shard, scorers=scorers)
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted:[/] finished problems are saved in {p['out']}; "
                           "rerun the same command to resume", highlight=False)
@@ -560,10 +553,11 @@ def run(
     ctx: typer.Context,
     dataset: DatasetOpt = None,
     out: Out = None,
-    strategy: Strategy = "bon",
-    budget: Budget = 8,
-    scorer: Annotated[str | None, typer.Option(help="Scorer: NAME, NAME=PATH or NAME:FORMAT=PATH.")] = None,
-    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    strategy: Strategy = D.strategy,
+    budget: Budget = D.budget,
+    scorer: Annotated[str | None, typer.Option(help="Scorer: NAME, NAME=PATH or NAME:FORMAT=PATH "
+                                                    "(prm:qwen=PATH).")] = None,
+    seed: Seed = D.seed,
     question_field: QuestionField = None,
     answer_field: AnswerField = None,
     id_field: IdField = None,
@@ -571,22 +565,40 @@ def run(
     offset: Offset = 0,
     ids: Ids = None,
     model: Model = None,
-    backend: BackendOpt = "transformers",
-    scripted_delay: ScriptedDelay = 0.0,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
+    backend: Backend = DEFAULTS.backend,
+    url: Url = None,
+    launch: Launch = False,
+    tokenizer: Tokenizer = None,
+    max_concurrency: MaxConcurrency = DEFAULTS.max_concurrency,
+    request_timeout: RequestTimeout = DEFAULTS.request_timeout,
+    retries: Retries = DEFAULTS.retries,
+    scripted_delay: ScriptedDelay = DEFAULTS.scripted_delay,
+    device: Device = DEFAULTS.device,
+    dtype: Dtype = DEFAULTS.dtype,
     cache_dir: CacheDir = None,
-    temperature: Temperature = 0.8,
-    top_p: TopP = 1.0,
-    max_tokens: MaxTokens = 512,
-    max_step_tokens: MaxStepTokens = 256,
-    step_delimiter: StepDelimiter = "\n\n",
-    aggregate: AggregateOpt = "last",
-    select: SelectOpt = None,
-    beam_width: BeamWidth = 4,
-    max_depth: MaxDepth = 40,
-    time_limit: TimeLimit = None,
-    concurrency: Concurrency = 16,
+    scorer_url: ScorerUrl = None,
+    scorer_base: ScorerBase = None,
+    scorer_device: ScorerDevice = None,
+    scorer_dtype: ScorerDtype = None,
+    scorer_option: ScorerOptionList = None,
+    temperature: Temperature = D.temperature,
+    top_p: TopP = D.top_p,
+    max_tokens: MaxTokens = D.max_tokens,
+    max_step_tokens: MaxStepTokens = D.max_step_tokens,
+    step_delimiter: StepDelimiter = D.step_delimiter,
+    aggregate: Aggregate = D.aggregate,
+    select: Select = D.select,
+    beam_width: BeamWidth = D.beam_width,
+    max_depth: MaxDepth = D.max_depth,
+    lookahead: Lookahead = D.lookahead,
+    filter_duplicates: FilterDuplicates = D.filter_duplicates,
+    c_puct: CPuct = D.c_puct,
+    expansions: Expansions = D.expansions,
+    mcts_steps_per_solution: MctsStepsPerSolution = D.mcts_steps_per_solution,
+    terminal_reward: TerminalReward = D.terminal_reward,
+    mcts_parallel: MctsParallel = D.mcts_parallel,
+    time_limit: TimeLimit = D.time_limit,
+    concurrency: Concurrency = DEFAULTS.concurrency,
     batch_tokens: BatchTokens = None,
     shard: Shard = None,
     config_file: ConfigFile = None,
@@ -595,22 +607,21 @@ def run(
     """Search one configuration over a dataset: records, trees and a summary in --out (resumable)."""
     try:
         p = apply_config_file(ctx, dict(locals()))
+        flags = resolve_flags(p)
+        from pumsearch.api import make_strategy
         from pumsearch.runs.grid import parse_scorer_specs, single_plan
         from pumsearch.search.config import SearchConfig
 
-        dataset_choice, shard_t, model_id = _prepare(p)
-        (scorer_spec,) = parse_scorer_specs(p["scorer"]) if p["scorer"] else [None]
-        config = SearchConfig(strategy=p["strategy"], budget=p["budget"], seed=p["seed"],
-                              **_search_settings(p))
-        from pumsearch.api import make_strategy
-
+        dataset_choice, shard_t, model_id = _prepare(p, flags)
+        specs = parse_scorer_specs(p["scorer"]) if p["scorer"] else [None]
+        if len(specs) != 1:
+            raise UsageError("run takes one --scorer; use sweep --scorers for several")
+        (scorer_spec,) = _with_scorer_options(specs, flags.scorer, "--scorer")
+        config = SearchConfig(**flags.settings)
         make_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
         problems = dataset_choice.load(shard_t)  # a bad dataset is reported before any directory is made
         plan = single_plan(Path(p["out"]), config, scorer_spec, dataset_choice.identity(), model_id)
-        from pumsearch.runs.rundir import open_run_dir
-
-        open_run_dir(plan.path, plan.spec)  # a directory of another configuration is refused now
-        _execute([plan], problems, p, shard_t)
+        _open_and_execute([plan], problems, p, flags, shard_t)
     except user_errors() as err:
         fail(str(err))
 
@@ -623,7 +634,9 @@ def sweep(
     strategies: Annotated[str, typer.Option(help="Comma-separated strategies, e.g. bon,beam,mcts.")] = "bon",
     budgets: Annotated[str, typer.Option(help="Comma-separated budgets N, e.g. 4,16,64.")] = "4,8",
     scorers: Annotated[str | None, typer.Option(help="Comma-separated scorers: NAME, NAME=PATH, "
-                                                     "NAME:FORMAT=PATH, none.")] = None,
+                                                     "NAME:FORMAT=PATH (prm:qwen=PATH), none. The "
+                                                     "--scorer-* flags go to the scorers that take "
+                                                     "them.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated run seeds.")] = "0",
     question_field: QuestionField = None,
     answer_field: AnswerField = None,
@@ -632,22 +645,40 @@ def sweep(
     offset: Offset = 0,
     ids: Ids = None,
     model: Model = None,
-    backend: BackendOpt = "transformers",
-    scripted_delay: ScriptedDelay = 0.0,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
+    backend: Backend = DEFAULTS.backend,
+    url: Url = None,
+    launch: Launch = False,
+    tokenizer: Tokenizer = None,
+    max_concurrency: MaxConcurrency = DEFAULTS.max_concurrency,
+    request_timeout: RequestTimeout = DEFAULTS.request_timeout,
+    retries: Retries = DEFAULTS.retries,
+    scripted_delay: ScriptedDelay = DEFAULTS.scripted_delay,
+    device: Device = DEFAULTS.device,
+    dtype: Dtype = DEFAULTS.dtype,
     cache_dir: CacheDir = None,
-    temperature: Temperature = 0.8,
-    top_p: TopP = 1.0,
-    max_tokens: MaxTokens = 512,
-    max_step_tokens: MaxStepTokens = 256,
-    step_delimiter: StepDelimiter = "\n\n",
-    aggregate: AggregateOpt = "last",
-    select: SelectOpt = None,
-    beam_width: BeamWidth = 4,
-    max_depth: MaxDepth = 40,
-    time_limit: TimeLimit = None,
-    concurrency: Concurrency = 16,
+    scorer_url: ScorerUrl = None,
+    scorer_base: ScorerBase = None,
+    scorer_device: ScorerDevice = None,
+    scorer_dtype: ScorerDtype = None,
+    scorer_option: ScorerOptionList = None,
+    temperature: Temperature = D.temperature,
+    top_p: TopP = D.top_p,
+    max_tokens: MaxTokens = D.max_tokens,
+    max_step_tokens: MaxStepTokens = D.max_step_tokens,
+    step_delimiter: StepDelimiter = D.step_delimiter,
+    aggregate: Aggregate = D.aggregate,
+    select: Select = D.select,
+    beam_width: BeamWidth = D.beam_width,
+    max_depth: MaxDepth = D.max_depth,
+    lookahead: Lookahead = D.lookahead,
+    filter_duplicates: FilterDuplicates = D.filter_duplicates,
+    c_puct: CPuct = D.c_puct,
+    expansions: Expansions = D.expansions,
+    mcts_steps_per_solution: MctsStepsPerSolution = D.mcts_steps_per_solution,
+    terminal_reward: TerminalReward = D.terminal_reward,
+    mcts_parallel: MctsParallel = D.mcts_parallel,
+    time_limit: TimeLimit = D.time_limit,
+    concurrency: Concurrency = DEFAULTS.concurrency,
     batch_tokens: BatchTokens = None,
     shard: Shard = None,
     config_file: ConfigFile = None,
@@ -657,23 +688,21 @@ def sweep(
     Best-of-N (and DVTS) run once at the largest N; smaller budgets are read off that run."""
     try:
         p = apply_config_file(ctx, dict(locals()))
+        flags = resolve_flags(p)
+        from pumsearch.api import make_strategy
         from pumsearch.runs.grid import parse_int_list, parse_scorer_specs, plan_grid
-        from pumsearch.runs.rundir import open_run_dir
         from pumsearch.runs.session import check_sweep_dir
 
-        dataset_choice, shard_t, model_id = _prepare(p)
+        dataset_choice, shard_t, model_id = _prepare(p, flags)
         strategy_list = [s.strip() for s in str(p["strategies"]).split(",") if s.strip()]
         if not strategy_list:
             raise UsageError("give --strategies, e.g. bon,beam")
         budget_list = parse_int_list(p["budgets"], "--budgets", minimum=1)
         seed_list = parse_int_list(p["seeds"], "--seeds")
-        scorer_list = parse_scorer_specs(p["scorers"])
-        settings = _search_settings(p)
+        scorer_list = _with_scorer_options(parse_scorer_specs(p["scorers"]), flags.scorer, "--scorers")
         plans, notes = plan_grid(Path(p["out"]), strategies=strategy_list, budgets=budget_list,
-                                 scorers=scorer_list, seeds=seed_list, settings=settings,
+                                 scorers=scorer_list, seeds=seed_list, settings=flags.settings,
                                  dataset=dataset_choice.identity(), model=model_id)
-        from pumsearch.api import make_strategy
-
         for plan in plans:  # refuse bad settings (e.g. N not a multiple of M) before loading anything
             make_strategy(plan.spec.search, plan.scorer is not None)
         for note in notes:
@@ -681,13 +710,15 @@ def sweep(
         if not plans:
             raise UsageError("the grid is empty: every strategy needs a scorer that --scorers does not give")
         problems = dataset_choice.load(shard_t)  # a bad dataset is reported before any directory is made
-        base = {"settings": settings, "dataset": dataset_choice.identity(), "model": model_id}
-        check_sweep_dir(Path(p["out"]), base, {"strategies": strategy_list, "budgets": budget_list,
-                                               "scorers": [s.spec if s else "none" for s in scorer_list],
-                                               "seeds": seed_list})
-        for plan in plans:
-            open_run_dir(plan.path, plan.spec)
-        _execute(plans, problems, p, shard_t)
+        base = {"settings": _sweep_base_settings(flags.settings), "dataset": dataset_choice.identity(),
+                "model": model_id}
+        keyed = {s.spec: s.keyed_options() for s in scorer_list if s is not None and s.keyed_options()}
+        if keyed:  # only when set, so sweep directories made before these flags keep their key
+            base["scorer_options"] = keyed
+        grid = {"strategies": strategy_list, "budgets": budget_list,
+                "scorers": [s.spec if s else "none" for s in scorer_list], "seeds": seed_list}
+        _open_and_execute(plans, problems, p, flags, shard_t,
+                          before_open=lambda: check_sweep_dir(Path(p["out"]), base, grid))
     except user_errors() as err:
         fail(str(err))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +14,38 @@ from pumsearch.search.config import SearchConfig
 
 _SCORER_ITEM = re.compile(r"^(?P<name>[A-Za-z_][\w.-]*)(?::(?P<format>[\w.-]+))?(?:=(?P<path>.+))?$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+# Scorer options that only decide where and in what batches a scorer runs: left out of run keys.
+UNKEYED_SCORER_OPTIONS = ("device", "batch_tokens", "max_batch_items", "cache_size")
 
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """One scorer of a sweep: ``name[:format][=path]`` (``none``: no scorer)."""
+    """One scorer of a sweep: ``name[:format][=path]`` (``none``: no scorer), plus the options of the
+    --scorer-* flags that apply to it (load_scorer keywords)."""
 
     spec: str
     name: str
     format: str | None = None
     path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def keyed_options(self) -> dict[str, Any]:
+        """The options that change scores. A server address counts only when nothing else names the
+        reward model behind it (as with the policy's --url)."""
+        keyed = {k: v for k, v in self.options.items() if k not in UNKEYED_SCORER_OPTIONS}
+        if self.path is not None:
+            keyed.pop("url", None)
+        return keyed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "name": self.name, "format": self.format, "path": self.path}
+        out: dict[str, Any] = {"spec": self.spec, "name": self.name, "format": self.format, "path": self.path}
+        keyed = self.keyed_options()
+        if keyed:  # absent when none are set, so keys of runs made without options stay the same
+            out["options"] = dict(sorted(keyed.items()))
+        return out
 
     def load_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict(self.options)
         if self.path is not None:
             options["model"] = self.path
         if self.format is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pumsearch.runs.grid import RunPlan, shard_problems
+from pumsearch.runs.grid import RunPlan, ScorerSpec, shard_problems
 from pumsearch.runs.records import RunError
 from pumsearch.runs.rundir import config_hash, describe_difference, write_json_atomic
 from pumsearch.runs.runner import RunProgress, Tally, default_scorer_loader, execute_plans
@@ -47,16 +47,31 @@ def read_config_file(path: Path, allowed: set[str]) -> dict[str, Any]:
     return flat
 
 
-def model_identity(model: str | None, backend: str, dtype: str) -> dict[str, Any]:
-    """How records name the policy: an absolute path for local models, else the hub or embedded name."""
+def model_identity(
+    model: str | None, backend: str, dtype: str, *, url: str | None = None, tokenizer: str | None = None
+) -> dict[str, Any]:
+    """How records (and run keys) name the policy: an absolute path for local models, else the hub or
+    embedded name; a server's address only when no --model names what it serves. dtype only where the
+    backend uses it (transformers); the tokenizer only when given, as it decides the prompts."""
     if backend == "scripted":
         return {"backend": backend, "name": "scripted", "dtype": None}
-    if model is None:
+    if model is None and url is not None:
+        name = url.rstrip("/")
+    elif model is None:
         from pumsearch.backends.embedded import EMBEDDED_NAME
 
-        return {"backend": backend, "name": f"embedded:{EMBEDDED_NAME}", "dtype": dtype}
-    path = Path(model).expanduser()
-    return {"backend": backend, "name": str(path.resolve()) if path.exists() else model, "dtype": dtype}
+        name = f"embedded:{EMBEDDED_NAME}"
+    else:
+        name = _local_or_named(model)
+    identity: dict[str, Any] = {"backend": backend, "name": name, "dtype": dtype if backend == "transformers" else None}
+    if tokenizer is not None:
+        identity["tokenizer"] = _local_or_named(tokenizer)
+    return identity
+
+
+def _local_or_named(name: str) -> str:
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
 
 
 def parse_ids(text: str | None) -> list[str] | None:
@@ -143,28 +158,37 @@ def check_sweep_dir(out: Path, base: dict[str, Any], grid: dict[str, Any]) -> No
     )
 
 
-def load_policy(
-    model: str | None,
-    *,
-    backend: str,
-    device: str,
-    dtype: str,
-    cache_dir: str | None,
-    trust_remote_code: bool,
-    scripted_delay: float = 0.0,
-) -> Any:
+def load_policy(model: str | None, backend_options: dict[str, Any]) -> Any:
+    """The policy: ``backend_options`` are load_generator's keywords as the CLI resolved them."""
     from pumsearch.backends import load_generator
 
-    options: dict[str, Any] = {"delay": scripted_delay} if backend == "scripted" else {}
-    return load_generator(
-        model,
-        backend=backend,
-        device=device,
-        dtype=dtype,
-        cache_dir=cache_dir,
-        trust_remote_code=trust_remote_code,
-        **options,
-    )
+    return load_generator(model, **backend_options)
+
+
+def load_scorers(specs: Sequence[ScorerSpec | None], step_delimiter: str) -> dict[str, Any]:
+    """Every scorer of a run or sweep, loaded before any run directory is made, so a bad checkpoint or
+    option is reported while nothing is written yet. On an error the ones loaded are closed."""
+    from pumsearch.scorers import load_scorer
+
+    loaded: dict[str, Any] = {}
+    try:
+        for spec in specs:
+            if spec is not None and spec.spec not in loaded:
+                loaded[spec.spec] = load_scorer(spec.name, step_delimiter=step_delimiter, **spec.load_options())
+    except BaseException:
+        close_scorers(loaded)
+        raise
+    return loaded
+
+
+def close_scorers(scorers: dict[str, Any]) -> None:
+    """Close loaded scorers outside an event loop (a command stopped before running them)."""
+    asyncio.run(_close_all(scorers.values()))
+
+
+async def _close_all(scorers: Any) -> None:
+    for scorer in scorers:
+        await scorer.aclose()
 
 
 def run_plans(
@@ -177,14 +201,24 @@ def run_plans(
     batch_tokens: int | None,
     shard: tuple[int, int] | None,
     load_scorer: Any = None,
+    scorers: dict[str, Any] | None = None,
 ) -> list[Tally]:
+    """Run the plans with one generator (closed at the end). ``scorers``: loaded ones by spec (see
+    load_scorers); those no plan was given (an early stop) are closed here, the rest by execute_plans."""
+    handed_out: set[str] = set()
+
+    def preloaded(spec: ScorerSpec, config: Any) -> Any:
+        assert scorers is not None
+        handed_out.add(spec.spec)
+        return scorers[spec.spec]
+
     async def main() -> list[Tally]:
         try:
             return await execute_plans(
                 plans,
                 problems,
                 generator=generator,
-                load_scorer=load_scorer or default_scorer_loader,
+                load_scorer=load_scorer or (preloaded if scorers is not None else default_scorer_loader),
                 progress=progress,
                 concurrency=concurrency,
                 batch_tokens=batch_tokens,
@@ -192,5 +226,6 @@ def run_plans(
             )
         finally:
             await generator.aclose()
+            await _close_all(s for key, s in (scorers or {}).items() if key not in handed_out)
 
     return asyncio.run(main())

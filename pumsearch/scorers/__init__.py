@@ -10,12 +10,12 @@ for ``rollout`` comma-separated student models), ``base`` (PUM base model overri
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
 from pumsearch.scorers.base import AsyncModelScorer, BatchedScorer, ModelScorer, ScorerError
 
-SCORER_NAMES = ["pum", "prm", "orm", "verifier", "rollout", "testbed-prm"]
 WRAPPER_OPTIONS = ("batch_tokens", "max_batch_items", "cache_size")
 
 
@@ -33,6 +33,39 @@ def _drop_unset(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+_LOADERS = {  # name -> (module, the function or class that builds it)
+    "pum": ("pumsearch.scorers.pum", "load_pum"),
+    "prm": ("pumsearch.scorers.prm", "load_prm"),
+    "orm": ("pumsearch.scorers.orm", "load_orm"),
+    "verifier": ("pumsearch.scorers.verifier", "VerifierScorer"),
+    "rollout": ("pumsearch.scorers.rollout", "load_rollout"),
+    "testbed-prm": ("pumsearch.testbed.scorers", "TestbedPRM"),  # the testbed's exact step PRM
+}
+
+
+SCORER_NAMES = list(_LOADERS)
+
+
+def _loader(name: str) -> Any:
+    """The function (or class) that builds scorer ``name``; its module is imported, no model is loaded."""
+    if name not in _LOADERS:
+        raise ScorerError(f"unknown scorer {name!r}: use one of {', '.join(SCORER_NAMES)}")
+    module, attribute = _LOADERS[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def scorer_option_names(name: str) -> set[str]:
+    """The options ``load_scorer(name, ...)`` takes, read off its loader without loading a model (so a
+    command can refuse a flag before it loads anything). ``model`` is the checkpoint; ``url`` (orm)
+    a served reward model; the wrapper options go to every scorer."""
+    params = set(inspect.signature(_loader(name)).parameters) - {"step_delimiter", "grader", "students"}
+    if "path" in params:
+        params = (params - {"path"}) | {"model"}
+    if name == "orm":
+        params.add("url")
+    return params | set(WRAPPER_OPTIONS)
+
+
 def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: Any) -> BatchedScorer:
     """Build a scorer by name, wrapped in the shared batching and caching layer. ``url`` (with
     ``orm``) scores through a reward model served by SGLang (--scorer-url); ``model`` names it."""
@@ -48,36 +81,22 @@ def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: Any) -> B
         model = options.pop("model", None)
         inner = load_orm_http(str(url), model=str(model) if model else None, step_delimiter=step_delimiter)
         return BatchedScorer(inner, **wrapper)
-    if name == "verifier":
-        from pumsearch.scorers.verifier import VerifierScorer
-
-        inner = _call(VerifierScorer, name, {"step_delimiter": step_delimiter, **options})
-    elif name == "pum":
-        from pumsearch.scorers.pum import load_pum
-
+    loader = _loader(name)
+    accepted = inspect.signature(loader).parameters
+    if "step_delimiter" in accepted:
         options.setdefault("step_delimiter", step_delimiter)
-        inner = _call(load_pum, name, {"path": options.pop("model", None), **options})
-    elif name == "prm":
-        from pumsearch.scorers.prm import load_prm
-
-        inner = _call(load_prm, name, {"path": options.pop("model", None), **options})
-    elif name == "orm":
-        from pumsearch.scorers.orm import load_orm
-
-        options.setdefault("step_delimiter", step_delimiter)
-        inner = _call(load_orm, name, {"path": options.pop("model", None), **options})
-    elif name == "rollout":
-        from pumsearch.scorers.rollout import load_rollout
-
-        options.setdefault("step_delimiter", step_delimiter)
-        inner = _call(load_rollout, name, options)
-    elif name == "testbed-prm":  # the exact step-correctness PRM of the arithmetic testbed
-        from pumsearch.testbed.scorers import TestbedPRM
-
-        inner = _call(TestbedPRM, name, options)
-    else:
-        raise ScorerError(f"unknown scorer {name!r}: use one of {', '.join(SCORER_NAMES)}")
+    if "path" in accepted:  # the checkpoint argument of pum, prm and orm is the ``model`` option
+        options = {"path": options.pop("model", None), **options}
+    inner = _call(loader, name, options)
     return BatchedScorer(inner, **wrapper)
 
 
-__all__ = ["SCORER_NAMES", "AsyncModelScorer", "BatchedScorer", "ModelScorer", "ScorerError", "load_scorer"]
+__all__ = [
+    "SCORER_NAMES",
+    "AsyncModelScorer",
+    "BatchedScorer",
+    "ModelScorer",
+    "ScorerError",
+    "load_scorer",
+    "scorer_option_names",
+]

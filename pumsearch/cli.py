@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pumsearch.cli_common import console, err_console, fail, quiet_transformers, user_errors
 from pumsearch.cli_options import (
     DEFAULTS,
     SEARCH_DEFAULTS,
@@ -71,34 +72,6 @@ from pumsearch.cli_options import (
 D = SEARCH_DEFAULTS
 app = typer.Typer(help="Inference-time search for LLM reasoning with pluggable reward models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-tree_app = typer.Typer(help="Inspect saved search trees.", no_args_is_help=True)
-app.add_typer(tree_app, name="tree")
-testbed_app = typer.Typer(help="The arithmetic testbed: train and evaluate its student policies.",
-                          no_args_is_help=True)
-app.add_typer(testbed_app, name="testbed")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the user must change something (never shown as a traceback)."""
-    from pumsearch.backends.errors import BackendError
-    from pumsearch.backends.transformers_backend import ModelLoadError
-    from pumsearch.datasets import DatasetError
-    from pumsearch.runs.records import RunError
-    from pumsearch.scorers.base import ScorerError
-    from pumsearch.strategies.base import StrategyError
-
-    return (UsageError, ModelLoadError, ScorerError, StrategyError, BackendError, DatasetError, RunError,
-            ValueError,
-            FileNotFoundError)
-
 
 @app.command()
 def solve(
@@ -218,14 +191,6 @@ def _solve(question: str, *, answer: str | None, model: str | None, scorer: str 
     return outcome, config
 
 
-def quiet_transformers() -> None:
-    """The CLI shows its own progress; transformers' per-load bars would only add noise."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def _nothing() -> Any:
     import contextlib
 
@@ -332,13 +297,13 @@ def _score_prefixes(scorer: str, question: str, steps_file: Path, answer: str | 
 
 def print_result(result: Any, aggregate: str) -> None:
     verdict = "" if result.correct is None else (" [green](correct)[/]" if result.correct else " [red](wrong)[/]")
-    console.print(f"[bold]answer:[/] {result.answer if result.answer is not None else '(none stated)'}{verdict}",
-                  highlight=False)
+    answer = escape(result.answer) if result.answer is not None else "(none stated)"
+    console.print(f"[bold]answer:[/] {answer}{verdict}", highlight=False)
     if result.cut_short:
         console.print("[yellow]the search was cut short; this is its best so far[/]")
     console.rule("chosen path")
     for i, step in enumerate(result.chosen_steps, 1):
-        console.print(f"[bold cyan]step {i}.[/] {step}", highlight=False, markup=True)
+        console.print(f"[bold cyan]step {i}.[/] {escape(step)}", highlight=False)
     table = Table(title=f"candidates ({aggregate} aggregation)")
     for col in ("node", "answer", "score", "correct", "tokens", "finish"):
         table.add_column(col)
@@ -346,7 +311,7 @@ def print_result(result: Any, aggregate: str) -> None:
         node = result.tree[cand.node]
         tokens = sum(result.tree[n]["num_tokens"] for n in result.tree.path(cand.node))
         mark = "*" if cand.node == result.chosen_node else ""
-        table.add_row(f"{cand.node}{mark}", str(cand.answer), "-" if cand.score is None else f"{cand.score:.4f}",
+        table.add_row(f"{cand.node}{mark}", Text(str(cand.answer)), "-" if cand.score is None else f"{cand.score:.4f}",
                       "-" if cand.correct is None else str(cand.correct), str(tokens), str(node["finish_reason"]))
     console.print(table)
     counters = Table(title="compute")
@@ -785,308 +750,18 @@ def print_report(result: Any) -> None:
         console.print(sub)
 
 
-@tree_app.command("show")
-def tree_show(
-    file: Annotated[Path, typer.Argument(help="A saved tree (.tree.json).")],
-    width: Annotated[int, typer.Option(help="Characters of step text per line.")] = 80,
-) -> None:
-    """Print a saved tree as an indented outline: step text, scores, finish reasons."""
-    from pumsearch.search.tree import load_tree
+def _add_sub_apps() -> None:
+    # typer and rich only: each sub-app loads its heavy modules inside its commands
+    from pumsearch.pum.cli import pum_app
+    from pumsearch.testbed.cli import testbed_app
+    from pumsearch.viz.cli import tree_app
 
-    try:
-        tree, result = load_tree(file)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
-        return
-    console.print(f"[bold]problem:[/] {tree.problem.question}", highlight=False)
-    chosen = set(result.get("chosen_path", [])) if result else set()
-    for line in tree_outline(tree, width, chosen):
-        console.print(line, highlight=False, markup=False)
-
-
-def tree_outline(tree: Any, width: int, chosen: set[int]) -> list[str]:
-    from pumsearch.search.tree import ROOT
-
-    lines: list[str] = []
-    stack = [(child, 1) for child in reversed(tree.children(ROOT))]
-    while stack:
-        node, depth = stack.pop()
-        attrs = tree[node]
-        text = " ".join(attrs["text"].split())
-        text = text if len(text) <= width else text[: width - 1] + "…"
-        scores = " ".join(f"{k}={v:.3f}" for k, v in attrs["scores"].items())
-        tags = [attrs["finish_reason"] or ""]
-        if attrs["terminal"]:
-            tags.append(f"answer={attrs['answer']}")
-        if attrs["correct"] is not None:
-            tags.append("correct" if attrs["correct"] else "wrong")
-        if attrs["visits"]:
-            tags.append(f"visits={attrs['visits']}")
-        mark = "*" if node in chosen else "-"
-        tag_text = " ".join(t for t in tags if t)
-        lines.append(f"{'  ' * (depth - 1)}{mark} [{node}] {text}  ({tag_text}) {scores}".rstrip())
-        stack.extend((child, depth + 1) for child in reversed(tree.children(node)))
-    return lines
-
-
-# -- tree viewer and analyses (docs/viewer.md) ------------------------------------------------------
-TreeFiles = Annotated[list[Path] | None, typer.Argument(help="Saved trees (.tree.json).", show_default=False)]
-
-
-def _load_trees(files: list[Path] | None) -> list[tuple[Any, Any, Path]]:
-    from pumsearch.search.tree import load_tree
-
-    if not files:
-        raise UsageError("give at least one tree file (.tree.json)")
-    loaded = []
-    for file in files:
-        try:
-            tree, result = load_tree(file)
-        except ValueError as err:  # say which of several files is at fault
-            raise UsageError(str(err) if str(file) in str(err) else f"{file}: {err}") from None
-        loaded.append((tree, result, file))
-    return loaded
-
-
-@tree_app.command("html")
-def tree_html(
-    files: TreeFiles = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file to write.")] = None,
-    run: Annotated[Path | None, typer.Option(
-        "--run", help="A run directory (records.jsonl): write an index page, and a page per tree beside it "
-                      "(default -o: DIR/viewer/index.html).")] = None,
-    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
-) -> None:
-    """Write a self-contained HTML viewer for trees, or an index over a run's problems (--run)."""
-    from pumsearch.viz.html import render_trees_html
-    from pumsearch.viz.run_index import write_run_index
-
-    try:
-        if run is not None:
-            if files:
-                raise UsageError("give either tree files or --run DIR, not both")
-            index, counts = write_run_index(run, out or run / "viewer" / "index.html")
-            console.print(f"index of {counts['rows']} problems ({counts['pages']} tree pages, "
-                          f"{counts['missing_trees']} trees missing) written to [bold]{index}[/]")
-            return
-        loaded = _load_trees(files)
-        if out is None:
-            raise UsageError("say where to write the page: -o OUT.html")
-        page = render_trees_html([(t, r, f.name) for t, r, f in loaded], title)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-    except user_errors() as err:
-        fail(str(err))
-        return
-    console.print(f"viewer for {len(loaded)} tree(s) written to [bold]{out}[/]")
-
-
-@tree_app.command("stats")
-def tree_stats_cmd(
-    files: TreeFiles = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full statistics as JSON.")] = False,
-) -> None:
-    """Tree shape (depth, branching), where correct and wrong solutions part, tokens on abandoned branches."""
-    from pumsearch.viz.analysis import combine_stats, tree_stats
-
-    try:
-        per_tree = [tree_stats(tree, result) for tree, result, _ in _load_trees(files)]
-    except user_errors() as err:
-        fail(str(err))
-        return
-    total = combine_stats(per_tree)
-    if as_json:
-        sys.stdout.write(json.dumps({"trees": per_tree, "total": total}, default=str) + "\n")
-        return
-    print_stats(per_tree, total)
-
-
-def print_stats(per_tree: list[dict[str, Any]], total: dict[str, Any]) -> None:
-    table = Table(title="trees")
-    columns = ("problem", "nodes", "depth", "branching", "solutions", "correct", "wrong", "diverge at",
-               "tokens", "abandoned")
-    for col in columns:
-        table.add_column(col, justify="left" if col == "problem" else "right")
-    overall = {**total, "problem_id": "all", "max_depth": max((p["max_depth"] for p in per_tree), default=0)}
-    for s in [*per_tree, overall]:
-        table.add_row(s["problem_id"], str(s["nodes"]), str(s["max_depth"]), _num(s["mean_branching"]),
-                      str(s["solutions"]), str(s["correct_solutions"]), str(s["wrong_solutions"]),
-                      _num(s["mean_divergence_depth"]), str(s["tokens_total"]), str(s["tokens_abandoned"]))
-    console.print(table)
-    labels = {"depth_distribution": "nodes per depth", "branching_distribution": "children per inner node",
-              "divergence_depths": "shared steps when a wrong solution leaves the nearest correct one"}
-    for key, label in labels.items():
-        dist = ", ".join(f"{k}: {v}" for k, v in total[key].items()) or "none"
-        console.print(f"[bold]{label}:[/] {dist}", highlight=False)
-    console.print(f"[bold]abandoned tokens:[/] {total['tokens_abandoned']} of {total['tokens_total']} "
-                  f"({100 * total['abandoned_token_share']:.1f}%)", highlight=False)
-
-
-def _names(found: list[str]) -> str:
-    return ", ".join(found) or "no scores"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-@tree_app.command("rank")
-def tree_rank(
-    files: TreeFiles = None,
-    scorer: Annotated[str | None, typer.Option("--scorer", help="Scorer identity as stored in the tree "
-                                                                "(default: the only one there is).")] = None,
-    aggregate: Annotated[str, typer.Option(help="Step scores to one value: last, min, prod, mean.")] = "last",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
-) -> None:
-    """How well a scorer ranks recorded candidates (rank percentiles, pairwise accuracy)."""
-    from dataclasses import asdict
-
-    from pumsearch.viz.analysis import combine_rankings, rank_tree, scorers_in
-
-    try:
-        loaded = _load_trees(files)
-        found = sorted({name for tree, _, _ in loaded for name in scorers_in(tree)})
-        if scorer is None:
-            if len(found) != 1:
-                raise UsageError(f"name the scorer with --scorer; these trees hold: {_names(found)}")
-            scorer = found[0]
-        elif scorer not in found:
-            raise UsageError(f"no node is scored by {scorer!r}; these trees hold: {_names(found)}")
-        rows = [rank_tree(tree, result, scorer, aggregate) for tree, result, _ in loaded]
-    except user_errors() as err:
-        fail(str(err))
-        return
-    total = combine_rankings(rows)
-    if as_json:
-        report = {"scorer": scorer, "aggregate": aggregate, "problems": [asdict(r) for r in rows],
-                  "mean": total}
-        sys.stdout.write(json.dumps(report) + "\n")
-        return
-    table = Table(title=f"ranking quality of {scorer} ({aggregate} aggregation; percentile = rank / n)")
-    for col in ("problem", "candidates", "correct", "worst correct pct", "best wrong pct", "pairwise acc"):
-        table.add_column(col, justify="left" if col == "problem" else "right")
-    for r in rows:
-        table.add_row(r.problem_id, str(r.candidates), str(r.correct), _num(r.worst_correct_percentile),
-                      _num(r.best_wrong_percentile), _num(r.pairwise_accuracy))
-    means = (total[k] for k in ("worst_correct_percentile", "best_wrong_percentile", "pairwise_accuracy"))
-    table.add_row("mean", "", "", *(_num(v) for v in means))
-    console.print(table)
-    console.print(f"pairwise accuracy over {total['pairwise_accuracy_problems']} problems with both correct "
-                  f"and wrong candidates; {total['all_correct_problems']} all correct, "
-                  f"{total['all_wrong_problems']} all wrong", highlight=False)
-
-
-@tree_app.command("graphml")
-def tree_graphml(
-    file: Annotated[Path, typer.Argument(help="A saved tree (.tree.json).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .graphml file to write.")],
-) -> None:
-    """Export a tree as GraphML (Gephi, networkx); dict and list attributes become JSON strings."""
-    from pumsearch.viz.analysis import export_graphml
-
-    try:
-        ((tree, _, _),) = _load_trees([file])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_graphml(tree, out)
-    except user_errors() as err:
-        fail(str(err))
-        return
-    console.print(f"{len(tree)} nodes written to [bold]{out}[/]")
-
-
-def _add_pum_app() -> None:
-    from pumsearch.pum.cli import pum_app  # typer only: the pipeline loads inside its commands
-
+    app.add_typer(tree_app, name="tree")
+    app.add_typer(testbed_app, name="testbed")
     app.add_typer(pum_app, name="pum")
 
 
-
-@testbed_app.command("train")
-def testbed_train(
-    out: Annotated[Path, typer.Argument(help="Directory to write the policy checkpoint to.")],
-    size: Annotated[str, typer.Option(help="small (~0.4M parameters) or base (~0.9M).")] = "small",
-    minutes: Annotated[float, typer.Option(help="Wall-time budget for training.")] = 15.0,
-    steps: Annotated[int | None, typer.Option(help="Step budget (the first budget spent stops it).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Chains per optimiser step.")] = 16,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 3e-3,
-    min_ops: Annotated[int, typer.Option(help="Fewest operations per training chain.")] = 1,
-    max_ops: Annotated[int, typer.Option(help="Most operations per training chain.")] = 5,
-    detours: Annotated[float, typer.Option(help="Chance of a detour step before each operation.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the data stream and the initial weights.")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
-) -> None:
-    """Train a small Llama student policy on gold solutions of train-split chains (CPU is fine)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    try:
-        from pumsearch.testbed.train import SIZES, TrainSettings, train_policy
-
-        if size not in SIZES:
-            raise UsageError(f"unknown policy size {size!r}: use {' or '.join(SIZES)}")
-        if minutes <= 0 or batch_size < 1 or threads < 1:
-            raise UsageError("minutes, batch-size and threads must be positive")
-        settings = TrainSettings(size=size, max_seconds=minutes * 60, max_steps=steps, batch_size=batch_size,
-                                 learning_rate=learning_rate, min_ops=min_ops, max_ops=max_ops,
-                                 detours=detours, seed=seed, threads=threads)
-        columns = (TextColumn("training"), BarColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=err_console) as progress:
-            task = progress.add_task("train", total=1.0, info="")
-
-            def report(fraction: float, step: int, loss: float) -> None:
-                progress.update(task, completed=fraction, info=f"step {step} loss {loss:.3f}")
-
-            info = train_policy(out, settings, on_progress=report)
-    except user_errors() as err:
-        fail(str(err))
-        return
-    console.print(f"trained {info['steps']} steps in {info['seconds']} s (loss {info['final_loss']}); "
-                  f"saved to [bold]{out}[/]", highlight=False)
-
-
-@testbed_app.command("evaluate")
-def testbed_evaluate(
-    policy: Annotated[str, typer.Argument(help="A policy directory or testbed:weak / testbed:strong.")],
-    spec: Annotated[list[str], typer.Option(help="Test chains (repeatable): a named config or a "
-                                                 "key=value spec like ops=3-4,n=200,seed=0.")] = ["standard"],  # noqa: B006
-    samples: Annotated[int, typer.Option(help="Samples per chain for pass@k and majority@k.")] = 8,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
-    max_tokens: Annotated[int, typer.Option(help="Token cap per solution.")] = 96,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    card: Annotated[str | None, typer.Option(help="Write DATA_CARD.md and evaluation.json into the policy "
-                                                  "directory under this name.")] = None,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
-) -> None:
-    """Greedy accuracy, sample accuracy, pass@k and majority@k of a policy on test chains."""
-    try:
-        import torch
-
-        from pumsearch.backends import load_generator
-        from pumsearch.testbed import resolve_model_name
-        from pumsearch.testbed.evaluate import evaluate_policy, write_card
-
-        torch.set_num_threads(threads)
-        generator = load_generator(policy)
-        results = []
-        for one in spec:
-            with console.status(f"evaluating on {one}..."):
-                results.append(evaluate_policy(generator, one, samples=samples, temperature=temperature,
-                                               max_tokens=max_tokens, seed=seed))
-            console.print(json.dumps(results[-1]), highlight=False)
-        if card is not None:
-            command = " ".join(["pumsearch testbed evaluate", *map(_quote, sys.argv[3:])])
-            write_card(Path(resolve_model_name(policy)), card, results, [command])
-    except user_errors() as err:
-        fail(str(err))
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
-_add_pum_app()
+_add_sub_apps()
 
 
 def main() -> None:

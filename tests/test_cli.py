@@ -165,3 +165,23 @@ def test_solve_on_the_embedded_model(embedded_model_dir, tmp_path):
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert record["num_candidates"] == 2 and record["counters"]["generated_tokens"] > 0
     assert (tmp_path / "t.json").exists()
+
+
+def test_model_text_is_printed_as_text_not_markup(tmp_path):
+    """Steps and answers are the model's words: rich must not read [brackets] in them as markup."""
+    from pumsearch.search.problem import Problem
+    from pumsearch.search.tree import ROOT, SearchTree
+
+    tree = SearchTree(Problem("q", "Is [bold]x[/bold] a [link=http://e]link[/link]?", "[red]5[/red]"))
+    node = tree.add_child(ROOT, "say [red]boxed[/red] \\boxed{[b]5}", finish_reason="eos", terminal=True,
+                          answer="[b]5")
+    path = tree.save(tmp_path / "t.tree.json", {"chosen_path": [node]})
+    shown = runner.invoke(app, ["tree", "show", str(path)])
+    assert shown.exit_code == 0
+    assert "[bold]x[/bold]" in shown.output and "say [red]boxed[/red]" in shown.output
+
+
+def test_error_messages_keep_their_brackets(tmp_path):
+    missing = tmp_path / "[draft] model"
+    result = _solve("q", "--model", str(missing))
+    assert result.exit_code == 2 and "[draft] model does not exist" in result.output

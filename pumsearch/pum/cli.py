@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pumsearch.cli_common import fail, user_errors
+
 pum_app = typer.Typer(help="Train your own Prefix Utility Model: label, pairs, train (docs/pum-training.md).",
                       no_args_is_help=True)
 
@@ -20,14 +22,10 @@ Seed = Annotated[int, typer.Option(help="Seed.")]
 
 
 def _fail(message: str) -> None:
-    from pumsearch.cli import fail
-
     fail(message)
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from pumsearch.cli import user_errors
-
     return user_errors()
 
 

@@ -71,3 +71,45 @@ def test_an_unknown_testbed_base_is_one_clear_error(checkpoint, tmp_path: Path) 
     config_path.write_text(json.dumps(config))
     with pytest.raises(ScorerError, match="testbed:medium"):
         load_scorer("pum", model=str(broken))
+
+
+# -- the default scorer for a testbed policy -----------------------------------------------------
+@pytest.fixture
+def shipped_pum(checkpoint, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fixture checkpoint stands in for the shipped testbed PUM."""
+    import pumsearch.testbed
+
+    out, _ = checkpoint
+    monkeypatch.setattr(pumsearch.testbed, "PUM_DIR", out)
+    return out
+
+
+def test_a_testbed_policy_defaults_to_the_shipped_pum(shipped_pum: Path) -> None:
+    from pumsearch.testbed import POLICY_DIR, default_scorer_for
+
+    assert default_scorer_for("testbed:weak") == ("pum", str(shipped_pum))
+    assert default_scorer_for(str(POLICY_DIR / "strong")) == ("pum", str(shipped_pum))
+    for other in (None, "", "testbed:medium", "HuggingFaceTB/SmolLM2-135M-Instruct", str(POLICY_DIR)):
+        assert default_scorer_for(other) is None
+
+
+def test_no_default_when_the_pum_is_not_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import pumsearch.testbed
+
+    monkeypatch.setattr(pumsearch.testbed, "PUM_DIR", tmp_path)
+    assert pumsearch.testbed.default_scorer_for("testbed:strong") is None
+
+
+def test_solve_scores_a_testbed_policy_with_the_pum_unless_a_scorer_is_named(shipped_pum: Path) -> None:
+    from pumsearch.api import solve, with_default_scorer
+
+    question = "start 3, add 4, times 2."
+    assert with_default_scorer("testbed:weak", "testbed-prm", None) == ("testbed-prm", None)
+    assert with_default_scorer("testbed:weak", None, "other-dir") == (None, "other-dir")
+    result = solve(question, model="testbed:weak", budget=3, max_tokens=32, answer="14")
+    pum = load_scorer("pum", model=str(shipped_pum))
+    items = [ScoreItem(result.problem, result.tree.steps(c.node), complete=True) for c in result.candidates]
+    expected = [s.value for s in pum.inner.score_batch(items)]
+    assert [c.score for c in result.candidates] == pytest.approx(expected, abs=1e-4)
+    named = solve(question, model="testbed:weak", budget=3, max_tokens=32, scorer="testbed-prm")
+    assert {c.score for c in named.candidates} <= {0.0, 1.0}

@@ -113,3 +113,15 @@ def test_solve_scores_a_testbed_policy_with_the_pum_unless_a_scorer_is_named(shi
     assert [c.score for c in result.candidates] == pytest.approx(expected, abs=1e-4)
     named = solve(question, model="testbed:weak", budget=3, max_tokens=32, scorer="testbed-prm")
     assert {c.score for c in named.candidates} <= {0.0, 1.0}
+
+
+def test_the_shipped_testbed_pum_is_the_default_and_loads() -> None:
+    from pumsearch.testbed import PUM_DIR, default_scorer_for
+
+    assert default_scorer_for("testbed:strong") == ("pum", str(PUM_DIR))
+    config = json.loads((PUM_DIR / "backbone" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "testbed:strong"
+    scorer = load_scorer("pum", model=str(PUM_DIR))
+    items = [ScoreItem(Problem("p", "start 3, add 4, times 2."), steps) for steps in (("3 + 4 = 7",), ("3 + 4 = 8",))]
+    values = [s.value for s in scorer.inner.score_batch(items)]
+    assert all(isinstance(v, float) and v == v for v in values)  # finite scores, one per prefix

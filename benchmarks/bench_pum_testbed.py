@@ -109,7 +109,8 @@ async def run_bon(problems: list[Problem], generator: Any, args: argparse.Namesp
     config = SearchConfig(strategy="bon", budget=max(args.bon_budgets), temperature=0.8, max_tokens=args.max_tokens,
                           seed=args.seed)
     started = time.perf_counter()
-    results = await asearch(problems, generator=generator, scorer=resolve_scorer("testbed-prm", config), config=config)
+    results = await asearch(problems, generator=generator, scorer=resolve_scorer("testbed-prm", config), config=config,
+                            batch_tokens=args.batch_tokens)
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise failures[0]
@@ -137,7 +138,9 @@ async def run_beam(problems: list[Problem], generator: Any, args: argparse.Names
                                   max_depth=args.max_depth, seed=args.seed)
             scorer = scorer or resolve_scorer(name, config, **scorer_options(name, args))
             started = time.perf_counter()
-            results = await asearch(problems, generator=generator, scorer=scorer, config=config)
+            # rollouts multiply the rows of a call: fewer problems at once keeps batches small
+            results = await asearch(problems, generator=generator, scorer=scorer, config=config,
+                                    concurrency=4 if name == "rollout" else 16, batch_tokens=args.batch_tokens)
             ok = [r for r in results if not isinstance(r, BaseException)]
             if len(ok) < len(results):
                 raise next(r for r in results if isinstance(r, BaseException))
@@ -235,7 +238,7 @@ def markdown(data: dict[str, Any]) -> str:
     if "probe" in data:
         lines += ["## Detour probe (gold prefixes of test chains)", "", "```json",
                   json.dumps(data["probe"], indent=2), "```", ""]
-    lines += ["Command:", "", "```bash", data["command"], "```", ""]
+    lines += ["Commands (in order; nice, one torch thread):", "", "```bash", *data["commands"], "```", ""]
     return "\n".join(lines)
 
 
@@ -256,16 +259,20 @@ async def main_async(args: argparse.Namespace) -> None:
     problems = testbed_problems(args.spec)
     data["settings"] = {"spec": args.spec, "problems": len(problems), "pum": str(args.pum), "students": args.students,
                         "k": args.k, "beam_width": args.beam_width, "max_tokens": args.max_tokens,
-                        "max_step_tokens": args.max_step_tokens, "max_depth": args.max_depth, "seed": args.seed}
-    data["command"] = "python benchmarks/bench_pum_testbed.py " + " ".join(sys.argv[1:])
+                        "max_step_tokens": args.max_step_tokens, "max_depth": args.max_depth, "seed": args.seed,
+                        "batch_tokens": args.batch_tokens}
+    command = "python benchmarks/bench_pum_testbed.py " + " ".join(sys.argv[1:])
+    data["commands"] = [c for c in data.get("commands", []) if c != command] + [command]
     parts = set(args.parts.split(","))
     for policy in args.policies.split(","):
         generator = load_generator(f"testbed:{policy}")
         entry = data["policies"].setdefault(policy, {})
         if "bon" in parts:
             entry["bon"] = await run_bon(problems, generator, args)
-        if "beam" in parts:
-            entry["beam"] = await run_beam(problems, generator, args)
+        if "beam" in parts:  # merged per scorer and N, so a later run can add budgets
+            for name, points in (await run_beam(problems, generator, args)).items():
+                entry.setdefault("beam", {}).setdefault(name, {}).update(points)
+                entry["beam"][name] = dict(sorted(entry["beam"][name].items()))
         store.write_text(json.dumps(data, indent=2) + "\n")
     if "probe" in parts:
         data["probe"] = await detour_probe(problems, args)
@@ -292,6 +299,8 @@ def main() -> None:
     parser.add_argument("--max-depth", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-tokens", type=int, default=8192, help="token cap of one backend batch "
+                        "(large CPU batches are slower per row)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pum"))
     asyncio.run(main_async(parser.parse_args()))
 

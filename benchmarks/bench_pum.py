@@ -37,6 +37,11 @@ def main() -> None:
     parser.add_argument("--mode", default="lora")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate")
+    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--batch-pairs", type=int, default=16)
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=8, help="problems per labelling engine run")
     args = parser.parse_args()
 
     import torch
@@ -54,7 +59,8 @@ def main() -> None:
     started = time.perf_counter()
     policies = _load_generators(args.policy.split(","), "cpu", "float32")
     students = _load_generators(args.students.split(","), "cpu", "float32")
-    asyncio.run(label_to_file(load_problems(args.dataset, args.limit), policies, students, settings, labels))
+    asyncio.run(label_to_file(load_problems(args.dataset, args.limit), policies, students, settings, labels,
+                              chunk=args.chunk))
     label_seconds = time.perf_counter() - started
     records = read_records(labels)
     pairs, pair_summary = build_pairs(records, PairSettings(margin=args.margin))
@@ -62,8 +68,10 @@ def main() -> None:
     rollouts = sum(s["rollouts"] for r in records for s in r["cost"]["students"])
     tokens = sum(s["generated_tokens"] for r in records for s in r["cost"]["students"])
     base = _resolve(args.base)
-    report = train_pum(pairs, base or "", args.out / "model", TrainSettings(mode=args.mode, epochs=args.epochs,
-                       val_fraction=args.val_fraction), base_name=args.base, log=print)
+    train_settings = TrainSettings(mode=args.mode, epochs=args.epochs, val_fraction=args.val_fraction, lr=args.lr,
+                                   head_lr=args.head_lr, batch_pairs=args.batch_pairs, lora_r=args.lora_r,
+                                   lora_alpha=2 * args.lora_r)
+    report = train_pum(pairs, base or "", args.out / "model", train_settings, base_name=args.base, log=print)
     summary = {
         "command": "python benchmarks/bench_pum.py " + " ".join(f"--{k.replace('_', '-')} {v}"
                                                                   for k, v in vars(args).items() if v is not None),

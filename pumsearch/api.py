@@ -36,6 +36,18 @@ def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options:
     return load_scorer(scorer, step_delimiter=config.step_delimiter, **options)
 
 
+def with_default_scorer(
+    model: str | None, scorer: str | Scorer | None, scorer_model: str | None
+) -> tuple[str | Scorer | None, str | None]:
+    """The scorer and scorer model as given; when neither is given and ``model`` is a shipped
+    testbed policy, the shipped testbed PUM (pumsearch.testbed.default_scorer_for)."""
+    if scorer is not None or scorer_model is not None or not model:
+        return scorer, scorer_model
+    from pumsearch.testbed import default_scorer_for
+
+    return default_scorer_for(model) or (scorer, scorer_model)
+
+
 async def asearch(
     problems: Sequence[Problem],
     *,
@@ -71,9 +83,13 @@ def solve(
     **settings: Any,
 ) -> SearchResult:
     """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...).
-    ``scorer_model`` etc. are the --scorer-* flags; ``scorer_options`` takes any other scorer option."""
+    ``scorer_model`` etc. are the --scorer-* flags; ``scorer_options`` takes any other scorer option.
+    With no ``scorer`` and ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``),
+    the shipped testbed PUM scores (see ``with_default_scorer``)."""
     config = SearchConfig(**settings)
     problem = Problem(problem_id, question, answer)
+    if generator is None:  # a testbed policy with no scorer named gets the shipped testbed PUM
+        scorer, scorer_model = with_default_scorer(model, scorer, scorer_model)
     flags = {"model": scorer_model, "base": scorer_base, "device": scorer_device, "dtype": scorer_dtype,
              "prm_format": prm_format}
     options = {**{k: v for k, v in flags.items() if v is not None}, **(scorer_options or {})}

@@ -218,6 +218,19 @@ def load_value_head_state(path: Path) -> dict[str, Any]:
     return unwrap_state(state, str(path))
 
 
+def resolve_base(base: str) -> str:
+    """A ``testbed:NAME`` base (recorded by ``pumsearch pum train --base testbed:strong``) is the
+    shipped testbed policy's directory; any other name is used as given."""
+    if not base.startswith("testbed:"):
+        return base
+    from pumsearch.testbed import resolve_model_name
+
+    try:
+        return resolve_model_name(base)
+    except ValueError as err:
+        raise ScorerError(f"PUM base model {base!r}: {err}") from None
+
+
 def load_pum(
     path: str | None,
     *,
@@ -241,6 +254,7 @@ def load_pum(
     base = base or adapter_config.get("base_model_name_or_path")
     if not base:
         raise ScorerError(f"{adapter}/adapter_config.json names no base model: pass --scorer-base")
+    base = resolve_base(base)
     activation = activation or activation_from_args(folder) or DEFAULT_ACTIVATION
     activation_module(activation)  # refuse an unknown name before any model loads
     state = load_value_head_state(head_file)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pumsearch.testbed.tasks import NAMED_CONFIGS, Chain, TaskSpec, parse_spec, testbed_problems
 
 POLICY_DIR = Path(__file__).parent / "policies"
+PUM_DIR = Path(__file__).parent / "pum"  # the shipped testbed PUM (see its DATA_CARD.md)
 POLICY_NAMES = ("weak", "strong")
 MODEL_PREFIX = "testbed:"
 
@@ -28,12 +29,37 @@ def resolve_model_name(model: str) -> str:
     return model
 
 
+def is_testbed_policy(model: str | None) -> bool:
+    """``testbed:weak`` / ``testbed:strong``, or the path of a shipped policy directory."""
+    if not model:
+        return False
+    if model.startswith(MODEL_PREFIX):
+        return model[len(MODEL_PREFIX) :] in POLICY_NAMES
+    try:
+        resolved = Path(model).resolve()
+    except OSError:
+        return False
+    return any(resolved == (POLICY_DIR / name).resolve() for name in POLICY_NAMES)
+
+
+def default_scorer_for(model: str | None) -> tuple[str, str] | None:
+    """The scorer to use when the policy is a shipped testbed policy and no scorer is named:
+    ``("pum", <the shipped testbed PUM's directory>)``, i.e. ``--scorer pum --scorer-model DIR``.
+    None for any other model (their default stays: no scorer), or if the PUM is not installed."""
+    if not is_testbed_policy(model) or not (PUM_DIR / "value_head.pt").is_file():
+        return None
+    return "pum", str(PUM_DIR)
+
+
 __all__ = [
     "MODEL_PREFIX",
     "NAMED_CONFIGS",
     "POLICY_NAMES",
+    "PUM_DIR",
     "Chain",
     "TaskSpec",
+    "default_scorer_for",
+    "is_testbed_policy",
     "parse_spec",
     "policy_path",
     "resolve_model_name",

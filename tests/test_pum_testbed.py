@@ -1,0 +1,127 @@
+"""The PUM on the arithmetic testbed: a checkpoint trained on a shipped testbed policy records its
+base as ``testbed:NAME`` and the ``pum`` scorer resolves that alias to the shipped directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pumsearch.pum.pairs import Pair  # noqa: E402
+from pumsearch.pum.train import TrainSettings, train_pum  # noqa: E402
+from pumsearch.scorers import ScorerError, load_scorer  # noqa: E402
+from pumsearch.search.problem import Problem  # noqa: E402
+from pumsearch.search.protocols import ScoreItem  # noqa: E402
+from pumsearch.testbed import resolve_model_name  # noqa: E402
+
+CHAINS = [(f"start {i}, add 4, times 2.", i, 4) for i in range(1, 9)]
+
+
+def chain_pairs() -> list[Pair]:
+    """A right first step beats a wrong one; a step and the same step with its delimiter tie."""
+    pairs = []
+    for question, start, k in CHAINS:
+        right, wrong = f"{start} + {k} = {start + k}", f"{start} + {k} = {start + k + 1}"
+        pid = question
+        pairs.append(Pair(pid, question, right, wrong, 1.0, "horizontal", False, 1.0, -1.0, [1.0], [-1.0]))
+        pairs.append(Pair(pid, question, right + "\n\n", right, 0.5, "vertical", False, 1.0, 1.0, [1.0], [1.0]))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("pum-testbed") / "pum"
+    settings = TrainSettings(mode="lora", epochs=1, batch_pairs=4, max_steps=3, val_fraction=0.0, lr=1e-2)
+    report = train_pum(chain_pairs(), resolve_model_name("testbed:weak"), out, settings, base_name="testbed:weak")
+    return out, report
+
+
+def test_the_adapter_records_the_testbed_alias(checkpoint) -> None:
+    out, _ = checkpoint
+    config = json.loads((out / "backbone" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "testbed:weak"
+
+
+def test_the_pum_scorer_resolves_a_testbed_base_with_the_training_scores(checkpoint) -> None:
+    out, report = checkpoint
+    probes = [("start 3, add 4, times 2.", ["3 + 4 = 7"]), ("start 5, add 4, times 2.", ["5 + 4 = 9", "9 * 2 = 18"]),
+              ("start 2, add 4, times 2.", ["2 + 4 = 7"])]
+    with torch.no_grad():
+        expected = report.model.scores([report.model.encode(q, "\n\n".join(steps)) for q, steps in probes]).tolist()
+    scorer = load_scorer("pum", model=str(out))
+    items = [ScoreItem(Problem(f"p{i}", q), tuple(steps)) for i, (q, steps) in enumerate(probes)]
+    got = [s.value for s in scorer.inner.score_batch(items)]
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert len(set(round(v, 6) for v in got)) > 1  # the probes are told apart: not a constant head
+
+
+def test_an_unknown_testbed_base_is_one_clear_error(checkpoint, tmp_path: Path) -> None:
+    import shutil
+
+    out, _ = checkpoint
+    broken = tmp_path / "pum"
+    shutil.copytree(out, broken)
+    config_path = broken / "backbone" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = "testbed:medium"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ScorerError, match="testbed:medium"):
+        load_scorer("pum", model=str(broken))
+
+
+# -- the default scorer for a testbed policy -----------------------------------------------------
+@pytest.fixture
+def shipped_pum(checkpoint, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fixture checkpoint stands in for the shipped testbed PUM."""
+    import pumsearch.testbed
+
+    out, _ = checkpoint
+    monkeypatch.setattr(pumsearch.testbed, "PUM_DIR", out)
+    return out
+
+
+def test_a_testbed_policy_defaults_to_the_shipped_pum(shipped_pum: Path) -> None:
+    from pumsearch.testbed import POLICY_DIR, default_scorer_for
+
+    assert default_scorer_for("testbed:weak") == ("pum", str(shipped_pum))
+    assert default_scorer_for(str(POLICY_DIR / "strong")) == ("pum", str(shipped_pum))
+    for other in (None, "", "testbed:medium", "HuggingFaceTB/SmolLM2-135M-Instruct", str(POLICY_DIR)):
+        assert default_scorer_for(other) is None
+
+
+def test_no_default_when_the_pum_is_not_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import pumsearch.testbed
+
+    monkeypatch.setattr(pumsearch.testbed, "PUM_DIR", tmp_path)
+    assert pumsearch.testbed.default_scorer_for("testbed:strong") is None
+
+
+def test_solve_scores_a_testbed_policy_with_the_pum_unless_a_scorer_is_named(shipped_pum: Path) -> None:
+    from pumsearch.api import solve, with_default_scorer
+
+    question = "start 3, add 4, times 2."
+    assert with_default_scorer("testbed:weak", "testbed-prm", None) == ("testbed-prm", None)
+    assert with_default_scorer("testbed:weak", None, "other-dir") == (None, "other-dir")
+    result = solve(question, model="testbed:weak", budget=3, max_tokens=32, answer="14")
+    pum = load_scorer("pum", model=str(shipped_pum))
+    items = [ScoreItem(result.problem, result.tree.steps(c.node), complete=True) for c in result.candidates]
+    expected = [s.value for s in pum.inner.score_batch(items)]
+    assert [c.score for c in result.candidates] == pytest.approx(expected, abs=1e-4)
+    named = solve(question, model="testbed:weak", budget=3, max_tokens=32, scorer="testbed-prm")
+    assert {c.score for c in named.candidates} <= {0.0, 1.0}
+
+
+def test_the_shipped_testbed_pum_is_the_default_and_loads() -> None:
+    from pumsearch.testbed import PUM_DIR, default_scorer_for
+
+    assert default_scorer_for("testbed:strong") == ("pum", str(PUM_DIR))
+    config = json.loads((PUM_DIR / "backbone" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "testbed:strong"
+    scorer = load_scorer("pum", model=str(PUM_DIR))
+    items = [ScoreItem(Problem("p", "start 3, add 4, times 2."), steps) for steps in (("3 + 4 = 7",), ("3 + 4 = 8",))]
+    values = [s.value for s in scorer.inner.score_batch(items)]
+    assert all(isinstance(v, float) and v == v for v in values)  # finite scores, one per prefix

@@ -125,6 +125,13 @@ def solve(
 ) -> None:
     """Search one question and print the answer, the chosen path, the candidates and the counters."""
     try:
+        from pumsearch.api import with_default_scorer
+
+        if scorer is None and scorer_model is None:  # a testbed policy brings its own PUM
+            scorer, scorer_model = with_default_scorer(model, scorer, scorer_model)
+            if scorer is not None and not as_json:
+                err_console.print(f"[yellow]note:[/] no --scorer given: using the shipped testbed PUM "
+                                  f"({escape(str(scorer_model))})", highlight=False)
         flags = resolve_flags(dict(locals()))
         per_scorer = options_per_scorer([scorer] if scorer else [], flags.scorer)
         scorer_opts = per_scorer[0] if per_scorer else {}
@@ -173,14 +180,14 @@ def _solve(question: str, *, answer: str | None, model: str | None, scorer: str 
         raise UsageError("the question is empty: give the problem text to solve")
     config = SearchConfig(**flags.settings)
     problem = Problem("question", question, answer)
+    if config.strategy == "mcts" and config.terminal_reward == "verifier" and answer is None:
+        raise UsageError("--terminal-reward verifier needs the reference answer: pass --answer")
+    make_strategy(config, scorer is not None)  # refuse bad settings before loading any model
+    quiet_transformers()
     with console.status(f"loading the scorer ({scorer})...") if scorer else _nothing():
         scorer_obj = resolve_scorer(scorer, config, **scorer_opts)
     if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
         raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
-    if config.strategy == "mcts" and config.terminal_reward == "verifier" and answer is None:
-        raise UsageError("--terminal-reward verifier needs the reference answer: pass --answer")
-    make_strategy(config, scorer_obj is not None)  # refuse bad settings before loading a model
-    quiet_transformers()
     with console.status("loading the model..."):
         generator = load_generator(model, **flags.backend)
     with console.status(f"searching ({config.strategy}, budget {config.budget})..."):

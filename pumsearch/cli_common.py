@@ -35,7 +35,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def quiet_transformers() -> None:
     """The CLI shows its own progress; transformers' per-load bars would only add noise."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes meant for developers
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

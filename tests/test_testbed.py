@@ -330,3 +330,17 @@ def test_testbed_chains_load_as_a_dataset():
     assert [p.id for p in problems] == [p.id for p in testbed_problems("small")[:5]]
     with pytest.raises(DatasetError, match="testbed:nonsense=1"):
         load_problems("testbed:nonsense=1")
+
+
+async def test_dvts_read_off_groups_whole_subtrees():
+    """DVTS gives the root M children per subtree: a run at N records N/M read-off groups, and
+    every generated token lies in exactly one of them."""
+    from pumsearch.runs.subsample import groups_from_tree, subsample
+
+    (result, *_) = await run_search("dvts", QUALITY_N, scorer="testbed-prm")
+    groups = groups_from_tree(result.tree, result.candidates, "subtrees")
+    assert len(groups) == QUALITY_N // 4  # default beam width M = 4
+    assert sum(g["tokens"] for g in groups) == result.counters.generated_tokens
+    assert sum(len(g["candidates"]) for g in groups) == len(result.candidates)
+    block = {"unit": "subtrees", "budget_per_group": 4, "value_kind": "probability", "groups": groups}
+    assert subsample(block, 4, "best").generated_tokens == groups[0]["tokens"]

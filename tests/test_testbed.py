@@ -344,3 +344,22 @@ async def test_dvts_read_off_groups_whole_subtrees():
     assert sum(len(g["candidates"]) for g in groups) == len(result.candidates)
     block = {"unit": "subtrees", "budget_per_group": 4, "value_kind": "probability", "groups": groups}
     assert subsample(block, 4, "best").generated_tokens == groups[0]["tokens"]
+
+
+async def test_a_search_that_states_no_answer_counts_as_wrong():
+    """MCTS at N = 1 expands 8 first steps and finishes no solution: with a reference answer the
+    result is wrong (False), not ungraded (None), so reports and summaries do not drop it."""
+    from types import SimpleNamespace
+
+    from pumsearch.runs.report import wrong_if_unanswered
+    from pumsearch.runs.runner import record_extras
+
+    results = await run_search("mcts", 1, scorer="testbed-prm")
+    unanswered = [r for r in results if r.answer is None]
+    assert unanswered and all(r.correct is False for r in unanswered)
+    run_dir = SimpleNamespace(spec=SimpleNamespace(key="k", subsample=None))
+    extras = record_extras(unanswered[0], run_dir, "probability")
+    assert extras["pass_at_n"] is False and extras["maj_at_n"] is False
+    assert wrong_if_unanswered(None, {"reference": "3"}) is False
+    assert wrong_if_unanswered(None, {"reference": None}) is None
+    assert wrong_if_unanswered(True, {"reference": "3"}) is True

@@ -196,13 +196,19 @@ def test_shipped_policy_produces_the_step_format(name):
 # temperature 0.8, run seed 0. Thresholds: see QUALITY_* below and where they were measured.
 QUALITY_SPEC = "small"
 QUALITY_N = 8
-# Measured on this branch (2-core CPU, weak policy of this commit, run seeds 0 / 1 / 2, one BoN-8
-# run per seed with the exact PRM scoring every candidate):
-#   single sample 0.294 / 0.300 / 0.322, BoN majority 0.375 / 0.450 / 0.475,
-#   BoN best-by-exact-PRM 0.650 / 0.650 / 0.650.
-# The tests run seed 0 and ask for about half of its measured gaps.
+# Measured on the merged main (commit 342100a: 2-core CPU, the shipped weak policy, run seeds 0 / 1 / 2,
+# one BoN-8 run and one beam run (N = 8, M = 4) per seed, the exact PRM scoring every candidate):
+#   single sample           0.316 / 0.356 / 0.328
+#   BoN majority            0.525 / 0.450 / 0.500
+#   BoN best-by-exact-PRM   0.650 / 0.775 / 0.750
+#   beam with the exact PRM 0.700 / 0.750 / 0.750
+# (The testbed branch before the merges measured majority 0.375 / 0.450 / 0.475 and PRM 0.650 each: the
+# samples have changed since, so the margins are set on the smallest gap of either measurement.)
+# Smallest gaps over the seeds: majority - single 0.094, PRM - majority 0.125, beam - majority 0.175;
+# the tests run seed 0 and ask for about half of these.
 QUALITY_MAJORITY_MARGIN = 0.04
-QUALITY_PRM_MARGIN = 0.12
+QUALITY_PRM_MARGIN = 0.06
+QUALITY_BEAM_MARGIN = 0.08
 _RUNS: dict[tuple, list] = {}
 
 
@@ -259,9 +265,9 @@ async def test_beam_with_the_exact_prm_beats_bon_majority():
         pytest.skip("beam search is not in this build (it comes with the tree-search branch)")
     beam = accuracy(await run_search("beam", QUALITY_N, scorer="testbed-prm"))
     majority = majority_accuracy(await run_search("bon", QUALITY_N, scorer="testbed-prm"))
-    # Not yet measured (beam search did not exist on this branch): an exact PRM prunes every wrong
-    # step, so beam should clearly win; the margin is to be set from a measurement after the merge.
-    assert beam > majority, (beam, majority)
+    # An exact PRM prunes every wrong step, so beam keeps the right prefixes that majority vote over
+    # whole samples cannot find; margin measured above.
+    assert beam >= majority + QUALITY_BEAM_MARGIN, (beam, majority)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -324,3 +330,36 @@ def test_testbed_chains_load_as_a_dataset():
     assert [p.id for p in problems] == [p.id for p in testbed_problems("small")[:5]]
     with pytest.raises(DatasetError, match="testbed:nonsense=1"):
         load_problems("testbed:nonsense=1")
+
+
+async def test_dvts_read_off_groups_whole_subtrees():
+    """DVTS gives the root M children per subtree: a run at N records N/M read-off groups, and
+    every generated token lies in exactly one of them."""
+    from pumsearch.runs.subsample import groups_from_tree, subsample
+
+    (result, *_) = await run_search("dvts", QUALITY_N, scorer="testbed-prm")
+    groups = groups_from_tree(result.tree, result.candidates, "subtrees")
+    assert len(groups) == QUALITY_N // 4  # default beam width M = 4
+    assert sum(g["tokens"] for g in groups) == result.counters.generated_tokens
+    assert sum(len(g["candidates"]) for g in groups) == len(result.candidates)
+    block = {"unit": "subtrees", "budget_per_group": 4, "value_kind": "probability", "groups": groups}
+    assert subsample(block, 4, "best").generated_tokens == groups[0]["tokens"]
+
+
+async def test_a_search_that_states_no_answer_counts_as_wrong():
+    """MCTS at N = 1 expands 8 first steps and finishes no solution: with a reference answer the
+    result is wrong (False), not ungraded (None), so reports and summaries do not drop it."""
+    from types import SimpleNamespace
+
+    from pumsearch.runs.report import wrong_if_unanswered
+    from pumsearch.runs.runner import record_extras
+
+    results = await run_search("mcts", 1, scorer="testbed-prm")
+    unanswered = [r for r in results if r.answer is None]
+    assert unanswered and all(r.correct is False for r in unanswered)
+    run_dir = SimpleNamespace(spec=SimpleNamespace(key="k", subsample=None))
+    extras = record_extras(unanswered[0], run_dir, "probability")
+    assert extras["pass_at_n"] is False and extras["maj_at_n"] is False
+    assert wrong_if_unanswered(None, {"reference": "3"}) is False
+    assert wrong_if_unanswered(None, {"reference": None}) is None
+    assert wrong_if_unanswered(True, {"reference": "3"}) is True

@@ -87,6 +87,14 @@ def default_select(run: RunDir) -> str:
     return run.spec.search.select or ("best" if run.spec.scorer else "majority")
 
 
+def wrong_if_unanswered(verdict: bool | None, record: dict[str, Any]) -> bool | None:
+    """A search that states no answer to a problem with a reference got it wrong; only a problem
+    without a reference is ungraded (dropping unanswered problems would inflate accuracy)."""
+    if verdict is None and record.get("reference") is not None:
+        return False
+    return verdict
+
+
 def run_outcomes(run: RunDir) -> dict[tuple[int, str, bool], list[Outcome]]:
     """(budget, selection, subsampled) -> outcomes of the run's finished records."""
     out: dict[tuple[int, str, bool], list[Outcome]] = defaultdict(list)
@@ -101,9 +109,9 @@ def run_outcomes(run: RunDir) -> dict[tuple[int, str, bool], list[Outcome]]:
         if block is None:
             out[(n_run, default_select(run), False)].append(
                 Outcome(
-                    record["correct"],
-                    record.get("pass_at_n"),
-                    record.get("maj_at_n"),
+                    wrong_if_unanswered(record["correct"], record),
+                    wrong_if_unanswered(record.get("pass_at_n"), record),
+                    wrong_if_unanswered(record.get("maj_at_n"), record),
                     float(record["counters"]["generated_tokens"]),
                     wall,
                     seed,
@@ -118,9 +126,9 @@ def run_outcomes(run: RunDir) -> dict[tuple[int, str, bool], list[Outcome]]:
                     continue
                 out[(budget, select, budget < n_run)].append(
                     Outcome(
-                        sub.correct,
-                        sub.pass_at_n,
-                        sub.maj_at_n,
+                        wrong_if_unanswered(sub.correct, record),
+                        wrong_if_unanswered(sub.pass_at_n, record),
+                        wrong_if_unanswered(sub.maj_at_n, record),
                         float(sub.generated_tokens),
                         wall if budget == n_run else None,
                         seed,

@@ -79,7 +79,7 @@ def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str) -> dic
     """pass@N (any finished candidate correct) and maj@N (the majority answer correct), the run
     key, and for subsampled strategies the groups smaller budgets are read off."""
     cands = result.candidates
-    graded = any(c.correct is not None for c in cands)
+    graded = result.correct is not None or any(c.correct is not None for c in cands)
     majority = select_candidate(cands, "majority", value_kind) if cands else None
     extra: dict[str, Any] = {
         "run_key": run_dir.spec.key,
@@ -100,7 +100,7 @@ def summarise(run_dir: RunDir, **facts: Any) -> dict[str, Any]:
     """Totals over every record in the directory (all shards), plus the given facts."""
     records = list(run_dir.records().values())
     ok = [r for r in records if r["status"] == "ok"]
-    graded = [r for r in ok if r["correct"] is not None]
+    graded = [r for r in ok if r["correct"] is not None or r.get("reference") is not None]  # no answer: wrong
 
     def mean(values: Sequence[float]) -> float | None:
         return sum(values) / len(values) if values else None

@@ -46,9 +46,15 @@ def groups_from_tree(tree: SearchTree, candidates: Sequence[Candidate], unit: st
             for c in candidates
         ]
     if unit == "subtrees":
-        groups = []
+        # DVTS gives the root M children per subtree and tags each with ``subtree``: those M are one
+        # group. A root child without the tag is a subtree of its own.
+        tops: dict[Any, list[int]] = {}
         for top in tree.children(ROOT):
-            members = {top} | nx.descendants(tree.graph, top)
+            tag = tree[top].get("subtree")
+            tops.setdefault(("tag", tag) if tag is not None else ("node", top), []).append(top)
+        groups = []
+        for roots in tops.values():
+            members = set(roots).union(*(nx.descendants(tree.graph, top) for top in roots))
             groups.append(
                 {
                     "tokens": sum(tree[n]["num_tokens"] for n in members),

@@ -272,8 +272,8 @@ class SearchContext:
             counters=self.counters,
             cut_short=self.budget.cut_short,
         )
-        if chosen is not None and self.problem.answer is not None:
-            result.correct = bool(self.tree[chosen.node]["correct"])
+        if self.problem.answer is not None:  # no answer at all to a problem with a reference is wrong
+            result.correct = chosen is not None and bool(self.tree[chosen.node]["correct"])
         return result
 
     async def grade_terminals(self) -> None:

@@ -7,6 +7,7 @@ solutions into one answer. See docs/strategies.md.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
@@ -286,8 +287,6 @@ class SearchContext:
             self.tree[node]["correct"] = ok
 
     async def _grade_many(self, answers: list[str | None]) -> list[bool]:
-        import asyncio
-
         assert self._grader is not None
         ref = self.problem.answer
         return await asyncio.to_thread(self._grader.grade_many, [(a, ref) for a in answers])

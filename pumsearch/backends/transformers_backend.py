@@ -98,6 +98,31 @@ class _Row:
     stops: tuple[str, ...]
 
 
+class _StopTracker:
+    """Per-row generated ids and why each row stopped: end of sequence, a stop string (checked on
+    the decoded tail, so a stop split across tokens is seen), or the row's token cap."""
+
+    def __init__(self, rows: list[_Row], eos_ids: set[int], tokenizer: Any) -> None:
+        self.rows, self.eos_ids, self.tokenizer = rows, eos_ids, tokenizer
+        self.generated: list[list[int]] = [[] for _ in rows]
+        self.finish: list[str | None] = [None] * len(rows)
+        self.matched: list[str | None] = [None] * len(rows)
+        self.windows = [max((len(s) for s in r.stops), default=0) + 2 for r in rows]
+
+    def advance(self, b: int, token: int) -> None:
+        row, ids = self.rows[b], self.generated[b]
+        ids.append(token)
+        if token in self.eos_ids:
+            self.finish[b] = "eos"
+        elif row.stops:
+            tail = self.tokenizer.decode(ids[-self.windows[b]:], skip_special_tokens=True)
+            hit = next((s for s in row.stops if s in tail), None)
+            if hit is not None:
+                self.finish[b], self.matched[b] = "step", hit
+        if self.finish[b] is None and len(ids) >= row.max_tokens:
+            self.finish[b] = "length"
+
+
 class TransformersGenerator:
     """The transformers backend. Prefixes are extended by token ids."""
 
@@ -169,60 +194,61 @@ class TransformersGenerator:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _decode_rows(self, rows: list[_Row]) -> list[Completion]:
+        """Prefill the left-padded prompts, then decode one token per live row per step. A row that
+        finishes leaves the batch (its KV cache rows are dropped), so it stops costing compute."""
         import torch
         from transformers import DynamicCache
 
         device = self.device
-        batch = len(rows)
-        width = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
-        for b, row in enumerate(rows):  # left padding: every row's next token is at the end
-            input_ids[b, width - len(row.prompt_ids):] = torch.tensor(row.prompt_ids)
-            attention[b, width - len(row.prompt_ids):] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        step_input, attention = self._left_pad(rows)
+        step_positions = (attention.cumsum(-1) - 1).clamp(min=0)
         generators = [torch.Generator(device="cpu").manual_seed(r.seed) for r in rows]
         temperature = torch.tensor([max(r.temperature, 1e-5) for r in rows]).unsqueeze(-1)
-        greedy = [r.temperature == 0 for r in rows]
         top_p = torch.tensor([r.top_p for r in rows]).unsqueeze(-1)
-        max_steps = max(r.max_tokens for r in rows)
-        generated: list[list[int]] = [[] for _ in rows]
-        finish: list[str | None] = [None] * batch
-        matched: list[str | None] = [None] * batch
-        windows = [max((len(s) for s in r.stops), default=0) + 2 for r in rows]
+        tracker = _StopTracker(rows, self.eos_ids, self.tokenizer)
+        active = list(range(len(rows)))  # batch position -> row
         cache = DynamicCache()
-        cache_kw = cache_keyword(self.model)
-        # only the last position's logits are needed: the lm head over a whole prompt is costly
-        takes_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        logits_kw = {"logits_to_keep": 1} if takes_keep else {}
-        step_input, step_positions = input_ids, positions
+        forward_kw = self._forward_keywords(cache)
         with torch.inference_mode():
-            for _ in range(max_steps):
+            for _ in range(max(r.max_tokens for r in rows)):
                 out = self.model(input_ids=step_input, attention_mask=attention, position_ids=step_positions,
-                                 use_cache=True, **{cache_kw: cache}, **logits_kw)
-                logits = out.logits[:, -1, :].float().cpu()
-                next_tokens = sample_next(logits, temperature, top_p, greedy, generators)
-                for b, token in enumerate(next_tokens):
-                    if finish[b] is not None:
-                        continue
-                    generated[b].append(token)
-                    if token in self.eos_ids:
-                        finish[b] = "eos"
-                    elif rows[b].stops:
-                        tail = self.tokenizer.decode(generated[b][-windows[b]:], skip_special_tokens=True)
-                        hit = next((s for s in rows[b].stops if s in tail), None)
-                        if hit is not None:
-                            finish[b], matched[b] = "step", hit
-                    if finish[b] is None and len(generated[b]) >= rows[b].max_tokens:
-                        finish[b] = "length"
-                if all(f is not None for f in finish):
+                                 use_cache=True, **forward_kw)
+                tokens = sample_next(out.logits[:, -1, :].float().cpu(), temperature[active], top_p[active],
+                                     [rows[b].temperature == 0 for b in active], [generators[b] for b in active])
+                for b, token in zip(active, tokens, strict=True):
+                    tracker.advance(b, token)
+                live = [i for i, b in enumerate(active) if tracker.finish[b] is None]
+                if not live:
                     break
-                fed = torch.tensor([[t if finish[b] is None else self.pad_id] for b, t in enumerate(next_tokens)])
-                step_input = fed.to(device)
-                attention = torch.cat([attention, torch.ones((batch, 1), dtype=attention.dtype, device=device)], 1)
+                if len(live) < len(active):
+                    keep = torch.tensor(live, device=device)
+                    cache.batch_select_indices(keep)
+                    attention, step_positions = attention[keep], step_positions[keep]
+                    active, tokens = [active[i] for i in live], [tokens[i] for i in live]
+                step_input = torch.tensor([[t] for t in tokens], device=device)
+                attention = torch.cat([attention, attention.new_ones((len(active), 1))], 1)
                 step_positions = step_positions[:, -1:] + 1
-        return [self._completion(generated[b], finish[b] or "length", matched[b]) for b in range(batch)]
+        return [self._completion(tracker.generated[b], tracker.finish[b] or "length", tracker.matched[b])
+                for b in range(len(rows))]
+
+    def _left_pad(self, rows: list[_Row]) -> tuple[Any, Any]:
+        """Prompt ids and attention mask, left-padded so every row's next token is at the end."""
+        import torch
+
+        width = max(len(r.prompt_ids) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            input_ids[b, width - len(row.prompt_ids):] = torch.tensor(row.prompt_ids)
+            attention[b, width - len(row.prompt_ids):] = 1
+        return input_ids.to(self.device), attention.to(self.device)
+
+    def _forward_keywords(self, cache: Any) -> dict[str, Any]:
+        keywords = {cache_keyword(self.model): cache}
+        # only the last position's logits are needed: the lm head over a whole prompt is costly
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            keywords["logits_to_keep"] = 1
+        return keywords
 
     def _completion(self, ids: list[int], finish: str, matched: str | None) -> Completion:
         text = self.tokenizer.decode([t for t in ids if t not in self.eos_ids], skip_special_tokens=True)

@@ -117,22 +117,11 @@ class RetryingClient:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 response = await client.post(path, json=payload)
+                return json_or_raise(response, url), attempt
             except RETRYABLE as err:
                 last = describe(err)
-                continue
-            if response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {server_message(response)}"
-                continue
-            if response.status_code >= 400:
-                raise BackendError(
-                    f"{url} refused the request (HTTP {response.status_code}): {server_message(response)}"
-                )
-            try:
-                return response.json(), attempt
-            except json.JSONDecodeError:
-                raise BackendError(
-                    f"malformed response from {url}: not JSON ({response.text[:80]!r})"
-                ) from None
+            except RetryableStatus as err:
+                last = str(err)
         tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
         raise BackendUnavailable(f"{url} failed after {tries}: {last}")
 
@@ -141,6 +130,23 @@ class RetryingClient:
             with contextlib.suppress(RuntimeError):  # its event loop is gone; the sockets went with it
                 await self._client.aclose()
             self._client = None
+
+
+class RetryableStatus(Exception):
+    """A 5xx answer: the server may recover, so the request is tried again."""
+
+
+def json_or_raise(response: httpx.Response, url: str, error: type[Exception] = BackendError) -> Any:
+    """The JSON body of a 2xx answer. A 5xx raises RetryableStatus; a 4xx is the caller's mistake
+    and raises ``error`` with the server's message, as does a body that is not JSON."""
+    if response.status_code >= 500:
+        raise RetryableStatus(f"HTTP {response.status_code}: {server_message(response)}")
+    if response.status_code >= 400:
+        raise error(f"{url} refused the request (HTTP {response.status_code}): {server_message(response)}")
+    try:
+        return response.json()
+    except ValueError:
+        raise error(f"malformed response from {url}: not JSON ({response.text[:80]!r})") from None
 
 
 def get_json_sync(url: str, *, timeout: float, retries: int, backoff: float, accept_404: bool = False) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from pumsearch.backends.errors import BackendError
-from pumsearch.backends.http_client import RETRYABLE, describe, get_json_sync, server_message
+from pumsearch.backends.http_client import RETRYABLE, RetryableStatus, describe, get_json_sync, json_or_raise
 from pumsearch.scorers.base import ScorerError
 from pumsearch.search.protocols import Score, ScoreItem
 
@@ -70,30 +70,18 @@ class OrmHttpScorer:
         return scores
 
     def _post(self, payload: dict[str, Any]) -> Any:
+        url = f"{self.url}/classify"
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                response = self._client.post("/classify", json=payload)
+                return json_or_raise(self._client.post("/classify", json=payload), url, ScorerError)
             except RETRYABLE as err:
                 last = describe(err)
-                continue
-            if response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {server_message(response)}"
-                continue
-            if response.status_code >= 400:
-                raise ScorerError(
-                    f"{self.url}/classify refused the request (HTTP {response.status_code}): "
-                    f"{server_message(response)}"
-                )
-            try:
-                return response.json()
-            except ValueError:
-                raise ScorerError(f"malformed response from {self.url}/classify: not JSON") from None
-        raise BackendError(
-            f"the reward model server {self.url}/classify failed after {self.retries + 1} attempts: {last}"
-        )
+            except RetryableStatus as err:
+                last = str(err)
+        raise BackendError(f"the reward model server {url} failed after {self.retries + 1} attempts: {last}")
 
     def close(self) -> None:
         self._client.close()

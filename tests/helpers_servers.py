@@ -90,24 +90,22 @@ def build_tokenizer() -> Any:
     return fast
 
 
+def tiny_llama_config(tokenizer: Any, **extra: Any) -> Any:
+    """A 2-layer, 32-wide Llama config sized to ``tokenizer``, its special tokens looked up."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, **extra)
+
+
 def build_tiny_policy(path: Path, seed: int = 0) -> Path:
     """A tiny random LlamaForCausalLM with the tokenizer above, saved like a real checkpoint."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
+    config = tiny_llama_config(tokenizer, max_position_embeddings=512, bos_token_id=None)
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -117,20 +115,10 @@ def build_tiny_policy(path: Path, seed: int = 0) -> Path:
 def build_tiny_reward(path: Path, seed: int = 1) -> Path:
     """A tiny random LlamaForSequenceClassification with one label (a Skywork-style ORM)."""
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_llama_config(tokenizer, num_labels=1)
     torch.manual_seed(seed)
     LlamaForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -30,6 +30,7 @@ from pumsearch.backends.sampling import RowSampling, StopScreen, sample_tokens, 
 from pumsearch.search.protocols import SamplingParams
 
 _FIRST_CAPACITY = 64  # decode columns reserved at first; the buffer grows by half when it fills
+_MAX_GAP = 16  # padding columns a prefill forward may add past its longest prompt
 
 
 @dataclass
@@ -116,7 +117,7 @@ class BatchDecoder:
         prompts = list(dict.fromkeys(r.prompt_ids for r in rows))
         segments = [self.prefix_cache.match(p[:-1]) for p in prompts]
         cached = [_token_count(segs) for segs in segments]
-        groups = self._prefill_groups([len(p) - c for p, c in zip(prompts, cached, strict=True)])
+        groups = self._prefill_groups([len(p) for p in prompts], cached)
         parts = []
         for group in groups:
             part = self._prefill_group([prompts[i] for i in group], [segments[i] for i in group])
@@ -132,17 +133,23 @@ class BatchDecoder:
             seen.add(row.prompt_ids)
         return prefilled
 
-    def _prefill_groups(self, suffix_lengths: list[int]) -> list[list[int]]:
+    def _prefill_groups(self, lengths: list[int], cached: list[int]) -> list[list[int]]:
         """Prompts in forwards of at most ``prefill_tokens`` padded tokens, shortest suffix first
-        (so prompts of similar length pad little)."""
+        (so prompts of similar length pad little). A forward is as wide as its longest cached part
+        plus its longest suffix, so a prompt that would widen it well past its longest prompt (a
+        mostly cached prompt beside a mostly new one) starts another forward: otherwise every
+        decode step would attend over the gap."""
         groups: list[list[int]] = [[]]
-        longest = 0
-        for i in sorted(range(len(suffix_lengths)), key=lambda i: suffix_lengths[i]):
-            if groups[-1] and max(longest, suffix_lengths[i]) * (len(groups[-1]) + 1) > self.prefill_tokens:
+        past = suffix = longest = 0
+        for i in sorted(range(len(lengths)), key=lambda i: lengths[i] - cached[i]):
+            new_past, new_suffix, new_longest = max(past, cached[i]), max(suffix, lengths[i] - cached[i]), \
+                max(longest, lengths[i])
+            if groups[-1] and (new_suffix * (len(groups[-1]) + 1) > self.prefill_tokens
+                               or new_past + new_suffix > new_longest + _MAX_GAP):
                 groups.append([])
-                longest = 0
+                new_past, new_suffix, new_longest = cached[i], lengths[i] - cached[i], lengths[i]
             groups[-1].append(i)
-            longest = max(longest, suffix_lengths[i])
+            past, suffix, longest = new_past, new_suffix, new_longest
         return groups
 
     def _prefill_group(self, prompts: list[tuple[int, ...]], segments: list[list[Any]]) -> _Part:

@@ -47,8 +47,9 @@ def _tokens(history: list[list[GenerationOutput]]) -> list[list[list[int]]]:
 def test_the_same_seeds_give_the_same_tokens_with_the_cache_on_and_off(model_dir, temperature):
     """fp32 tiny models: greedy and sampled tokens are identical, round after round, though the
     cached rounds compute only the new step's keys; so are the log-probabilities of every token
-    (to float rounding), which would move with any misplaced key or position."""
-    on = TransformersGenerator.load(str(model_dir))
+    (to float rounding), which would move with any misplaced key or position. Three rows at a
+    time, so rows join running batches and leave their keys to the cache from merged ones."""
+    on = TransformersGenerator.load(str(model_dir), max_batch_rows=3)
     off = TransformersGenerator.load(str(model_dir), kv_cache_mb=0)
     with_cache = _tree_search(on, temperature=temperature, want_logprobs=True)
     without = _tree_search(off, temperature=temperature, want_logprobs=True)
@@ -77,6 +78,21 @@ def test_tree_search_rounds_are_served_from_the_cache(model_dir):
         assert cached >= 0.8 * prompt
         for out in outputs:  # only the last token of each kept prefix was computed again
             assert out.cached_tokens == out.prompt_tokens - 1
+
+
+def test_rows_joining_a_running_batch_sample_as_they_would_in_a_batch_of_their_own(model_dir):
+    """With 3 rows at a time, most rows join the batch while others are mid-way: each row's
+    tokens and log-probabilities must not change (they depend only on its seed and prefix)."""
+    wide = TransformersGenerator.load(str(model_dir), max_batch_rows=64)
+    narrow = TransformersGenerator.load(str(model_dir), max_batch_rows=3)
+    requests = [_request(_prompt(wide, q), 5, seed=s, max_tokens=14, want_logprobs=True)
+                for s, q in enumerate(["What is 2 + 3?", "start 7, add 5.", "Natalia sold 48 clips."])]
+    for a, b in zip(wide.generate_sync(requests), narrow.generate_sync(requests), strict=True):
+        assert [c.token_ids for c in a.completions] == [c.token_ids for c in b.completions]
+        for x, y in zip(a.completions, b.completions, strict=True):
+            assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-5)
+    lengths = {c.num_tokens for out in wide.generate_sync(requests) for c in out.completions}
+    assert len(lengths) > 1  # rows finish at different steps, so rows do join mid-way
 
 
 def test_the_byte_budget_is_never_exceeded_and_eviction_keeps_samples_exact(model_dir):

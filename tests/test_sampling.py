@@ -28,7 +28,7 @@ def test_uniforms_are_reproducible_distinct_and_uniform():
 
 
 def _frequencies(logits: torch.Tensor, rows: RowSampling) -> torch.Tensor:
-    tokens = sample_tokens(logits.expand(len(rows.seeds), -1).clone(), rows, step=3)
+    tokens = sample_tokens(logits.expand(len(rows.seeds), -1).clone(), rows, steps=3)
     return torch.bincount(tokens, minlength=logits.shape[-1]).float() / len(rows.seeds)
 
 
@@ -49,8 +49,16 @@ def test_top_p_keeps_only_the_nucleus_renormalised():
 def test_greedy_rows_take_the_argmax_and_a_row_does_not_depend_on_its_batch_mates():
     logits = torch.randn(6, 50)
     rows = RowSampling.of(range(6), [0.0, 1.0, 0.8, 1.0, 0.0, 1.2], [1.0, 1.0, 0.9, 1.0, 1.0, 0.5], "cpu")
-    tokens = sample_tokens(logits, rows, step=0)
+    tokens = sample_tokens(logits, rows, steps=0)
     assert tokens[0] == logits[0].argmax() and tokens[4] == logits[4].argmax()
     for b in range(6):
-        alone = sample_tokens(logits[b : b + 1], rows.select([b]), step=0)
+        alone = sample_tokens(logits[b : b + 1], rows.select([b]), steps=0)
         assert int(alone[0]) == int(tokens[b])
+
+
+def test_each_row_can_be_at_its_own_step():
+    seeds = np.arange(5, dtype=np.uint64)
+    steps = np.array([0, 3, 1, 7, 2])
+    together = uniforms(seeds, steps)
+    for i in range(5):
+        assert together[i] == uniforms(seeds[i : i + 1], int(steps[i]))[0]

@@ -22,6 +22,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from pumsearch.backends.kv_batch import KVBuffer, KVShape, RowLayout, kv_shape_of
@@ -68,6 +69,27 @@ class _Part:
 
 
 @dataclass
+class _Batch:
+    """The rows decoding together, in batch order: their keys and values, where each row's
+    positions sit in them, and per row the next-token logits, next position and tokens so far."""
+
+    kv: Any  # KVBuffer, or _PlainKV on the plain path
+    layouts: list[RowLayout] | None  # None on the plain path (no prefix sharing, no merging)
+    members: list[int]  # batch position -> row of the call
+    logits: torch.Tensor
+    positions: torch.Tensor
+    steps: np.ndarray
+    sampling: RowSampling
+
+    def select(self, live: list[int]) -> _Batch:
+        keep = torch.tensor(live, device=self.positions.device)
+        self.kv.keep_rows(keep)
+        layouts = None if self.layouts is None else [self.layouts[i] for i in live]
+        return _Batch(self.kv, layouts, [self.members[i] for i in live], self.logits[keep], self.positions[keep],
+                      self.steps[live], self.sampling.select(live))
+
+
+@dataclass
 class _Prefilled:
     kv: Any  # KVBuffer, or _PlainKV on the plain path
     layouts: list[RowLayout] | None  # per row; None on the plain path
@@ -90,20 +112,90 @@ class BatchDecoder:
         self._keep_last_logits = {"logits_to_keep": 1} if keeps_logits else {}
         self._stops: StopScreen | None = None
 
-    # -- one batch ------------------------------------------------------------------------------
-    def run(self, rows: list[Row], eos_ids: set[int]) -> list[RowResult]:
+    # -- one call -------------------------------------------------------------------------------
+    def run(self, rows: list[Row], eos_ids: set[int], max_rows: int = 64) -> list[RowResult]:
+        """Generate every row, at most ``max_rows`` at a time. Rows join the running batch as
+        others finish (a quarter of the batch at a time), so a long call has one tail, not one
+        per ``max_rows`` rows."""
         if any(not row.prompt_ids for row in rows):
             raise ValueError("a generation request has an empty prompt: give it at least one token")
         with torch.inference_mode():
-            prefilled = self._prefill_shared(rows) if self._shares_prefixes(rows) else self._prefill_plain(rows)
-            return self._decode(rows, prefilled, eos_ids)
+            return self._run(rows, eos_ids, max_rows)
+
+    def _run(self, rows: list[Row], eos_ids: set[int], max_rows: int) -> list[RowResult]:
+        state: _RowState | None = None
+        cached = [0] * len(rows)
+        pending, batch = list(range(len(rows))), None
+        while batch is not None or pending:
+            room = max_rows - (0 if batch is None else len(batch.members))
+            if pending and (batch is None or (batch.layouts is not None and room >= max(1, max_rows // 4))):
+                joining, pending = pending[:room], pending[room:]
+                new = self._admit(rows, joining, cached, batch is None)
+                batch = new if batch is None else self._merge(batch, new)
+            state = state or _RowState(rows, self._stop_screen(batch.logits.shape[-1]), eos_ids, self.tokenizer)
+            batch = self._step(rows, batch, state)
+        assert state is not None
+        return state.results(cached)
+
+    def _admit(self, rows: list[Row], joining: list[int], cached: list[int], alone: bool) -> _Batch:
+        """Prefill the joining rows (with prefix sharing where the model allows it; the plain path
+        only starts a batch of its own)."""
+        subset = [rows[i] for i in joining]
+        shares = self._shares_prefixes(subset)
+        if not shares and not alone:
+            raise AssertionError("plain-path rows join only an empty batch")
+        prefilled = self._prefill_shared(subset) if shares else self._prefill_plain(subset)
+        for i, count in zip(joining, prefilled.cached, strict=True):
+            cached[i] = count
+        sampling = RowSampling.of([r.seed for r in subset], [r.params.temperature for r in subset],
+                                  [r.params.top_p for r in subset], self.device)
+        positions = torch.tensor([len(r.prompt_ids) for r in subset], device=self.device)
+        return _Batch(prefilled.kv, prefilled.layouts, list(joining), prefilled.logits, positions,
+                      np.zeros(len(subset), dtype=np.int64), sampling)
+
+    def _step(self, rows: list[Row], batch: _Batch, state: _RowState) -> _Batch | None:
+        """Sample one token per row, retire the rows that finished, run the rest one position on."""
+        tokens = sample_tokens(batch.logits, batch.sampling, batch.steps)
+        finished = state.record(batch.members, batch.steps, tokens, batch.logits)
+        if finished:
+            if batch.layouts is not None:
+                self._keep_steps(rows, batch, finished, state)
+            live = [i for i in range(len(batch.members)) if i not in finished]
+            if not live:
+                return None
+            batch = batch.select(live)
+            tokens = tokens[torch.tensor(live, device=self.device)]
+        kv = batch.kv
+        kv.reserve(1)
+        kv.mask[:, kv.length] = 1
+        batch.logits = self._forward(kv, tokens[:, None], batch.positions[:, None])
+        batch.positions, batch.steps = batch.positions + 1, batch.steps + 1
+        return batch
+
+    def _merge(self, running: _Batch, joining: _Batch) -> _Batch:
+        """One batch of both, each right-aligned so every row's next token goes in one column."""
+        assert self.shape is not None and running.layouts is not None and joining.layouts is not None
+        length = max(running.kv.length, joining.kv.length)
+        headroom = max(running.kv.capacity - running.kv.length, joining.kv.capacity - joining.kv.length)
+        kv = KVBuffer(self.shape, len(running.members) + len(joining.members), length + headroom)
+        kv.length = length
+        layouts, start = [], 0
+        for part in (running, joining):
+            n, width = len(part.members), part.kv.length
+            kv.data[:, :, start : start + n, :, length - width : length] = part.kv.data[:, :, :, :, :width]
+            kv.mask[start : start + n, length - width : length] = part.kv.mask[:, :width]
+            layouts += [layout.shifted(length - width) for layout in part.layouts]
+            start += n
+        return _Batch(kv, layouts, running.members + joining.members,
+                      torch.cat([running.logits, joining.logits]), torch.cat([running.positions, joining.positions]),
+                      np.concatenate([running.steps, joining.steps]), running.sampling.concat(joining.sampling))
 
     def _shares_prefixes(self, rows: list[Row]) -> bool:
         if self.shape is None:
             return False
         window = self.shape.sliding_window  # within the window, sliding attention is full attention
-        longest = max(len(r.prompt_ids) for r in rows)
-        return window is None or 2 * longest + max(r.params.max_tokens for r in rows) <= window
+        longest = max(len(r.prompt_ids) for r in rows) + _MAX_GAP  # the widest a prefill forward gets
+        return window is None or longest + max(r.params.max_tokens for r in rows) <= window
 
     def _forward(self, kv: Any, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         width = kv.length + input_ids.shape[1]
@@ -126,11 +218,11 @@ class BatchDecoder:
             parts.append(part)
         where = {prompts[i]: (g, j) for g, group in enumerate(groups) for j, i in enumerate(group)}
         prefilled = self._assemble(rows, parts, [where[r.prompt_ids] for r in rows])
-        seen: set[tuple[int, ...]] = set()
+        first = {}
         for b, row in enumerate(rows):  # the first row of a prompt computed its suffix; the rest shared it
-            if row.prompt_ids not in seen:
-                prefilled.cached[b] = cached[prompts.index(row.prompt_ids)]
-            seen.add(row.prompt_ids)
+            first.setdefault(row.prompt_ids, b)
+        for i, prompt in enumerate(prompts):
+            prefilled.cached[first[prompt]] = cached[i]
         return prefilled
 
     def _prefill_groups(self, lengths: list[int], cached: list[int]) -> list[list[int]]:
@@ -211,46 +303,18 @@ class BatchDecoder:
         return _Prefilled(kv, None, logits, [0] * len(rows))
 
     # -- decode ---------------------------------------------------------------------------------
-    def _decode(self, rows: list[Row], prefilled: _Prefilled, eos_ids: set[int]) -> list[RowResult]:
-        kv, layouts, logits = prefilled.kv, prefilled.layouts, prefilled.logits
-        state = _RowState(rows, self._stop_screen(logits.shape[-1]), eos_ids, self.tokenizer, logits.shape[-1])
-        sampling = RowSampling.of([r.seed for r in rows], [r.params.temperature for r in rows],
-                                  [r.params.top_p for r in rows], self.device)
-        positions = torch.tensor([len(r.prompt_ids) for r in rows], device=self.device)
-        active = list(range(len(rows)))  # batch position -> row
-        for step in range(max(r.params.max_tokens for r in rows)):
-            tokens = sample_tokens(logits, sampling, step)
-            finished = state.record(active, step, tokens, logits)
-            if finished:
-                if layouts is not None:
-                    self._keep_steps(rows, kv, layouts, active, finished, state)
-                live = [i for i in range(len(active)) if i not in finished]
-                if not live:
-                    break
-                keep = torch.tensor(live, device=self.device)
-                kv.keep_rows(keep)
-                sampling, positions, tokens = sampling.select(live), positions[keep], tokens[keep]
-                active = [active[i] for i in live]
-                if layouts is not None:
-                    layouts = [layouts[i] for i in live]
-            kv.reserve(1)
-            kv.mask[:, kv.length] = 1
-            logits = self._forward(kv, tokens[:, None], positions[:, None])
-            positions = positions + 1
-        return state.results(prefilled.cached)
-
-    def _keep_steps(self, rows: list[Row], kv: KVBuffer, layouts: list[RowLayout], active: list[int],
-                    finished: set[int], state: _RowState) -> None:
+    def _keep_steps(self, rows: list[Row], batch: _Batch, finished: set[int], state: _RowState) -> None:
         """Rows that stopped at a step delimiter leave their keys and values in the prefix cache:
         a tree search extends exactly these prefixes next round. (A row that ended or hit its cap
         is a finished solution; nothing extends it.) The last token's keys were never computed."""
+        assert batch.layouts is not None
         for i in finished:
-            b = active[i]
+            b = batch.members[i]
             if state.finish[b] != "step" or not self.prefix_cache.enabled:
                 continue
-            generated = state.token_ids(b)
-            ids = rows[b].prompt_ids + tuple(generated[:-1])
-            self.prefix_cache.insert(ids, lambda s, e, i=i: kv.row_kv(i, layouts[i], s, e))
+            ids = rows[b].prompt_ids + tuple(state.token_ids(b)[:-1])
+            layout = batch.layouts[i]
+            self.prefix_cache.insert(ids, lambda s, e, i=i, lay=layout: batch.kv.row_kv(i, lay, s, e))
 
     def _stop_screen(self, vocab: int) -> StopScreen:
         if self._stops is None or self._stops.vocab_size != vocab:
@@ -295,9 +359,9 @@ class _PlainKV:
 class _RowState:
     """What each row has generated so far and why it stopped."""
 
-    def __init__(self, rows: list[Row], stops: StopScreen, eos_ids: set[int], tokenizer: Any, vocab: int) -> None:
+    def __init__(self, rows: list[Row], stops: StopScreen, eos_ids: set[int], tokenizer: Any) -> None:
         self.rows, self.tokenizer = rows, tokenizer
-        device = stops.device
+        device, vocab = stops.device, stops.vocab_size
         longest = max(r.params.max_tokens for r in rows)
         self.is_eos = torch.zeros(vocab, dtype=torch.bool, device=device)
         self.is_eos[[t for t in eos_ids if 0 <= t < vocab]] = True
@@ -313,41 +377,35 @@ class _RowState:
         self.windows = [max((len(s) for s in r.params.stop), default=0) + 2 for r in rows]
         self.logprobs = _LogprobRecorder(rows, longest, device) if any(r.wants_logprobs for r in rows) else None
 
-    def record(self, active: list[int], step: int, tokens: torch.Tensor, logits: torch.Tensor) -> set[int]:
-        """Append this step's tokens; returns the batch positions that finished."""
+    def record(self, active: list[int], steps: np.ndarray, tokens: torch.Tensor, logits: torch.Tensor) -> set[int]:
+        """Append each row's token (its ``steps``-th); returns the batch positions that finished."""
         index = torch.tensor(active, device=tokens.device)
-        self.generated[index, step] = tokens
+        at = torch.from_numpy(steps).to(tokens.device)
+        self.generated[index, at] = tokens
         if self.logprobs is not None:
-            self.logprobs.record(active, step, tokens, logits)
-        for b in active:
-            self.lengths[b] = step + 1
+            self.logprobs.record(active, at, tokens, logits)
         eos = self.is_eos[tokens]
-        capped = self.max_tokens[index] <= step + 1
+        capped = self.max_tokens[index] <= at + 1
         may_stop = self.may_stop[self.stop_group[index], tokens] & ~eos
-        finished: set[int] = set()
-        for i in eos.nonzero().flatten().tolist():
-            self.finish[active[i]] = "eos"
-            finished.add(i)
+        finished: dict[int, str] = {i: "eos" for i in eos.nonzero().flatten().tolist()}
         for i in may_stop.nonzero().flatten().tolist():
-            if self._stop_in_tail(active[i]):
-                finished.add(i)
+            if self._stop_in_tail(active[i], int(steps[i]) + 1):
+                finished[i] = "step"
         for i in capped.nonzero().flatten().tolist():
-            if i not in finished:
-                self.finish[active[i]] = "length"
-                finished.add(i)
-        return finished
+            finished.setdefault(i, "length")
+        for i, reason in finished.items():
+            self.finish[active[i]], self.lengths[active[i]] = reason, int(steps[i]) + 1
+        return set(finished)
 
-    def _stop_in_tail(self, b: int) -> bool:
+    def _stop_in_tail(self, b: int, length: int) -> bool:
         """The decoded tail of row ``b`` (its longest stop string plus two tokens) holds a stop."""
-        n = self.lengths[b]
-        tail_ids = self.generated[b, max(0, n - self.windows[b]) : n].tolist()
+        tail_ids = self.generated[b, max(0, length - self.windows[b]) : length].tolist()
         tail = self.tokenizer.decode(tail_ids, skip_special_tokens=True)
-        hit = next((s for s in self.rows[b].params.stop if s in tail), None)
-        if hit is not None:
-            self.finish[b], self.matched[b] = "step", hit
-        return hit is not None
+        self.matched[b] = next((s for s in self.rows[b].params.stop if s in tail), None)
+        return self.matched[b] is not None
 
     def token_ids(self, b: int) -> list[int]:
+        """What row ``b`` generated (every row finishes: the loop runs to the largest cap)."""
         return self.generated[b, : self.lengths[b]].tolist()
 
     def results(self, cached: list[int]) -> list[RowResult]:
@@ -372,12 +430,12 @@ class _LogprobRecorder:
         self.top_values = torch.zeros((len(rows), longest, self.k), dtype=torch.float32, device=device)
         self.top_ids = torch.zeros((len(rows), longest, self.k), dtype=torch.long, device=device)
 
-    def record(self, active: list[int], step: int, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+    def record(self, active: list[int], steps: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor) -> None:
         positions = [i for i, b in enumerate(active) if self.wants[b]]
         if not positions:
             return
         at = torch.tensor(positions, device=tokens.device)
-        rows = torch.tensor([active[i] for i in positions], device=tokens.device)
+        rows, step = torch.tensor([active[i] for i in positions], device=tokens.device), steps[at]
         chosen, values, ids = token_logprobs(logits[at], tokens[at], self.k)
         self.chosen[rows, step] = chosen
         if values is not None and ids is not None:

@@ -21,10 +21,11 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-def uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
-    """One float64 in [0, 1) per seed: SplitMix64 output ``step + 1`` of each seed's stream."""
+def uniforms(seeds: np.ndarray, steps: int | np.ndarray) -> np.ndarray:
+    """One float64 in [0, 1) per seed: SplitMix64 output ``step + 1`` of each seed's stream (one
+    step for all, or one per seed)."""
     with np.errstate(over="ignore"):
-        z = seeds.astype(np.uint64) + _GOLDEN * np.uint64(step + 1)
+        z = seeds.astype(np.uint64) + _GOLDEN * (np.asarray(steps).astype(np.uint64) + np.uint64(1))
         z = (z ^ (z >> np.uint64(30))) * _MIX1
         z = (z ^ (z >> np.uint64(27))) * _MIX2
         z = z ^ (z >> np.uint64(31))
@@ -49,15 +50,20 @@ class RowSampling:
         index = torch.tensor(keep, device=self.temperature.device)
         return RowSampling(self.seeds[list(keep)], self.temperature[index], self.top_p[index])
 
+    def concat(self, other: RowSampling) -> RowSampling:
+        return RowSampling(np.concatenate([self.seeds, other.seeds]), torch.cat([self.temperature, other.temperature]),
+                           torch.cat([self.top_p, other.top_p]))
 
-def sample_tokens(logits: torch.Tensor, rows: RowSampling, step: int) -> torch.Tensor:
-    """One token per row: argmax where the temperature is 0, else a draw from the tempered
-    distribution (restricted to the nucleus where top_p < 1), by inverse CDF at the row's uniform."""
+
+def sample_tokens(logits: torch.Tensor, rows: RowSampling, steps: int | np.ndarray) -> torch.Tensor:
+    """One token per row (the row's ``steps``-th): argmax where the temperature is 0, else a draw
+    from the tempered distribution (restricted to the nucleus where top_p < 1), by inverse CDF at
+    the row's uniform."""
     tokens = logits.argmax(dim=-1)
     sampled = (rows.temperature > 0).nonzero().flatten()
     if sampled.numel() == 0:
         return tokens
-    u = torch.from_numpy(uniforms(rows.seeds, step)).to(logits.device)[sampled]
+    u = torch.from_numpy(uniforms(rows.seeds, steps)).to(logits.device)[sampled]
     probs = torch.softmax(logits[sampled].float() / rows.temperature[sampled, None], dim=-1)
     top_p = rows.top_p[sampled]
     nucleus = (top_p < 1.0).nonzero().flatten()

@@ -164,10 +164,8 @@ class TransformersGenerator:
             for j in range(req.n):
                 rows.append(Row(ids, hash_seed(req.seed, j), req.params))
                 owners.append(i)
-        results = []
         with self._lock:
-            for start in range(0, len(rows), self.max_batch_rows):
-                results.extend(self.decoder.run(rows[start : start + self.max_batch_rows], self.eos_ids))
+            results = self.decoder.run(rows, self.eos_ids, self.max_batch_rows)
         outputs = [GenerationOutput([], prompt_tokens=0) for _ in requests]
         for owner, row, result in zip(owners, rows, results, strict=True):
             outputs[owner].completions.append(self._completion(result))

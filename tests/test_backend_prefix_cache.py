@@ -95,6 +95,24 @@ def test_rows_joining_a_running_batch_sample_as_they_would_in_a_batch_of_their_o
     assert len(lengths) > 1  # rows finish at different steps, so rows do join mid-way
 
 
+def test_the_decode_buffer_stays_as_wide_as_its_widest_row_however_many_rows_join(model_dir, monkeypatch):
+    from pumsearch.backends import decode_loop
+
+    widths: list[int] = []
+
+    class Recording(decode_loop.KVBuffer):
+        def advance(self, tokens: int) -> None:
+            super().advance(tokens)
+            widths.append(self.length)
+
+    monkeypatch.setattr(decode_loop, "KVBuffer", Recording)
+    gen = TransformersGenerator.load(str(model_dir), max_batch_rows=4)
+    ids = _prompt(gen, "What is 2 + 3?")
+    (out,) = gen.generate_sync([_request(ids, 40, seed=3, max_tokens=12)])
+    assert len({c.num_tokens for c in out.completions}) > 3  # rows finish at many steps: rows join mid-way
+    assert max(widths) <= len(ids) + 12 + 16  # prompt + tokens + the prefill gap allowance
+
+
 def test_the_byte_budget_is_never_exceeded_and_eviction_keeps_samples_exact(model_dir):
     gen = TransformersGenerator.load(str(model_dir))
     per_token = gen.decoder.shape.bytes_per_token

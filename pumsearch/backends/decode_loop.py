@@ -6,9 +6,10 @@ then decode one token per live row per step.
    runs through the model, with the cached keys and values copied in beside it, and the result
    goes back into the cache. The last prompt token always runs, for its logits.
 2. Decode. Every row samples from its own seeded stream (sampling.py), so its tokens do not
-   depend on its batch mates; a finished row leaves the batch; a row that stopped at a step
-   delimiter leaves its keys and values in the cache, where the next round of a tree search
-   (which extends exactly that prefix) finds them.
+   depend on its batch mates; a finished row leaves the batch, and rows still waiting join it
+   (prefilled, then merged in) when a quarter of it is free, so a call longer than the batch has
+   one tail; a row that stopped at a step delimiter leaves its keys and values in the cache,
+   where the next round of a tree search (which extends exactly that prefix) finds them.
 3. Stops. End of sequence and token caps are checked for the whole batch at once; the decoded
    tail of a row is read for stop strings only on steps whose token could complete one.
 
@@ -173,18 +174,22 @@ class BatchDecoder:
         return batch
 
     def _merge(self, running: _Batch, joining: _Batch) -> _Batch:
-        """One batch of both, each right-aligned so every row's next token goes in one column."""
+        """One batch of both, each right-aligned so every row's next token goes in one column.
+        Columns no row uses any more (the padding left of the earliest live row) are dropped, so
+        the buffer stays as wide as its widest row, however long rows keep joining it."""
         assert self.shape is not None and running.layouts is not None and joining.layouts is not None
-        length = max(running.kv.length, joining.kv.length)
-        headroom = max(running.kv.capacity - running.kv.length, joining.kv.capacity - joining.kv.length)
+        spans = [(part, min(layout.first_column for layout in part.layouts)) for part in (running, joining)]
+        length = max(part.kv.length - first for part, first in spans)
+        headroom = max(part.kv.capacity - part.kv.length for part, _ in spans)
         kv = KVBuffer(self.shape, len(running.members) + len(joining.members), length + headroom)
         kv.length = length
         layouts, start = [], 0
-        for part in (running, joining):
-            n, width = len(part.members), part.kv.length
-            kv.data[:, :, start : start + n, :, length - width : length] = part.kv.data[:, :, :, :, :width]
-            kv.mask[start : start + n, length - width : length] = part.kv.mask[:, :width]
-            layouts += [layout.shifted(length - width) for layout in part.layouts]
+        for part, first in spans:
+            n, width = len(part.members), part.kv.length - first
+            used, target = slice(first, part.kv.length), slice(length - width, length)
+            kv.data[:, :, start : start + n, :, target] = part.kv.data[:, :, :, :, used]
+            kv.mask[start : start + n, target] = part.kv.mask[:, used]
+            layouts += [layout.shifted(length - width - first) for layout in part.layouts]
             start += n
         return _Batch(kv, layouts, running.members + joining.members,
                       torch.cat([running.logits, joining.logits]), torch.cat([running.positions, joining.positions]),

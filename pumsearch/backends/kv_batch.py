@@ -62,6 +62,10 @@ class RowLayout:
     cached: int
     tail_col: int
 
+    @property
+    def first_column(self) -> int:
+        return self.cached_col if self.cached else self.tail_col
+
     def shifted(self, by: int) -> RowLayout:
         return RowLayout(self.cached_col + by, self.cached, self.tail_col + by)
 

@@ -1,9 +1,10 @@
 """Per-row cost of large transformers batches, and PUM labelling speed (issues 14 and 17).
 
-1. Rows: one backend call of R rows (64 and 2,000 by default; 6 rollouts per distinct prompt, as
-   in labelling) on a testbed policy, end of sequence off so every row generates exactly
-   --max-tokens tokens. Reports the cost per row (milliseconds; equal tokens per row, so this is
-   also tokens per second); the goal is that 2,000 rows cost no more per row than 64.
+1. Rows: backend calls of R rows (64 and 2,000 by default; 6 rollouts per distinct prompt, as
+   in labelling; the small size is called up to 10 times per measurement) on a testbed policy,
+   end of sequence off so every row generates exactly --max-tokens tokens. Reports the cost per
+   row (milliseconds; rows generate equal tokens, so it is also tokens per second); the goal is
+   that 2,000 rows cost no more per row than 64.
 2. Labelling: `pum label` on testbed chains at --chunk 3 and --chunk 15 (one backend call then
    carries ~2,000 rollout rows); student rollouts per second.
 
@@ -48,23 +49,30 @@ def _timed(call: Any) -> tuple[Any, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def measure_rows(generator: Any, problems: list[Any], rows: int, max_tokens: int) -> dict[str, Any]:
+def measure_rows(generator: Any, problems: list[Any], rows: int, max_tokens: int, calls: int) -> dict[str, Any]:
+    """``calls`` calls of ``rows`` rows each, on distinct problems (a small size is called several
+    times, so both sizes do similar work and a burst of load weighs on both alike)."""
     from pumsearch.search.protocols import GenerationRequest, SamplingParams
 
     params = SamplingParams(temperature=0.8, max_tokens=max_tokens)
-    requests = []
-    for i in range(max(rows // 6, 1)):
-        text, ids = generator.chat_prompt(problems[i % len(problems)].question, None)
-        requests.append(GenerationRequest(text, ids, min(6, rows), params, seed=i))
+    per_call = max(rows // 6, 1)
+    batches = []
+    for call in range(calls):
+        batch = []
+        for i in range(call * per_call, (call + 1) * per_call):
+            text, ids = generator.chat_prompt(problems[i % len(problems)].question, None)
+            batch.append(GenerationRequest(text, ids, min(6, rows), params, seed=i))
+        batches.append(batch)
     _clear_prefix_cache(generator)
     eos_ids, generator.eos_ids = generator.eos_ids, set()
     try:
-        outputs, wall, cpu = _timed(lambda: generator.generate_sync(requests))
+        outputs, wall, cpu = _timed(lambda: [out for batch in batches for out in generator.generate_sync(batch)])
     finally:
         generator.eos_ids = eos_ids
     tokens = sum(c.num_tokens for out in outputs for c in out.completions)
     n = sum(len(out.completions) for out in outputs)
-    return {"rows": n, "tokens": tokens, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+    return {"rows_per_call": n // calls, "calls": calls, "tokens": tokens, "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
             "ms_per_row_cpu": round(1000 * cpu / n, 3), "ms_per_row_wall": round(1000 * wall / n, 3),
             "tok_per_s_cpu": round(tokens / cpu, 1)}
 
@@ -121,7 +129,8 @@ def main() -> None:
     label_runs: dict[int, list[dict[str, Any]]] = {c: [] for c in chunks}
     for repeat in range(args.repeats):
         for rows in sizes if repeat % 2 == 0 else sizes[::-1]:
-            rows_runs[rows].append(measure_rows(generator, problems, rows, args.max_tokens))
+            calls = max(1, min(10, max(sizes) // rows))
+            rows_runs[rows].append(measure_rows(generator, problems, rows, args.max_tokens, calls))
             print(json.dumps({"repeat": repeat, **rows_runs[rows][-1]}), flush=True)
         for chunk in (chunks if repeat % 2 == 0 else chunks[::-1]) if label_problems else []:
             label_runs[chunk].append(measure_labelling(policies, label_problems, chunk, args))

@@ -41,8 +41,11 @@ def kv_shape_of(model: Any) -> KVShape | None:
     attention, state-space or other layers the buffer cannot stand in for)."""
     from transformers import DynamicCache
 
-    config = model.config.get_text_config(decoder=True)
-    layers = DynamicCache(config=model.config).layers
+    try:
+        config = model.config.get_text_config(decoder=True)
+        layers = DynamicCache(config=model.config).layers
+    except (AttributeError, KeyError, TypeError, ValueError):  # a config transformers' cache cannot read
+        return None
     if not layers or any(type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers):
         return None
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -77,7 +80,13 @@ class KVBuffer:
                                 dtype=shape.dtype, device=shape.device)
         self.mask = torch.zeros((rows, capacity), dtype=torch.long, device=shape.device)
         self.length = 0  # columns in use
-        self.cache = Cache(layers=[_BufferLayer(self, i, sliding) for i, sliding in enumerate(shape.sliding_layers)])
+
+    @property
+    def cache(self) -> Cache:
+        """A transformers Cache over this buffer, made afresh for each forward: a cache kept on the
+        buffer would form a reference cycle, and the buffer's memory would wait for the garbage
+        collector instead of going when the batch ends."""
+        return Cache(layers=[_BufferLayer(self, i, sliding) for i, sliding in enumerate(self.shape.sliding_layers)])
 
     @property
     def rows(self) -> int:

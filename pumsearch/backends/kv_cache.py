@@ -117,15 +117,18 @@ class PrefixKVCache:
         return upper
 
     def _make_room(self, size: int, keep: set[int]) -> bool:
-        """Evict least-recently-used leaves (never a node in ``keep``) until ``size`` more fits."""
+        """Evict least-recently-used leaves (never a node in ``keep``) until ``size`` more fits,
+        and a tenth of the budget more: finding the leaves walks the whole tree, so it should not
+        happen at every insertion once the cache is full."""
         if size > self.budget_bytes:
             return False
         if self.bytes_used + size <= self.budget_bytes:
             return True
+        target = min(self.budget_bytes - size, self.budget_bytes * 9 // 10)
         order = itertools.count()
         leaves = [(n.last_used, next(order), n) for n in self._nodes() if not n.children and id(n) not in keep]
         heapq.heapify(leaves)
-        while self.bytes_used + size > self.budget_bytes and leaves:
+        while self.bytes_used > target and leaves:
             _, _, leaf = heapq.heappop(leaves)
             parent = leaf.parent
             assert parent is not None

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's pumsearch
+if not any(Path(p, "pumsearch").is_dir() for p in sys.path[1:] if p):  # else: the checkout on PYTHONPATH
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = Path(__file__).resolve().parents[1] / "pumsearch" / "data" / "gsm8k_test.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results" / "search_vs_bon.json"

@@ -20,7 +20,9 @@ from pumsearch.cli_options import (
     CommandLine,
     shared_options,
 )
+from pumsearch.search.config import SearchConfig
 
+DEFAULTS = SearchConfig()
 app = typer.Typer(help="Inference-time search for LLM reasoning with pluggable reward models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -82,7 +84,7 @@ def run(
 @app.command()
 @shared_options(*SWEEP_GROUPS)
 def sweep(
-    strategies: Annotated[str, typer.Option(help="Comma-separated strategies, e.g. bon,beam,mcts.")] = "bon",
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies, e.g. bon,beam.")] = DEFAULTS.strategy,
     budgets: Annotated[str, typer.Option(help="Comma-separated budgets N, e.g. 4,16,64.")] = "4,8",
     scorers: Annotated[str | None, typer.Option(help=f"Comma-separated scorers: {SPEC_HELP}, none. The "
                                                      "--scorer-* flags go to the scorers that take "

@@ -25,7 +25,7 @@ import typer
 
 from pumsearch.cli_common import UsageError, exit_on_user_errors
 from pumsearch.search.config import SearchConfig
-from pumsearch.strategies import STRATEGIES, builtin_settings, get_strategy
+from pumsearch.strategies import STRATEGIES, Strategy, builtin_settings, get_strategy, make_strategy
 
 __all__ = ["UsageError"]  # re-exported: the sub-apps import it from here
 
@@ -236,9 +236,9 @@ class CommandLine:
         return [cls.Settings.parse({k: v for k, v in given.items() if k in names}, cls.name)
                 for cls, names in zip(classes, taken, strict=True)]
 
-    def flat_settings(self, strategies: Sequence[str], options: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def flat_settings(self, options: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Every search value of this command line in one flat dict, as sweep.json's base records
-        them: the SearchConfig fields, every named strategy flag, and the strategy options."""
+        them: the SearchConfig fields, every named strategy flag, and each strategy's ``options``."""
         flat = {**self.search_settings(), **{s.name: self.values[s.name] for s in NAMED_SETTINGS}}
         for own in options:
             flat.update(own)
@@ -264,6 +264,16 @@ class CommandLine:
         if v["scorer_url"] is not None:
             options["url"] = v["scorer_url"]
         return options
+
+
+def checked_strategy(config: SearchConfig, has_scorer: bool) -> Strategy:
+    """The strategy of ``config``, checked against its settings; refused with a message naming the
+    scorers when it needs one and has none."""
+    from pumsearch.scorers import SCORER_NAMES
+
+    if get_strategy(config.strategy).requires_scorer and not has_scorer:
+        raise UsageError(f"strategy {config.strategy!r} needs a scorer: pass --scorer ({', '.join(SCORER_NAMES)})")
+    return make_strategy(config, has_scorer)
 
 
 def _from_command_line(ctx: typer.Context, name: str) -> bool:

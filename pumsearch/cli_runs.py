@@ -16,8 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pumsearch.cli_common import UsageError, console, err_console, quiet_transformers
-from pumsearch.cli_options import CommandLine, options_per_scorer
-from pumsearch.cli_solve import checked_strategy
+from pumsearch.cli_options import CommandLine, checked_strategy, options_per_scorer
 
 
 def run_command(opts: CommandLine) -> None:
@@ -59,7 +58,7 @@ def sweep_command(opts: CommandLine) -> None:
     if not plans:
         raise UsageError("the grid is empty: every strategy needs a scorer that --scorers does not give")
     problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
-    base = {"settings": sweep_base_settings(opts.flat_settings(strategies, options)),
+    base = {"settings": sweep_base_settings(opts.flat_settings(options)),
             "dataset": dataset.identity(), "model": model_id}
     keyed = {s.spec: s.keyed_options() for s in scorers if s is not None and s.keyed_options()}
     if keyed:  # only when set, so sweep directories made before these flags keep their key

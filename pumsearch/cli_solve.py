@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pumsearch.cli_common import UsageError, console, err_console, quiet_transformers
-from pumsearch.cli_options import CommandLine, options_per_scorer
+from pumsearch.cli_options import CommandLine, checked_strategy, options_per_scorer
 
 
 def solve_command(opts: CommandLine) -> None:
@@ -24,12 +24,15 @@ def solve_command(opts: CommandLine) -> None:
     from pumsearch.search.result import make_record
 
     scorer, as_json = opts["scorer"], opts["as_json"]
+    scorer_flags = opts.scorer()
     if scorer is None and opts["scorer_model"] is None:  # a testbed policy brings its own PUM
-        scorer, opts.values["scorer_model"] = with_default_scorer(opts["model"], scorer, opts["scorer_model"])
-        if scorer is not None and not as_json:
-            err_console.print(f"[yellow]note:[/] no --scorer given: using the shipped testbed PUM "
-                              f"({escape(str(opts['scorer_model']))})", highlight=False)
-    per_scorer = options_per_scorer([scorer] if scorer else [], opts.scorer())
+        scorer, scorer_model = with_default_scorer(opts["model"], scorer, None)
+        if scorer is not None:
+            scorer_flags["model"] = scorer_model
+            if not as_json:
+                err_console.print(f"[yellow]note:[/] no --scorer given: using the shipped testbed PUM "
+                                  f"({escape(str(scorer_model))})", highlight=False)
+    per_scorer = options_per_scorer([scorer] if scorer else [], scorer_flags)
     result, config = _solve(opts, scorer, per_scorer[0] if per_scorer else {})
     started = time.time() - result.counters.wall_time
     path = opts["tree_out"] or Path("pumsearch-trees") / f"solve-{time.strftime('%Y%m%d-%H%M%S')}.tree.json"
@@ -79,16 +82,6 @@ def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome, config
-
-
-def checked_strategy(config: Any, has_scorer: bool) -> Any:
-    """The strategy of ``config``, refused with a message naming the scorers when it needs one."""
-    from pumsearch.scorers import SCORER_NAMES
-    from pumsearch.strategies import get_strategy, make_strategy
-
-    if get_strategy(config.strategy).requires_scorer and not has_scorer:
-        raise UsageError(f"strategy {config.strategy!r} needs a scorer: pass --scorer ({', '.join(SCORER_NAMES)})")
-    return make_strategy(config, has_scorer)
 
 
 def print_result(result: Any, aggregate: str) -> None:

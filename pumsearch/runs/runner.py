@@ -72,9 +72,11 @@ class Tally:
         return self.generated_tokens / elapsed if elapsed > 0 else 0.0
 
 
-def record_extras(result: SearchResult, run_dir: RunDir, strategy: Strategy, value_kind: str) -> dict[str, Any]:
+def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str,
+                  strategy: Strategy | None = None) -> dict[str, Any]:
     """pass@N (any finished candidate correct) and maj@N (the majority answer correct), the run
-    key, and for subsampled strategies the groups smaller budgets are read off."""
+    key, and for subsampled strategies the groups smaller budgets are read off (``strategy`` says
+    which nodes make each group)."""
     cands = result.candidates
     graded = result.correct is not None or any(c.correct is not None for c in cands)
     majority = select_candidate(cands, "majority", value_kind) if cands else None
@@ -85,6 +87,8 @@ def record_extras(result: SearchResult, run_dir: RunDir, strategy: Strategy, val
     }
     sub = run_dir.spec.subsample
     if sub:
+        if strategy is None:
+            raise ValueError("a subsampled run's records need the strategy that made them")
         extra["subsample"] = {
             **sub,
             "value_kind": value_kind,
@@ -162,7 +166,7 @@ async def execute_run(
                 budget=config.budget,
                 seed=config.seed,
                 started_at=time.time() - result.counters.wall_time,
-                extra=record_extras(result, run_dir, strategy, value_kind),
+                extra=record_extras(result, run_dir, value_kind, strategy),
             )
         else:
             record = make_failed_record(

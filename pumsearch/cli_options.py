@@ -222,8 +222,10 @@ class CommandLine:
         take is left out (as it always was); a --strategy-option that none of them takes is refused."""
         flags = {s.name: self.values[s.name] for s in NAMED_SETTINGS if s.name in self.given}
         typed = parse_key_values(self.values["strategy_option"], "--strategy-option")
-        for name in flags.keys() & typed.keys():
-            raise UsageError(f"--{name.replace('_', '-')} and --strategy-option {name} both set {name}: give one")
+        both = sorted(flags.keys() & typed.keys())
+        if both:
+            raise UsageError(f"--{both[0].replace('_', '-')} and --strategy-option {both[0]} both set {both[0]}: "
+                             "give one")
         classes = [get_strategy(name) for name in strategies]
         taken = [set(cls.Settings.types()) for cls in classes]
         for key in typed:

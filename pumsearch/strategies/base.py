@@ -24,6 +24,7 @@ line and in a TOML ``--config``; the built-in strategies' fields are also named 
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -88,34 +89,51 @@ def coerce_setting(value: Any, annotation: Any, what: str) -> Any:
             return None
         if len(members) != 1:
             raise StrategyError(f"{what}: unsupported type {annotation}")
-        return coerce_setting(value, members[0], what)
-    if origin is Literal:
-        choices = get_args(annotation)
-        return coerce_setting(value, type(choices[0]), what)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-        if isinstance(value, str) and value.strip().lower() in words:
-            return words[value.strip().lower()]
-        raise StrategyError(f"{what} takes true or false, not {value!r}")
-    if annotation in (int, float):
-        if isinstance(value, str):
-            try:
-                value = annotation(value.strip())
-            except ValueError:
-                kind = "a whole number" if annotation is int else "a number"
-                raise StrategyError(f"{what} takes {kind}, not {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or (
-                annotation is int and not isinstance(value, int)):
-            kind = "a whole number" if annotation is int else "a number"
-            raise StrategyError(f"{what} takes {kind}, not {value!r}")
-        return annotation(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise StrategyError(f"{what} takes text, not {value!r}")
+        annotation = members[0]
+    if get_origin(annotation) is Literal:
+        annotation = type(get_args(annotation)[0])
+    reader = _READERS.get(annotation)
+    if reader is None:
+        raise StrategyError(f"{what}: unsupported type {annotation}")
+    return reader(value, what)
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _read_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
         return value
-    raise StrategyError(f"{what}: unsupported type {annotation}")
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    raise StrategyError(f"{what} takes true or false, not {value!r}")
+
+
+def _read_int(value: Any, what: str) -> int:
+    with contextlib.suppress(ValueError):
+        if isinstance(value, str):
+            return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise StrategyError(f"{what} takes a whole number, not {value!r}")
+
+
+def _read_float(value: Any, what: str) -> float:
+    with contextlib.suppress(ValueError):
+        if isinstance(value, str):
+            return float(value.strip())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise StrategyError(f"{what} takes a number, not {value!r}")
+
+
+def _read_str(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise StrategyError(f"{what} takes text, not {value!r}")
+
+
+_READERS: dict[Any, Any] = {bool: _read_bool, int: _read_int, float: _read_float, str: _read_str}
 
 
 class Strategy:

@@ -126,33 +126,41 @@ def _config_of(command: str, opts: CommandLine) -> tuple[dict[str, Any], dict[st
     return {name: getattr(config, name) for name in SEARCH_FIELDS}, config.strategy_options
 
 
+def _settings_args(source: str, settings: dict[str, Any], toml: Path) -> list[str]:
+    """Command-line arguments that set ``settings`` from ``source``."""
+    if source == "flag":
+        return [arg for name, value in settings.items() for arg in _flag(name, value)]
+    if source == "strategy-option":
+        return [arg for name, value in settings.items() for arg in ("--strategy-option", f"{name}={value}")]
+    lines = [f"{name.replace('_', '-') if source == 'toml' else name} = {json.dumps(value)}"  # TOML reads
+             for name, value in settings.items()]                                              # JSON's values
+    header = {"toml": [], "search-table": ["[search]"], "strategy-option-table": ["[strategy-option]"]}[source]
+    toml.write_text("\n".join([*header, *lines]) + "\n")
+    return ["--config", str(toml)]
+
+
 @pytest.mark.parametrize("command", ["solve", "run", "sweep"])
 @pytest.mark.parametrize("source", ["flag", "toml", "search-table", "strategy-option", "strategy-option-table"])
 def test_every_setting_is_reachable_from_the_command_line_and_from_toml(
     captured: list[CommandLine], tmp_path: Path, command: str, source: str
 ) -> None:
-    toml = tmp_path / "c.toml"
+    """One command line per strategy that owns settings: its own settings, and (except through
+    --strategy-option, which is for a strategy's own) every SearchConfig field."""
     base = {"solve": ["solve", "q"], "run": ["run"], "sweep": ["sweep"]}[command]
-    for name, (value, owner) in SETTINGS.items():
-        if (command == "sweep" and name in PER_RUN) or (source.startswith("strategy-option") and owner is None):
-            continue
-        if source == "flag":
-            args = _flag(name, value)
-        elif source == "strategy-option":
-            args = ["--strategy-option", f"{name}={value}"]
-        else:
-            toml.write_text({"toml": f"{name.replace('_', '-')} = {json.dumps(value)}\n",
-                             "search-table": f"[search]\n{name} = {json.dumps(value)}\n",
-                             "strategy-option-table": f"[strategy-option]\n{name} = {json.dumps(value)}\n",
-                             }[source])  # TOML reads JSON's strings, numbers and booleans alike
-            args = ["--config", str(toml)]
-        if name != "strategy":
-            args += ["--strategies" if command == "sweep" else "--strategy", owner or "beam"]
-        result = runner.invoke(app, [*base, *args])
+    owners = sorted({owner for _, owner in SETTINGS.values() if owner})
+    for i, owner in enumerate(owners):
+        wanted = {name: value for name, (value, by) in SETTINGS.items()
+                  if by == owner or (by is None and i == 0 and not source.startswith("strategy-option")
+                                     and not (command == "sweep" and name in PER_RUN))}
+        choose = ["--strategies" if command == "sweep" else "--strategy", owner]
+        if "strategy" in wanted:  # set from the same source, to the strategy that owns the settings
+            wanted["strategy"], choose = owner, []
+        result = runner.invoke(app, [*base, *choose, *_settings_args(source, wanted, tmp_path / "c.toml")])
         assert result.exit_code == 0, result.output
         settings, options = _config_of(command, captured.pop())
-        got = options.get(name) if owner else settings[name]
-        assert got == value and type(got) is type(value), (command, source, name, got)
+        for name, value in wanted.items():
+            got = options.get(name) if SETTINGS[name][1] else settings[name]
+            assert got == value and type(got) is type(value), (command, source, name, got)
 
 
 def test_the_command_line_beats_the_file_and_named_flags_equal_strategy_options(

@@ -34,7 +34,7 @@ from pumsearch.search.config import DEFAULT_SYSTEM_PROMPT, SearchConfig
 from pumsearch.search.context import SearchContext
 from pumsearch.search.engine import Engine
 from pumsearch.search.grading import Grader, default_grader, extract_answer
-from pumsearch.search.problem import Problem
+from pumsearch.search.problem import Problem, require_answers
 from pumsearch.search.protocols import Completion, Generator
 from pumsearch.search.result import SearchResult
 
@@ -236,9 +236,8 @@ async def label_problems(problems: Sequence[Problem], policies: Sequence[Generat
     """Label a chunk of problems; one record per problem (see docs/pum-training.md)."""
     if not policies or not students:
         raise LabelError("labelling needs at least one policy (--policy) and one student (--students)")
-    for problem in problems:
-        if problem.answer is None:
-            raise LabelError(f"problem {problem.id!r} has no reference answer: labels need graded rollouts")
+    require_answers(problems, who="labelling (rollouts are graded)", fix="label problems with answers",
+                    error=LabelError)
     grader = grader or default_grader()
     trajectories = await _sample_trajectories(problems, policies, settings, grader)
     prefixes = {p.id: _prefixes_for(trajectories[p.id], policies, settings) for p in problems}

@@ -28,6 +28,10 @@ from pumsearch.search.selection import Candidate
 from pumsearch.search.tree import SearchTree, load_tree
 from pumsearch.strategies import DVTS, MCTS, BeamSearch, BestOfN, Strategy, StrategyError, get_strategy
 
+# isort: split
+# The built-in plug-in, after the core: it registers its data sets, models and scorer (docs/architecture.md).
+from pumsearch import testbed  # noqa: F401
+
 __version__ = "0.1.0"
 
 __all__ = [

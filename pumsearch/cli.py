@@ -68,6 +68,8 @@ from pumsearch.cli_options import (
     resolve_flags,
     scorer_options,
 )
+from pumsearch.registry import SCORERS
+from pumsearch.search.problem import require_answers
 
 D = SEARCH_DEFAULTS
 app = typer.Typer(help="Inference-time search for LLM reasoning with pluggable reward models.",
@@ -186,8 +188,8 @@ def _solve(question: str, *, answer: str | None, model: str | None, scorer: str 
     quiet_transformers()
     with console.status(f"loading the scorer ({scorer})...") if scorer else _nothing():
         scorer_obj = resolve_scorer(scorer, config, **scorer_opts)
-    if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
-        raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
+    if scorer_obj is not None and scorer_obj.needs_reference:
+        require_answers(problem, who=f"scorer {scorer!r}", fix="pass --answer", error=UsageError)
     with console.status("loading the model..."):
         generator = load_generator(model, **flags.backend)
     with console.status(f"searching ({config.strategy}, budget {config.budget})..."):
@@ -228,7 +230,7 @@ def read_steps_file(path: Path, delimiter: str) -> tuple[str, ...]:
 
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")],
+    scorer: Annotated[str, typer.Option("--scorer", help=f"{SCORERS.choices()}.")],
     question: Annotated[str, typer.Option(help="The problem text.")],
     steps_file: Annotated[Path, typer.Option(help="Steps: a text file split at the step delimiter, or a "
                                                   "JSON list of strings (.json).")],
@@ -283,8 +285,8 @@ def _score_prefixes(scorer: str, question: str, steps_file: Path, answer: str | 
     finished = extract_answer(delimiter.join(steps)) is not None if complete is None else complete
     problem = Problem("question", question, answer)
     scorer_obj = load_scorer(scorer, step_delimiter=delimiter, **options)
-    if scorer_obj.needs_reference and answer is None:
-        raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
+    if scorer_obj.needs_reference:
+        require_answers(problem, who=f"scorer {scorer!r}", fix="pass --answer", error=UsageError)
     items = [ScoreItem(problem, steps[:i], complete=finished and i == len(steps))
              for i in range(1, len(steps) + 1)]
 
@@ -428,11 +430,10 @@ def _check_references(plans: list[Any], problems: list[Any]) -> None:
 
 
 def _check_scorer_references(scorers: dict[str, Any], problems: list[Any]) -> None:
-    missing = [pr.id for pr in problems if pr.answer is None]
     for spec, scorer in scorers.items():
-        if scorer.needs_reference and missing:
-            raise UsageError(f"scorer {spec} needs reference answers, but {len(missing)} problem(s) have none "
-                             f"(first: {missing[0]!r}); give --answer-field or drop that scorer")
+        if scorer.needs_reference:
+            require_answers(problems, who=f"scorer {spec}", fix="give --answer-field or drop that scorer",
+                            error=UsageError)
 
 
 def _open_and_execute(plans: list[Any], problems: list[Any], p: dict[str, Any], flags: ResolvedFlags,

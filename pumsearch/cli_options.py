@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pumsearch.registry import BACKENDS, SCORERS
+from pumsearch.scorers.prm import PRM_FORMATS
 from pumsearch.search.config import SearchConfig
 
 
@@ -67,7 +69,7 @@ Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")]
 Dtype = Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto.")]
 CacheDir = Annotated[str | None, typer.Option(help="Where the embedded model is converted to.")]
 TrustRemote = Annotated[bool, typer.Option(help="Allow the model's own code to run.")]
-Backend = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or openai.")]
+Backend = Annotated[str, typer.Option(help=f"{BACKENDS.choices()} (docs/backends.md).")]
 Url = Annotated[str | None, typer.Option(help="Server address for sglang-server or openai, e.g. "
                                               "http://127.0.0.1:30000.")]
 Launch = Annotated[bool, typer.Option(help="Start a local SGLang server for --model (sglang-server); "
@@ -102,10 +104,10 @@ Concurrency = Annotated[int, typer.Option(help="Problems searched at once.")]
 BatchTokens = Annotated[int | None, typer.Option(help="Token cap of one backend batch.")]
 
 # -- scorers ----------------------------------------------------------------------------------------
-ScorerName = Annotated[str | None, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")]
+ScorerName = Annotated[str | None, typer.Option("--scorer", help=f"{SCORERS.choices()}.")]
 ScorerModel = Annotated[str | None, typer.Option(help="Scorer checkpoint directory (rollout: student models, "
                                                       "comma-separated; 'embedded' for SmolLM2).")]
-PrmFormat = Annotated[str | None, typer.Option(help="prm scorer format: qwen, shepherd or rlhflow.")]
+PrmFormat = Annotated[str | None, typer.Option(help=f"prm scorer format: {PRM_FORMATS.choices()}.")]
 ScorerBase = Annotated[str | None, typer.Option(help="PUM: base model, overriding the adapter's.")]
 ScorerDevice = Annotated[str | None, typer.Option(help="Scorer device: cpu (default), cuda, cuda:1, auto.")]
 ScorerDtype = Annotated[str | None, typer.Option(help="Scorer dtype: float32, bfloat16, float16 or auto.")]
@@ -151,25 +153,17 @@ def resolve_flags(params: dict[str, Any]) -> ResolvedFlags:
 def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: str | None,
                     max_concurrency: int, request_timeout: float, retries: int,
                     scripted_delay: float = 0.0) -> dict[str, Any]:
-    """load_generator keywords for --backend and the server flags (refusing flags that do not apply).
-    ``scripted`` (hidden) is the ScriptedGenerator, for tests and runs without a model."""
-    from pumsearch.backends import BACKEND_NAMES, SERVER_BACKENDS
+    """load_generator keywords for --backend and the server flags (refusing flags that do not apply):
+    the flags the backend's registry entry takes. ``scripted`` (hidden) is the ScriptedGenerator,
+    for tests and runs without a model."""
+    from pumsearch.backends import generator_options
 
-    if backend not in BACKEND_NAMES and backend != "scripted":
-        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
-    if backend not in SERVER_BACKENDS and (url or launch):
-        raise UsageError(f"--url and --launch are for --backend sglang-server or openai, not {backend}")
-    if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
-        raise UsageError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
-    if backend == "scripted":
-        return {"backend": backend, "delay": scripted_delay}
-    options: dict[str, Any] = {"backend": backend}
-    if backend in SERVER_BACKENDS:
-        options.update(url=url, launch=launch, tokenizer=tokenizer, max_concurrency=max_concurrency,
-                       request_timeout=request_timeout, retries=retries)
-    elif backend == "sglang" and tokenizer:
-        options["tokenizer"] = tokenizer
-    return options
+    try:
+        return generator_options(backend, url=url, launch=launch, tokenizer=tokenizer,
+                                 max_concurrency=max_concurrency, request_timeout=request_timeout,
+                                 retries=retries, delay=scripted_delay)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def parse_option_value(text: str) -> Any:

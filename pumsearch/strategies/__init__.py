@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pumsearch.search.config import SearchConfig
 from pumsearch.strategies.base import Strategy, StrategyError
 from pumsearch.strategies.beam import DVTS, BeamSearch
 from pumsearch.strategies.best_of_n import BestOfN
@@ -40,6 +41,13 @@ def get_strategy(name: str) -> type[Strategy]:
     )
 
 
+def make_strategy(config: SearchConfig, has_scorer: bool) -> Strategy:
+    """The strategy named by ``config.strategy``, checked against its settings."""
+    strategy = get_strategy(config.strategy)(config)
+    strategy.validate(has_scorer)
+    return strategy
+
+
 @contextmanager
 def _cwd_importable() -> Iterator[None]:
     """The console script's sys.path lacks the working directory (``python -m`` has it); add it,
@@ -56,4 +64,4 @@ def _cwd_importable() -> Iterator[None]:
 
 
 __all__ = ["DVTS", "MCTS", "STRATEGIES", "BeamSearch", "BestOfN", "Strategy", "StrategyError", "get_strategy",
-           "strategy_names"]
+           "make_strategy", "strategy_names"]

@@ -37,11 +37,11 @@ class Strategy:
     def validate(self, has_scorer: bool) -> None:
         """Raise StrategyError when the settings cannot work (called before any problem runs)."""
         if self.requires_scorer and not has_scorer:
-            from pumsearch.scorers import SCORER_NAMES
+            from pumsearch.registry import SCORERS
 
             raise StrategyError(
                 f"strategy {self.name!r} needs a scorer: pass --scorer "
-                f"({', '.join(SCORER_NAMES)})"
+                f"({', '.join(SCORERS.names())})"
             )
 
     def budget_limit(self, config: SearchConfig) -> int:

@@ -29,6 +29,7 @@ class SearchResult:
     counters: Counters = field(default_factory=Counters)
     cut_short: bool = False
     cut_reason: str | None = None
+    selection_note: str | None = None  # why the answer was not chosen by the rule asked for
 
     @property
     def chosen_steps(self) -> tuple[str, ...]:
@@ -76,6 +77,7 @@ def make_record(
         "seed": seed,
         "num_candidates": len(result.candidates),
         "cut_short": result.cut_short,
+        "selection_note": result.selection_note,
         "counters": result.counters.to_dict(),
         "timings": {"started_at": started_at, "finished_at": time.time(), "wall_time": result.counters.wall_time},
         "tree_file": tree_file,
@@ -102,6 +104,7 @@ def make_failed_record(problem: Problem, error: str, *, strategy: str, scorer: s
         "seed": seed,
         "num_candidates": 0,
         "cut_short": False,
+        "selection_note": None,
         "counters": Counters().to_dict(),
         "timings": {"started_at": started_at, "finished_at": time.time(), "wall_time": time.time() - started_at},
         "tree_file": None,

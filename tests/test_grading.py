@@ -74,6 +74,10 @@ def test_gsm8k_references():
         ("\\boxed{x = 5}", "5"),
         ("\\boxed{k = \\frac{\\pi}{2}}", "\\frac{\\pi}{2}"),
         ("The answer is 72 clips.", "72"),
+        ("So the answer is 10 + 1 = 11 bolts.", "11"),
+        ("\\boxed{2 * 2 = 4 bolts in total}", "4"),
+        ("The answer is 3 pi.", "3 pi"),
+        ("The answer is 5 more than x.", "5 more than x"),
         # kept whole: equations in variables, lists of equations, inequalities
         ("\\boxed{y = 2x + 3}", "y = 2x + 3"),
         ("\\boxed{x^2+y^2=25}", "x^2+y^2=25"),

@@ -28,7 +28,8 @@ from typing import Any
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*)?$", re.IGNORECASE | re.MULTILINE)
 _HASHES = re.compile(r"####\s*([^\n]+)")
-_NUMBER_AND_UNIT = re.compile(r"(-?\d[\d,]*(?:\.\d+)?)\s+(?!(?:and|or)\b)[A-Za-z]+")
+_NUMBER_AND_WORDS = re.compile(r"(-?\d[\d,]*(?:\.\d+)?)\s+([A-Za-z][A-Za-z\s'.,]*)")
+_MATH_WORDS = {"pi", "sqrt", "root", "roots", "squared", "cubed", "inf", "infinity"}
 
 GRADE_TIMEOUT_S = 10.0
 
@@ -60,16 +61,27 @@ def extract_answer(text: str) -> str | None:
     states none (an empty box states nothing: an earlier non-empty one is the answer, as
     math-verify keeps the rightmost match that parses)."""
     stated = [b.strip() for b in boxed_contents(text) if b.strip()]
-    if stated:
-        return final_expression(stated[-1])
-    hits = [h.strip().rstrip(".") for h in _ANSWER_IS.findall(text)]
-    if hits and hits[-1]:
-        unit = _NUMBER_AND_UNIT.fullmatch(hits[-1])  # "72 clips": a number needs no unit
-        return unit.group(1) if unit else final_expression(hits[-1])
-    hits = [h.strip() for h in _HASHES.findall(text)]
-    if hits and hits[-1]:
-        return final_expression(hits[-1])
-    return None
+    if not stated:
+        stated = [h.strip().rstrip(".") for h in _ANSWER_IS.findall(text)]
+    if not stated or not stated[-1]:
+        stated = [h.strip() for h in _HASHES.findall(text)]
+    if not stated or not stated[-1]:
+        return None
+    return _without_trailing_words(final_expression(stated[-1]))
+
+
+def _without_trailing_words(answer: str) -> str:
+    """``72 clips``, ``4 bolts in total`` -> the number: words after a number are its unit or
+    prose (math-verify reads the number after "answer" and needs no suffix, parser.py's
+    expression patterns). Kept: anything with a second number (``2 and 3``), a variable (a single
+    letter) or a mathematical word (``3 pi``)."""
+    match = _NUMBER_AND_WORDS.fullmatch(answer)
+    if match is None:
+        return answer
+    words = re.findall(r"[A-Za-z]+", match.group(2))
+    if any(len(w) < 2 or w.lower() in _MATH_WORDS for w in words):
+        return answer
+    return match.group(1)
 
 
 _COMPARISON = re.compile(r"[<>]|!=|\\(?:le|ge|leq|geq|lt|gt|ne|neq|approx|equiv|sim|in|subset|subseteq)(?![A-Za-z])")
@@ -106,7 +118,7 @@ def final_expression(answer: str) -> str:
     ``strip_string`` drops a left-hand side of up to two characters). Kept whole: equations in
     variables (``y = 2x + 3``, ``x^2+y^2=25``), lists of equations, comparisons."""
     parts = _top_level_parts(answer, "=")
-    rhs = parts[-1].strip()
+    rhs = _without_trailing_words(parts[-1].strip())
     if len(parts) < 2 or not rhs or _COMPARISON.search(answer) or _LIST.search(answer):
         return answer
     lhs = parts[0].strip()

@@ -31,8 +31,8 @@ from pumsearch.search.selection import Candidate, choose, classify_answers, sele
 PAIRS = [
     # fractions
     ("\\frac{1}{2}", "0.5", True, "MV numeric equality (grader.py sympy_expr_eq); SAL canonical form"),
-    ("\\frac12", "\\frac{1}{2}", True, "MV tests/test_all.py:139-140 malformed fractions; SAL _fix_fracs"),
-    ("1/2", "\\frac{1}{2}", True, "MV tests/test_all.py:148-149 simple fractions; SAL _fix_a_slash_b"),
+    ("\\frac12", "\\frac{1}{2}", True, "MV tests/test_all.py:139-140; SAL qwen_math_parser.py:370-371 _fix_fracs"),
+    ("1/2", "\\frac{1}{2}", True, "MV tests/test_all.py:148-149 simple fractions; SAL qwen_math_parser.py:373-374"),
     ("\\dfrac{3}{4}", "\\frac34", True, "MV tests/test_all.py:144-147 frac variants"),
     ("\\frac{2}{4}", "\\frac{1}{2}", True, "MV symbolic equality"),
     ("-\\frac{10}{9}", "-10/9", True, "MV tests/test_all.py:100"),
@@ -40,11 +40,11 @@ PAIRS = [
     # decimals
     ("0.50", "\\frac{1}{2}", True, "MV numeric equality"),
     ("18.00", "18", True, "SAL strip_string qwen_math_parser.py:352-354 drops .00"),
-    (".5", "0.5", True, "SAL qwen_math_parser.py:359-360 leading zero; MV parser.py:181 decimal3"),
+    (".5", "0.5", True, "SAL qwen_math_parser.py:359-360 leading zero; MV parser.py:178-179 decimal part only"),
     ("0.333", "\\frac{1}{3}", False, "MV float_rounding=6: tests/test_all.py:529-535"),
     ("0.3333333", "\\frac{1}{3}", True, "MV float_rounding=6"),
     # thousands separators (issue 13 item 1)
-    ("1,000", "1000", True, "MV parser.py:175-177 thousands format"),
+    ("1,000", "1000", True, "MV parser.py:173-175 numbers with thousand separators"),
     ("7,425,000", "7425000", True, "MV tests/test_all.py:64"),
     ("1,000.99", "1000.99", True, "MV tests/test_all.py:76"),
     ("10,\\!080", "10080", True, "MATH-500 writes thousands with \\!; MV parses them"),
@@ -74,7 +74,7 @@ PAIRS = [
     ("\\text{Evelyn}", "\\text{Evelyn}", True, "MV tests/test_all.py:222-223"),
     ("\\text{Evelyn}", "\\text{Briana}", False, "different names"),
     ("\\text{(B)}", "B", True, "SAL qwen_math_parser.py:301 and 318-329 unwrap \\text{} and (B)"),
-    ("\\text{13}", "13", True, "SAL qwen_math_parser.py:301; MV alone says 0 (tests/test_all.py:948-958)"),
+    ("\\text{13}", "13", True, "SAL qwen_math_parser.py:301 unwraps \\text{}; math-verify agrees"),
     # equations
     ("x = 5", "5", True, "MV tests/test_all.py:459; SAL qwen_math_parser.py:362-365"),
     ("5", "x=5", True, "MV tests/test_all.py:460"),
@@ -109,12 +109,12 @@ def test_reference_pairs(grader):
 # (solution text, reference, expected verdict, the convention it follows): extraction included
 SOLUTIONS = [
     ("First \\boxed{12}, then on reflection \\boxed{13}.", "13", True,
-     "the last box: SAL qwen_math_parser.py:495-515; MV parser.py:619-626 (rightmost match first)"),
+     "the last box: SAL qwen_math_parser.py:495-515; MV parser.py:621-626 (rightmost match first)"),
     ("First \\boxed{12}, then on reflection \\boxed{13}.", "12", False, "the last box"),
     ("So \\boxed{7}. Final answer within \\boxed{}.", "7", True,
-     "an empty box states nothing: MV parser.py:624-634 keeps the rightmost match that parses"),
-    ("So, the answer is 3+2 = 5.", "5", True, "MV parser.py:225-229: after 'answer', the value after the last '='"),
-    ("So the answer is that 48 + 49 + 52 = 141. \nNo.", "141", True, "MV parser.py:225-229"),
+     "an empty box states nothing: MV parser.py:626-636 keeps the rightmost match that parses"),
+    ("So, the answer is 3+2 = 5.", "5", True, "MV parser.py:223-228: after 'answer', the value after the last '='"),
+    ("So the answer is that 48 + 49 + 52 = 141. \nNo.", "141", True, "MV parser.py:223-228"),
     ("The answer is 72 clips.", "72", True, "MV parser.py:205-208: a number needs no suffix"),
     ("Final answer within \\boxed{}.", "5", False, "states no answer"),
 ]
@@ -149,6 +149,13 @@ def test_weighted_sums_scores_per_equivalence_class(grader):
     chosen = _vote(grader, ["3", "0.5", "1/2", "3"], "weighted", [0.5, 0.3, 0.3, 0.05])
     assert chosen.answer in ("0.5", "1/2")  # 0.6 > 0.55
     assert chosen.node == 1  # members tie on score: the first
+
+
+def test_an_equation_and_its_value_vote_together_whichever_comes_first(grader):
+    """math-verify is asymmetric (grader.py:655-659: a predicted equation against a number is its
+    right-hand side, not the other way round); a vote compares both ways."""
+    assert [c.group for c in grader.answer_classes(["m+n=17", "17", "16"])] == [0, 0, 1]
+    assert [c.group for c in grader.answer_classes(["17", "m+n=17", "16"])] == [0, 0, 1]
 
 
 def test_votes_do_not_merge_a_pair_with_a_number(grader):

@@ -4,7 +4,9 @@
   timeouts (``{"error": message}`` where it cannot parse either side);
 - ``{"match": answer, "against": [first answers], "seconds": s}`` -> ``{"parsed": bool, "index":
   int | null, "timed_out": bool}``: whether math-verify reads ``answer``, and the first of
-  ``against`` that, taken as the reference, it grades ``answer`` equal to. The whole request runs
+  ``against`` it grades equal to ``answer``, either taken as the reference (math-verify is not
+  symmetric: ``m+n=17`` against the reference 17 is right, 17 against ``m+n=17`` is not,
+  grader.py "We follow what the gold format is"). The whole request runs
   under one deadline of ``s`` seconds; a new answer is first compared with 0, so one that makes
   sympy evaluate for ever is caught once, on its own, and then votes as its string.
 
@@ -82,7 +84,8 @@ def match_answer(answer: str, against: list[str], seconds: float) -> dict[str, A
                 return reply
             checked(answer)
             for i, first in enumerate(against):
-                if verify(list(parsed_answer(first)), pred, timeout_seconds=None):
+                gold = list(parsed_answer(first))
+                if verify(gold, pred, timeout_seconds=None) or verify(pred, gold, timeout_seconds=None):
                     reply["index"] = i
                     break
     except DeadlinePassed:

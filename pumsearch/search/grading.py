@@ -307,8 +307,8 @@ class Grader:
 
     def answer_classes(self, answers: Sequence[str | None]) -> list[AnswerClass]:
         """Equivalence classes for a vote, built online in answer order: an answer joins the class
-        of an earlier one with the same normalised string, else the first class whose first answer,
-        taken as the reference, math-verify grades it equal to, else starts its own. So the
+        of an earlier one with the same normalised string, else the first class whose first answer
+        math-verify grades equal to it (either one taken as the reference), else starts its own. So the
         classes of a prefix are those of the whole list cut to it (a read-off budget votes as a run
         at that budget). Plain integers are told apart without math-verify; an answer it cannot
         read, or times out on, is compared by its string alone."""

@@ -99,6 +99,7 @@ def test_normalise_answer():
     assert normalise_answer("-1,5") != normalise_answer("-15")
     assert normalise_answer("2, 300") != normalise_answer("2300")
     assert normalise_answer("0,111") != normalise_answer("111")
+    assert normalise_answer("007") == normalise_answer("7") == "7"  # integers are told apart by string
     assert normalise_answer("\\$18.00") == "18"
     assert normalise_answer("\\text{(B)}") == "(B)"
     assert normalise_answer("\\dfrac{1}{2}") == normalise_answer("\\frac{1}{2}")

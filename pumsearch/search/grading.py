@@ -158,6 +158,8 @@ def normalise_answer(answer: str | None) -> str | None:
     text = _STRIP.sub("", text).rstrip(".")
     if re.fullmatch(r"-?\d+\.\d+", text):
         text = text.rstrip("0").rstrip(".")
+    if re.fullmatch(r"-?\d+", text):
+        text = str(int(text))  # 007 is 7: plain integers are told apart by their strings
     return text
 
 
@@ -308,9 +310,9 @@ class Grader:
     def answer_classes(self, answers: Sequence[str | None]) -> list[AnswerClass]:
         """Equivalence classes for a vote, built online in answer order: an answer joins the class
         of an earlier one with the same normalised string, else the first class whose first answer
-        math-verify grades equal to it (either one taken as the reference), else starts its own. So the
-        classes of a prefix are those of the whole list cut to it (a read-off budget votes as a run
-        at that budget). Plain integers are told apart without math-verify; an answer it cannot
+        math-verify grades equal to it (either one taken as the reference), else starts its own.
+        So the classes of a prefix are those of the whole list cut to it (a read-off budget votes
+        as a run at that budget). Plain integers are told apart without math-verify; an answer it cannot
         read, or times out on, is compared by its string alone."""
         firsts: dict[str, str] = {}  # normalised string -> its first raw answer
         for answer in answers:

@@ -38,7 +38,8 @@ def groups_from_tree(tree: SearchTree, candidates: Sequence[Candidate], unit: st
     """The record's groups: one per solution, or one per subtree under the root, in id order."""
 
     def cand_row(c: Candidate) -> dict[str, Any]:
-        return {"answer": c.answer, "score": c.score, "correct": c.correct}
+        return {"answer": c.answer, "score": c.score, "correct": c.correct, "vote_class": c.vote_class,
+                "parsed": c.parsed}
 
     if unit == "solutions":
         return [
@@ -96,7 +97,7 @@ def subsample(block: dict[str, Any], budget: int, select: str) -> Subsampled | N
     if groups is None:
         return None
     cands = [
-        Candidate(i, c["answer"], c["score"], c["correct"])
+        Candidate(i, c["answer"], c["score"], c["correct"], c.get("vote_class"), c.get("parsed"))
         for i, c in enumerate(c for g in groups for c in g["candidates"])
     ]
     kind = block.get("value_kind", "probability")

@@ -29,6 +29,7 @@ class SearchResult:
     counters: Counters = field(default_factory=Counters)
     cut_short: bool = False
     cut_reason: str | None = None
+    selection_note: str | None = None  # why the answer was not chosen by the rule asked for
 
     @property
     def chosen_steps(self) -> tuple[str, ...]:
@@ -63,8 +64,9 @@ def make_record(
     timings = {"started_at": started_at, "finished_at": time.time(), "wall_time": result.counters.wall_time}
     return _record(result.problem, status="ok", error=None, prediction=result.answer, correct=result.correct,
                    strategy=result.strategy, scorer=scorer, budget=budget, seed=seed,
-                   num_candidates=len(result.candidates), cut_short=result.cut_short, counters=result.counters,
-                   timings=timings, tree_file=tree_file, extra=extra)
+                   num_candidates=len(result.candidates), cut_short=result.cut_short,
+                   selection_note=result.selection_note, counters=result.counters, timings=timings,
+                   tree_file=tree_file, extra=extra)
 
 
 def make_failed_record(problem: Problem, error: str, *, strategy: str, scorer: str | None, budget: int,
@@ -73,13 +75,13 @@ def make_failed_record(problem: Problem, error: str, *, strategy: str, scorer: s
     finished_at = time.time()
     timings = {"started_at": started_at, "finished_at": finished_at, "wall_time": finished_at - started_at}
     return _record(problem, status="failed", error=error, prediction=None, correct=None, strategy=strategy,
-                   scorer=scorer, budget=budget, seed=seed, num_candidates=0, cut_short=False, counters=Counters(),
-                   timings=timings, tree_file=None, extra=extra)
+                   scorer=scorer, budget=budget, seed=seed, num_candidates=0, cut_short=False, selection_note=None,
+                   counters=Counters(), timings=timings, tree_file=None, extra=extra)
 
 
 def _record(problem: Problem, *, status: str, error: str | None, prediction: str | None, correct: bool | None,
             strategy: str, scorer: str | None, budget: int, seed: int, num_candidates: int, cut_short: bool,
-            counters: Counters, timings: dict[str, float], tree_file: str | None,
+            selection_note: str | None, counters: Counters, timings: dict[str, float], tree_file: str | None,
             extra: dict[str, Any] | None) -> dict[str, Any]:
     """Every record's fields, in the order records are written (docs/records.md)."""
     record = {
@@ -98,6 +100,7 @@ def _record(problem: Problem, *, status: str, error: str | None, prediction: str
         "seed": seed,
         "num_candidates": num_candidates,
         "cut_short": cut_short,
+        "selection_note": selection_note,
         "counters": counters.to_dict(),
         "timings": timings,
         "tree_file": tree_file,

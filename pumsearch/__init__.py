@@ -38,6 +38,10 @@ from pumsearch.strategies import (
     search_config,
 )
 
+# isort: split
+# The built-in plug-in, after the core: it registers its data sets, models and scorer (docs/architecture.md).
+from pumsearch import testbed  # noqa: F401
+
 __version__ = "0.1.0"
 
 __all__ = [

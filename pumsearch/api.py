@@ -32,11 +32,12 @@ def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options:
 def with_default_scorer(
     model: str | None, scorer: str | Scorer | None, scorer_model: str | None
 ) -> tuple[str | Scorer | None, str | None]:
-    """The scorer and scorer model as given; when neither is given and ``model`` is a shipped
-    testbed policy, the shipped testbed PUM (pumsearch.testbed.default_scorer_for)."""
+    """The scorer and scorer model as given; when neither is given, the one ``model``'s registered
+    family brings (a shipped testbed policy: the shipped testbed PUM; see
+    pumsearch.models.default_scorer_for)."""
     if scorer is not None or scorer_model is not None or not model:
         return scorer, scorer_model
-    from pumsearch.testbed import default_scorer_for
+    from pumsearch.models import default_scorer_for
 
     return default_scorer_for(model) or (scorer, scorer_model)
 

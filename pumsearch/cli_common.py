@@ -37,8 +37,8 @@ def exit_on_user_errors() -> Iterator[None]:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the user must change something (never shown as a traceback)."""
     from pumsearch.backends.errors import BackendError
-    from pumsearch.backends.transformers_backend import ModelLoadError
     from pumsearch.datasets import DatasetError
+    from pumsearch.models import ModelLoadError
     from pumsearch.runs.records import RunError
     from pumsearch.scorers.base import ScorerError
     from pumsearch.strategies.base import StrategyError

@@ -24,8 +24,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import typer
 
 from pumsearch.cli_common import UsageError, exit_on_user_errors
+from pumsearch.registry import BACKENDS, SCORERS
+from pumsearch.scorers.prm import PRM_FORMATS
 from pumsearch.search.config import SearchConfig
-from pumsearch.strategies import STRATEGIES, Strategy, builtin_settings, get_strategy, make_strategy
+from pumsearch.strategies import STRATEGIES, builtin_settings, get_strategy
 
 __all__ = ["UsageError"]  # re-exported: the sub-apps import it from here
 
@@ -95,7 +97,7 @@ POLICY = (
     Opt("dtype", str, "float32", "float32, bfloat16, float16 or auto."),
     Opt("cache_dir", str | None, None, "Where the embedded model is converted to."),
     Opt("trust_remote_code", bool, False, "Allow the model's own code to run."),
-    Opt("backend", str, "transformers", "transformers, sglang (in-process Engine), sglang-server or openai."),
+    Opt("backend", str, "transformers", f"{BACKENDS.choices()} (docs/backends.md)."),
     Opt("url", str | None, None, "Server address for sglang-server or openai, e.g. http://127.0.0.1:30000."),
     Opt("launch", bool, False, "Start a local SGLang server for --model (sglang-server); stopped at exit."),
     Opt("tokenizer", str | None, None, "Tokenizer path for server backends' chat prompts (default: --model)."),
@@ -112,11 +114,11 @@ SCHEDULING = (
 )
 
 # -- scorers ----------------------------------------------------------------------------------------
-SCORER_NAMES_HELP = "pum, prm, orm, verifier, rollout or testbed-prm."
+SCORER_NAMES_HELP = f"{SCORERS.choices()}."
 SCORER_CHECKPOINT = (  # solve and score; run and sweep name checkpoint and format in the scorer spec
     Opt("scorer_model", str | None, None, "Scorer checkpoint directory (rollout: student models, "
         "comma-separated; 'embedded' for SmolLM2)."),
-    Opt("prm_format", str | None, None, "prm scorer format: qwen, shepherd or rlhflow."),
+    Opt("prm_format", str | None, None, f"prm scorer format: {PRM_FORMATS.choices()}."),
 )
 SCORER = (
     Opt("scorer_base", str | None, None, "PUM: base model, overriding the adapter's."),
@@ -268,16 +270,6 @@ class CommandLine:
         return options
 
 
-def checked_strategy(config: SearchConfig, has_scorer: bool) -> Strategy:
-    """The strategy of ``config``, checked against its settings; refused with a message naming the
-    scorers when it needs one and has none."""
-    from pumsearch.scorers import SCORER_NAMES
-
-    if get_strategy(config.strategy).requires_scorer and not has_scorer:
-        raise UsageError(f"strategy {config.strategy!r} needs a scorer: pass --scorer ({', '.join(SCORER_NAMES)})")
-    return make_strategy(config, has_scorer)
-
-
 def _from_command_line(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name == "COMMANDLINE"  # typer may vendor its own click
@@ -307,25 +299,17 @@ def parse_key_values(entries: Sequence[str] | None, flag: str) -> dict[str, str]
 def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: str | None,
                     max_concurrency: int, request_timeout: float, retries: int,
                     scripted_delay: float = 0.0) -> dict[str, Any]:
-    """load_generator keywords for --backend and the server flags (refusing flags that do not apply).
-    ``scripted`` (hidden) is the ScriptedGenerator, for tests and runs without a model."""
-    from pumsearch.backends import BACKEND_NAMES, SERVER_BACKENDS
+    """load_generator keywords for --backend and the server flags (refusing flags that do not apply):
+    the flags the backend's registry entry takes. ``scripted`` (hidden) is the ScriptedGenerator,
+    for tests and runs without a model."""
+    from pumsearch.backends import generator_options
 
-    if backend not in BACKEND_NAMES and backend != "scripted":
-        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
-    if backend not in SERVER_BACKENDS and (url or launch):
-        raise UsageError(f"--url and --launch are for --backend sglang-server or openai, not {backend}")
-    if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
-        raise UsageError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
-    if backend == "scripted":
-        return {"backend": backend, "delay": scripted_delay}
-    options: dict[str, Any] = {"backend": backend}
-    if backend in SERVER_BACKENDS:
-        options.update(url=url, launch=launch, tokenizer=tokenizer, max_concurrency=max_concurrency,
-                       request_timeout=request_timeout, retries=retries)
-    elif backend == "sglang" and tokenizer:
-        options["tokenizer"] = tokenizer
-    return options
+    try:
+        return generator_options(backend, url=url, launch=launch, tokenizer=tokenizer,
+                                 max_concurrency=max_concurrency, request_timeout=request_timeout,
+                                 retries=retries, delay=scripted_delay)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def parse_option_value(text: str) -> Any:

@@ -16,11 +16,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from pumsearch.cli_common import UsageError, console, err_console, quiet_transformers
-from pumsearch.cli_options import CommandLine, checked_strategy, options_per_scorer
+from pumsearch.cli_options import CommandLine, options_per_scorer
 
 
 def run_command(opts: CommandLine) -> None:
     from pumsearch.runs.grid import parse_scorer_specs, single_plan
+    from pumsearch.strategies import make_strategy
 
     dataset, shard, model_id = _prepare(opts)
     specs = parse_scorer_specs(opts["scorer"]) if opts["scorer"] else [None]
@@ -28,7 +29,7 @@ def run_command(opts: CommandLine) -> None:
         raise UsageError("run takes one --scorer; use sweep --scorers for several")
     (scorer_spec,) = _with_scorer_options(specs, opts.scorer(), "--scorer")
     config = opts.search_config()
-    checked_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
+    make_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
     problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
     plan = single_plan(opts["out"], config, scorer_spec, dataset.identity(), model_id)
     _open_and_execute([plan], problems, opts, shard)
@@ -94,19 +95,16 @@ def _with_scorer_options(specs: list[Any], options: dict[str, Any], scorer_flag:
 
 def _check_references(plans: Sequence[Any], problems: Sequence[Any], scorers: dict[str, Any]) -> None:
     """A strategy setting or a scorer that needs reference answers refuses a dataset without them."""
+    from pumsearch.search.problem import require_answers
     from pumsearch.strategies import make_strategy
 
-    missing = [pr.id for pr in problems if pr.answer is None]
-    if not missing:
-        return
     needs = {make_strategy(pl.spec.search, pl.scorer is not None).needs_reference() for pl in plans} - {None}
     for need in sorted(needs):
-        raise UsageError(f"{need} needs reference answers, but {len(missing)} problem(s) have none "
-                         f"(first: {missing[0]!r}); give --answer-field")
+        require_answers(problems, who=need, fix="give --answer-field", error=UsageError)
     for spec, scorer in scorers.items():
         if scorer.needs_reference:
-            raise UsageError(f"scorer {spec} needs reference answers, but {len(missing)} problem(s) have none "
-                             f"(first: {missing[0]!r}); give --answer-field or drop that scorer")
+            require_answers(problems, who=f"scorer {spec}", fix="give --answer-field or drop that scorer",
+                            error=UsageError)
 
 
 def _open_and_execute(plans: list[Any], problems: list[Any], opts: CommandLine, shard: tuple[int, int] | None,

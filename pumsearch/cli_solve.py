@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pumsearch.cli_common import UsageError, console, err_console, quiet_transformers
-from pumsearch.cli_options import CommandLine, checked_strategy, options_per_scorer
+from pumsearch.cli_options import CommandLine, options_per_scorer
 
 
 def solve_command(opts: CommandLine) -> None:
@@ -49,26 +49,28 @@ def solve_command(opts: CommandLine) -> None:
 def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -> tuple[Any, Any]:
     from pumsearch.api import asearch, resolve_scorer
     from pumsearch.backends import load_generator
-    from pumsearch.search.problem import Problem
+    from pumsearch.search.problem import Problem, require_answers
+    from pumsearch.strategies import make_strategy
 
     question, answer = opts["question"], opts["answer"]
     if not question.strip():
         raise UsageError("the question is empty: give the problem text to solve")
     config = opts.search_config()
-    strategy = checked_strategy(config, scorer is not None)  # bad settings are refused before any model loads
-    if (needs := strategy.needs_reference()) and answer is None:
-        raise UsageError(f"{needs} needs the reference answer: pass --answer")
+    problem = Problem("question", question, answer)
+    strategy = make_strategy(config, scorer is not None)  # bad settings are refused before any model loads
+    if needs := strategy.needs_reference():
+        require_answers(problem, who=needs, fix="pass --answer", error=UsageError)
     quiet_transformers()
     with console.status(f"loading the scorer ({scorer})...") if scorer else contextlib.nullcontext():
         scorer_obj = resolve_scorer(scorer, config, **scorer_opts)
-    if scorer_obj is not None and scorer_obj.needs_reference and answer is None:
-        raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
+    if scorer_obj is not None and scorer_obj.needs_reference:
+        require_answers(problem, who=f"scorer {scorer!r}", fix="pass --answer", error=UsageError)
     with console.status("loading the model..."):
         generator = load_generator(opts["model"], **opts.backend())
 
     async def search_and_close() -> Any:
         try:
-            (outcome,) = await asearch([Problem("question", question, answer)], generator=generator,
+            (outcome,) = await asearch([problem], generator=generator,
                                        scorer=scorer_obj, strategy=strategy, concurrency=opts["concurrency"],
                                        batch_tokens=opts["batch_tokens"])
         finally:  # stops a --launch'ed server, closes connections
@@ -129,7 +131,7 @@ def score_command(opts: CommandLine) -> None:
 def _score_prefixes(opts: CommandLine) -> tuple[list[dict[str, Any]], str]:
     from pumsearch.scorers import load_scorer
     from pumsearch.search.grading import extract_answer
-    from pumsearch.search.problem import Problem
+    from pumsearch.search.problem import Problem, require_answers
     from pumsearch.search.protocols import ScoreItem
 
     scorer, question, answer = opts["scorer"], opts["question"], opts["answer"]
@@ -144,8 +146,8 @@ def _score_prefixes(opts: CommandLine) -> tuple[list[dict[str, Any]], str]:
     finished = extract_answer(delimiter.join(steps)) is not None if complete is None else complete
     problem = Problem("question", question, answer)
     scorer_obj = load_scorer(scorer, step_delimiter=delimiter, **options)
-    if scorer_obj.needs_reference and answer is None:
-        raise UsageError(f"scorer {scorer!r} needs the reference answer: pass --answer")
+    if scorer_obj.needs_reference:
+        require_answers(problem, who=f"scorer {scorer!r}", fix="pass --answer", error=UsageError)
     items = [ScoreItem(problem, steps[:i], complete=finished and i == len(steps))
              for i in range(1, len(steps) + 1)]
 

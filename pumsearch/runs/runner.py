@@ -18,7 +18,7 @@ from pumsearch.runs.records import RunError
 from pumsearch.runs.rundir import RunDir, open_run_dir
 from pumsearch.runs.subsample import group_rows
 from pumsearch.search.engine import Engine
-from pumsearch.search.problem import Problem
+from pumsearch.search.problem import Problem, require_answers
 from pumsearch.search.protocols import Generator, Scorer
 from pumsearch.search.result import SearchResult, make_failed_record, make_record
 from pumsearch.search.selection import select_candidate
@@ -137,12 +137,8 @@ async def execute_run(
     """Run one configuration over ``problems`` into ``plan.path`` (resuming what is there)."""
     progress = progress or NoProgress()
     if scorer is not None and scorer.needs_reference:
-        missing = [p.id for p in problems if p.answer is None]
-        if missing:
-            raise RunError(
-                f"scorer {scorer.identity} needs reference answers, but {len(missing)} problem(s) "
-                f"have none (first: {missing[0]!r}); give --answer-field or drop that scorer"
-            )
+        require_answers(problems, who=f"scorer {scorer.identity}", fix="give --answer-field or drop that scorer",
+                        error=RunError)
     run_dir = open_run_dir(plan.path, plan.spec, extra_config)
     config = plan.spec.search
     strategy = make_strategy(config, scorer is not None)

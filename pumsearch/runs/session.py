@@ -67,8 +67,11 @@ def model_identity(
     """How records (and run keys) name the policy: an absolute path for local models, else the hub or
     embedded name; a server's address only when no --model names what it serves. dtype only where the
     backend uses it (transformers); the tokenizer only when given, as it decides the prompts."""
-    if backend == "scripted":
-        return {"backend": backend, "name": "scripted", "dtype": None}
+    from pumsearch.backends import backend_entry
+
+    entry = backend_entry(backend)
+    if entry.recorded_name is not None:
+        return {"backend": backend, "name": entry.recorded_name, "dtype": None}
     if model is None and url is not None:
         name = url.rstrip("/")
     elif model is None:
@@ -77,7 +80,7 @@ def model_identity(
         name = f"embedded:{EMBEDDED_NAME}"
     else:
         name = _local_or_named(model)
-    identity: dict[str, Any] = {"backend": backend, "name": name, "dtype": dtype if backend == "transformers" else None}
+    identity: dict[str, Any] = {"backend": backend, "name": name, "dtype": dtype if entry.uses_dtype else None}
     if tokenizer is not None:
         identity["tokenizer"] = _local_or_named(tokenizer)
     return identity

@@ -37,7 +37,8 @@ def group_rows(tree: SearchTree, candidates: Sequence[Candidate], groups: Sequen
         members = set(group)
         rows.append({
             "tokens": sum(tree[n]["num_tokens"] for n in members),
-            "candidates": [{"answer": c.answer, "score": c.score, "correct": c.correct}
+            "candidates": [{"answer": c.answer, "score": c.score, "correct": c.correct,
+                            "vote_class": c.vote_class, "parsed": c.parsed}
                            for c in candidates if c.node in members],
         })
     return rows
@@ -74,7 +75,7 @@ def subsample(block: dict[str, Any], budget: int, select: str) -> Subsampled | N
     if groups is None:
         return None
     cands = [
-        Candidate(i, c["answer"], c["score"], c["correct"])
+        Candidate(i, c["answer"], c["score"], c["correct"], c.get("vote_class"), c.get("parsed"))
         for i, c in enumerate(c for g in groups for c in g["candidates"])
     ]
     kind = block.get("value_kind", "probability")

@@ -27,7 +27,14 @@ from pumsearch.search.protocols import (
     ValueKind,
 )
 from pumsearch.search.result import SearchResult
-from pumsearch.search.selection import Candidate, aggregate_steps, normalise_per_problem, select_candidate
+from pumsearch.search.selection import (
+    Candidate,
+    Choice,
+    aggregate_steps,
+    choose,
+    classify_answers,
+    normalise_per_problem,
+)
 from pumsearch.search.tree import ROOT, SearchTree
 
 GenerateFn = Callable[[list[GenerationRequest], Counters], Awaitable[list[GenerationOutput]]]
@@ -261,8 +268,11 @@ class SearchContext:
         how = select or self.default_select()
         if how in ("best", "weighted") and not self.has_scorer:
             how = "majority"
+        if self._grader is not None:  # votes count classes of equivalent answers (math-verify)
+            await asyncio.to_thread(classify_answers, candidates, self._grader)
         forced = [c for c in candidates if c.node == chosen_node] if chosen_node is not None else []
-        chosen = forced[0] if forced else select_candidate(list(candidates), how, self.scorer_value_kind)
+        choice = Choice(forced[0]) if forced else choose(list(candidates), how, self.scorer_value_kind)
+        chosen = choice.candidate
         await self.grade_terminals()
         for cand in candidates:
             cand.correct = self.tree[cand.node]["correct"]
@@ -275,6 +285,7 @@ class SearchContext:
             candidates=list(candidates),
             counters=self.counters,
             cut_short=self.budget.cut_short,
+            selection_note=choice.note,
         )
         if self.problem.answer is not None:  # no answer at all to a problem with a reference is wrong
             result.correct = chosen is not None and bool(self.tree[chosen.node]["correct"])

@@ -158,7 +158,9 @@ class Strategy:
     def validate(self, has_scorer: bool) -> None:
         """Raise StrategyError when the settings cannot work (called before any problem runs)."""
         if self.requires_scorer and not has_scorer:
-            raise StrategyError(f"strategy {self.name!r} needs a scorer: pass --scorer")
+            from pumsearch.registry import SCORERS
+
+            raise StrategyError(f"strategy {self.name!r} needs a scorer: pass --scorer ({', '.join(SCORERS.names())})")
 
     def needs_reference(self) -> str | None:
         """What in the settings needs every problem's reference answer (as the user set it, for the

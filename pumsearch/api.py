@@ -16,7 +16,7 @@ from pumsearch.search.engine import Engine
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import Generator, Scorer
 from pumsearch.search.result import SearchResult
-from pumsearch.strategies import make_strategy
+from pumsearch.strategies import Strategy, make_strategy, search_config
 
 
 def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options: Any) -> Scorer | None:
@@ -47,14 +47,20 @@ async def asearch(
     *,
     generator: Generator,
     scorer: Scorer | None = None,
-    config: SearchConfig,
+    config: SearchConfig | None = None,
+    strategy: Strategy | None = None,
     concurrency: int = 16,
     batch_tokens: int | None = None,
 ) -> list[SearchResult | BaseException]:
-    """Search many problems concurrently through one engine (exceptions returned per problem)."""
-    strategy = make_strategy(config, scorer is not None)
+    """Search many problems concurrently through one engine (exceptions returned per problem), with
+    the strategy ``config`` names or a ``strategy`` object (which holds its own config)."""
+    if (config is None) == (strategy is None):
+        raise ValueError("give asearch a config or a strategy (one of them)")
+    if strategy is None:
+        assert config is not None
+        strategy = make_strategy(config, scorer is not None)
     engine = Engine(generator, scorer, concurrency=concurrency, batch_tokens=batch_tokens)
-    return await engine.run(problems, strategy, config)
+    return await engine.run(problems, strategy)
 
 
 def solve(
@@ -76,11 +82,12 @@ def solve(
     batch_tokens: int | None = None,
     **settings: Any,
 ) -> SearchResult:
-    """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...).
-    ``scorer_model`` etc. are the --scorer-* flags; ``scorer_options`` takes any other scorer option.
-    With no ``scorer`` and ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``),
-    the shipped testbed PUM scores (see ``with_default_scorer``)."""
-    config = SearchConfig(**settings)
+    """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...) and
+    the strategy's own settings (beam_width, c_puct...; see ``search_config``). ``scorer_model`` etc.
+    are the --scorer-* flags; ``scorer_options`` takes any other scorer option. With no ``scorer`` and
+    ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the shipped testbed PUM
+    scores (see ``with_default_scorer``)."""
+    config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
     if generator is None:  # a testbed policy with no scorer named gets the shipped testbed PUM
         scorer, scorer_model = with_default_scorer(model, scorer, scorer_model)
@@ -88,12 +95,12 @@ def solve(
              "prm_format": prm_format}
     options = {**{k: v for k, v in flags.items() if v is not None}, **(scorer_options or {})}
     scorer_obj = resolve_scorer(scorer, config, **options)
-    make_strategy(config, scorer_obj is not None)  # fail fast, before a model loads
+    strategy = make_strategy(config, scorer_obj is not None)  # fail fast, before a model loads
     if generator is None:
         from pumsearch.backends import load_generator
 
         generator = load_generator(model, device=device, dtype=dtype)
-    (outcome,) = asyncio.run(asearch([problem], generator=generator, scorer=scorer_obj, config=config,
+    (outcome,) = asyncio.run(asearch([problem], generator=generator, scorer=scorer_obj, strategy=strategy,
                                      batch_tokens=batch_tokens))
     if isinstance(outcome, BaseException):
         raise outcome

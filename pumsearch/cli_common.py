@@ -3,14 +3,19 @@ exceptions count as the user's to fix. Only typer and rich are imported here."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pumsearch.cli_options import UsageError
-
 console = Console()
 err_console = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
 
 
 def fail(message: str) -> None:
@@ -18,6 +23,15 @@ def fail(message: str) -> None:
     # escaped: paths and model text may hold [brackets] that rich would read as markup
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def exit_on_user_errors() -> Iterator[None]:
+    """Turn an error the user must fix into one line and exit code 2 (see ``fail``)."""
+    try:
+        yield
+    except user_errors() as err:
+        fail(str(err))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 
 from pumsearch.backends.scripted import ScriptedGenerator
-from pumsearch.runs.subsample import groups_from_tree, subsample
+from pumsearch.runs.subsample import group_rows, subsample
 from pumsearch.search.config import SearchConfig
 from pumsearch.search.grading import Grader, extract_answer
 from pumsearch.search.problem import Problem
 from pumsearch.search.selection import Candidate, choose, classify_answers, select_candidate
+from pumsearch.strategies import BestOfN
 
 # (prediction, reference, expected verdict, the convention it follows)
 PAIRS = [
@@ -230,7 +231,8 @@ def test_a_live_run_votes_by_value_and_a_read_off_budget_votes_like_a_run_at_tha
     full = _bon(8, seed)
     answers = [c.answer for c in full.candidates]
     block = {"unit": "solutions", "budget_per_group": 1, "value_kind": "probability",
-             "groups": groups_from_tree(full.tree, full.candidates, "solutions")}
+             "groups": group_rows(full.tree, full.candidates, BestOfN(SearchConfig()).subsample_groups(
+                 full.tree, full.candidates))}
     assert all("vote_class" in g["candidates"][0] for g in block["groups"])
     discriminating = False
     for n in (1, 2, 4, 8):

@@ -172,13 +172,14 @@ class _SampleJob:
     ``todo[problem.id]`` lists (text, token_ids) prefixes; completions land in ``done``."""
 
     name = "pum-label"
+    config: SearchConfig  # the sampling settings, set by _run_job
 
     def __init__(self, todo: dict[str, list[tuple[str, list[int] | None]]], k: int) -> None:
         self.todo = todo
         self.k = k
         self.done: dict[str, list[list[Completion]]] = {}
 
-    def make_budget(self, config: SearchConfig) -> Budget:
+    def make_budget(self) -> Budget:
         return Budget(limit=2**62, unit="samples")
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
@@ -189,7 +190,8 @@ class _SampleJob:
 async def _run_job(generator: Generator, problems: Sequence[Problem], job: _SampleJob, config: SearchConfig,
                    grader: Grader) -> None:
     engine = Engine(generator, grader=grader, concurrency=max(len(problems), 1))
-    results = await engine.run(problems, job, config)
+    job.config = config
+    results = await engine.run(problems, job)
     for problem, outcome in zip(problems, results, strict=True):
         if isinstance(outcome, BaseException):
             raise LabelError(f"sampling failed for problem {problem.id!r} with {generator.name}: {outcome}")

@@ -8,8 +8,8 @@ solutions into one answer. See docs/strategies.md.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,10 +59,13 @@ class SearchContext:
         scorer_value_kind: ValueKind = "probability",
         grader: Grader | None = None,
         budget: Budget | None = None,
+        strategy_name: str | None = None,
+        node_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.problem = problem
         self.config = config
-        self.tree = SearchTree(problem)
+        self.strategy_name = strategy_name or config.strategy  # what the result names the strategy
+        self.tree = SearchTree(problem, node_defaults=node_defaults)
         self.budget = budget or Budget(limit=config.budget)
         self.rng = np.random.default_rng(problem_seed(config.seed, problem.id))
         self.counters = Counters()
@@ -275,7 +278,7 @@ class SearchContext:
             cand.correct = self.tree[cand.node]["correct"]
         result = SearchResult(
             problem=self.problem,
-            strategy=self.config.strategy,
+            strategy=self.strategy_name,
             tree=self.tree,
             answer=chosen.answer if chosen else None,
             chosen_node=chosen.node if chosen else None,

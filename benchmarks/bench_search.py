@@ -72,12 +72,12 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     from pumsearch.api import asearch
     from pumsearch.backends import load_generator
     from pumsearch.scorers import load_scorer
-    from pumsearch.search.config import SearchConfig
     from pumsearch.search.result import SearchResult
+    from pumsearch.strategies import search_config
 
     options = {} if args.kv_cache_mb is None else {"kv_cache_mb": args.kv_cache_mb}
     generator = load_generator(None, **options)
-    config = SearchConfig(**settings_for(args.strategy, args.budget, args))
+    config = search_config(**settings_for(args.strategy, args.budget, args))
     problems = gsm8k_problems(args.problems)
     wall, cpu = time.perf_counter(), time.process_time()
     results = asyncio.run(asearch(problems, generator=generator, scorer=load_scorer("verifier"), config=config))

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pumsearch.pum.pairs import Pair
-from pumsearch.scorers.hf import DEFAULT_SYSTEM_PROMPT as PAPER_SYSTEM_PROMPT  # what the pum scorer renders
+from pumsearch.scorers.hf import SCORER_SYSTEM_PROMPT as PAPER_SYSTEM_PROMPT  # what the pum scorer renders
 
 READ_POSITION = "last_non_pad_token"
 MODES = ("lora", "head")
@@ -154,7 +154,7 @@ class PUMModel:
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from pumsearch.backends.transformers_backend import load_pretrained
+        from pumsearch.models import load_pretrained
 
         self.settings = settings
         self.base = base

@@ -187,6 +187,25 @@ def test_a_sliding_window_model_shares_prefixes_within_its_window_and_falls_back
             assert comp.token_ids == reference[: len(comp.token_ids)]
 
 
+def test_rows_too_long_for_the_window_wait_for_the_plain_path_instead_of_joining(tmp_path):
+    from tiny_models import build_tiny_causal_lm
+
+    gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path, "mistral")), max_batch_rows=2)
+    short, long = _prompt(gen, "2 + 3?"), _prompt(gen, "Natalia sold 48 clips in April and half as many in May.")
+    window = len(short) + 16 + 8  # the short prompt's rows share prefixes, the long one's cannot
+    gen.decoder.shape = gen.decoder.shape.__class__(**{**gen.decoder.shape.__dict__, "sliding_window": window})
+    requests = [_request(short, 1, seed=1, temperature=0.0, max_tokens=3, stop=()),  # leaves room early
+                _request(short, 1, seed=1, temperature=0.0, max_tokens=8, stop=()),
+                _request(long, 2, seed=2, temperature=0.0, max_tokens=8, stop=())]
+    early, short_out, long_out = gen.generate_sync(requests)
+    assert short_out.cached_tokens > 0 and long_out.cached_tokens == 0
+    for ids, out in ((short, early), (short, short_out), (long, long_out)):
+        prompt = torch.tensor([ids])
+        reference = gen.model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                       max_new_tokens=8, pad_token_id=gen.pad_id)[0, len(ids):].tolist()
+        assert all(c.token_ids == reference[: len(c.token_ids)] for c in out.completions)
+
+
 def test_an_empty_prompt_is_refused_with_a_clear_message(tiny_llama_dir):
     gen = TransformersGenerator.load(str(tiny_llama_dir))
     with pytest.raises(ValueError, match="empty prompt"):

@@ -129,23 +129,24 @@ class BatchDecoder:
         pending, batch = list(range(len(rows))), None
         while batch is not None or pending:
             room = max_rows - (0 if batch is None else len(batch.members))
-            if pending and (batch is None or (batch.layouts is not None and room >= max(1, max_rows // 4))):
+            if pending and (batch is None or self._may_join(batch, [rows[i] for i in pending[:room]], max_rows)):
                 joining, pending = pending[:room], pending[room:]
-                new = self._admit(rows, joining, cached, batch is None)
+                new = self._admit([rows[i] for i in joining], joining, cached)
                 batch = new if batch is None else self._merge(batch, new)
             state = state or _RowState(rows, self._stop_screen(batch.logits.shape[-1]), eos_ids, self.tokenizer)
             batch = self._step(rows, batch, state)
         assert state is not None
         return state.results(cached)
 
-    def _admit(self, rows: list[Row], joining: list[int], cached: list[int], alone: bool) -> _Batch:
-        """Prefill the joining rows (with prefix sharing where the model allows it; the plain path
-        only starts a batch of its own)."""
-        subset = [rows[i] for i in joining]
-        shares = self._shares_prefixes(subset)
-        if not shares and not alone:
-            raise AssertionError("plain-path rows join only an empty batch")
-        prefilled = self._prefill_shared(subset) if shares else self._prefill_plain(subset)
+    def _may_join(self, batch: _Batch, joining: list[Row], max_rows: int) -> bool:
+        """Rows join a running batch when a quarter of it is free and both share prefixes (the
+        plain path's DynamicCache cannot take rows of another length)."""
+        room = max_rows - len(batch.members)
+        return batch.layouts is not None and room >= max(1, max_rows // 4) and self._shares_prefixes(joining)
+
+    def _admit(self, subset: list[Row], joining: list[int], cached: list[int]) -> _Batch:
+        """Prefill the joining rows, with prefix sharing where the model allows it."""
+        prefilled = self._prefill_shared(subset) if self._shares_prefixes(subset) else self._prefill_plain(subset)
         for i, count in zip(joining, prefilled.cached, strict=True):
             cached[i] = count
         sampling = RowSampling.of([r.seed for r in subset], [r.params.temperature for r in subset],

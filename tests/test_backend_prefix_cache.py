@@ -210,3 +210,23 @@ def test_an_empty_prompt_is_refused_with_a_clear_message(tiny_llama_dir):
     gen = TransformersGenerator.load(str(tiny_llama_dir))
     with pytest.raises(ValueError, match="empty prompt"):
         gen.generate_sync([_request((), 1, seed=1)])
+
+
+async def test_search_records_carry_the_cached_prompt_tokens(tiny_llama_dir):
+    """Through the engine: the counters every record carries report what the cache saved."""
+    from pumsearch.api import asearch
+    from pumsearch.scorers import load_scorer
+    from pumsearch.search.problem import Problem
+    from pumsearch.search.result import make_record
+    from pumsearch.strategies import search_config
+
+    gen = TransformersGenerator.load(str(tiny_llama_dir))
+    config = search_config(strategy="beam", budget=4, beam_width=2, max_tokens=16, max_step_tokens=6, seed=1)
+    (result,) = await asearch([Problem("p", "What is 2 + 3?", "5")], generator=gen, config=config,
+                              scorer=load_scorer("verifier"))
+    record = make_record(result, tree_file=None, scorer="verifier", budget=4, seed=1, started_at=0.0)
+    counters = record["counters"]
+    assert counters["cached_prompt_tokens"] > 0
+    share = counters["cached_prompt_tokens"] / counters["prompt_tokens"]
+    assert counters["cached_prompt_share"] == pytest.approx(share, abs=1e-4)
+    assert counters["cached_prompt_share"] >= 0.75

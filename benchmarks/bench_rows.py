@@ -34,7 +34,7 @@ from typing import Any
 if not any(Path(p, "pumsearch").is_dir() for p in sys.path[1:] if p):  # else: the checkout on PYTHONPATH
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULTS = Path(__file__).resolve().parent / "results" / "rows_and_labelling.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "backend" / "rows_and_labelling.json"
 
 
 def _clear_prefix_cache(generator: Any) -> None:

@@ -34,7 +34,7 @@ if not any(Path(p, "pumsearch").is_dir() for p in sys.path[1:] if p):  # else: t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = Path(__file__).resolve().parents[1] / "pumsearch" / "data" / "gsm8k_test.jsonl"
-RESULTS = Path(__file__).resolve().parent / "results" / "search_vs_bon.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "backend" / "search_vs_bon.json"
 COLUMNS = ("strategy", "N", "cache", "wall_s", "wall_vs_bon", "cpu_s", "cpu_vs_bon", "generated_tokens",
            "tokens_vs_bon", "prompt_tokens", "cached_share", "backend_calls", "mean_batch_rows",
            "peak_rss_mb", "kv_cache_peak_mb", "correct")

@@ -21,7 +21,6 @@ from pumsearch.scorers.prm import PRM_FORMATS, PlusMinusPRM, register_prm_format
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import Completion, GenerationOutput, GenerationRequest, ScoreItem
 from tests.helpers_runs import write_gsm8k_style
-from tests.helpers_scorers import build_shepherd
 
 runner = CliRunner()
 
@@ -133,8 +132,8 @@ def plus_format() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_shepherd(tmp_path_factory.mktemp("recipe"))  # a tiny Mistral with "+" and "-" tokens
+def checkpoint(scorer_checkpoints: dict[str, Path]) -> Path:
+    return scorer_checkpoints["shepherd"]  # a tiny Mistral with "+" and "-" tokens
 
 
 def test_a_registered_prm_format_scores_as_an_independent_forward_does(plus_format: None, checkpoint: Path) -> None:

@@ -219,7 +219,7 @@ def _by_value(answers: list[str]) -> Fraction:
 
 
 def _bon(budget: int, seed: int):
-    from helpers_search import run
+    from tests.helpers_search import run
 
     config = SearchConfig(strategy="bon", budget=budget, seed=seed, select="majority")
     (result,), _ = run([Problem("p", "q", "1/2")], config, ScriptedGenerator(_forms_policy), None)

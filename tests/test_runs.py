@@ -31,7 +31,7 @@ from pumsearch.search.result import RECORD_FORMAT
 from pumsearch.search.selection import Candidate
 from pumsearch.search.tree import ROOT, SearchTree
 from pumsearch.strategies import DVTS, BestOfN
-from tests.helpers_runs import STEP_THEN_FINISH, AnswerTableScorer, build_tiny_llama, write_gsm8k_style
+from tests.helpers_runs import STEP_THEN_FINISH, AnswerTableScorer, write_gsm8k_style
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COUNTERS = ("wall_time", "backend_time", "scorer_time")
@@ -530,8 +530,8 @@ def test_report_of_subsampled_bon_curve_on_the_plot(tmp_path: Path) -> None:
 
 # -- the tiny real model ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+def tiny_model(tiny_llama_dir: Path) -> Path:
+    return tiny_llama_dir
 
 
 def test_sweep_on_a_tiny_real_model(tmp_path: Path, tiny_model: Path) -> None:

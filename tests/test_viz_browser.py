@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_viz import (
+from typer.testing import CliRunner
+
+from pumsearch.cli import app
+from tests.helpers_viz import (
     HOSTILE_QUESTION,
     PLANTED,
     big_tree,
@@ -24,9 +27,6 @@ from helpers_viz import (
     save_bon_tree,
     write_run_dir,
 )
-from typer.testing import CliRunner
-
-from pumsearch.cli import app
 
 DOC_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 runner = CliRunner()

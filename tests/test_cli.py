@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -127,6 +129,21 @@ def test_tree_show_rejects_a_file_that_is_not_a_tree(tmp_path):
     bad.write_text("{}")
     result = runner.invoke(app, ["tree", "show", str(bad)])
     assert result.exit_code == 2 and "not a pumsearch tree" in result.output
+
+
+def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
+    """The one bad-input case through the installed `pumsearch` console script, in its own process
+    (the others run in-process, as `pumsearch.cli:main` runs `app()`): one line on stderr, exit 2,
+    nothing written."""
+    script = Path(sysconfig.get_path("scripts")) / "pumsearch"
+    assert script.exists(), f"no {script}: install the package (bash scripts/setup.sh dev)"
+    out = subprocess.run([str(script), "run", "--backend", "scripted", "--dataset", "nosuchset", "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown dataset 'nosuchset'"), out.stderr
+    assert out.stdout == "" and not (tmp_path / "run").exists()
 
 
 def test_help_is_fast_and_does_not_import_torch():

@@ -147,6 +147,8 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch):
         embedded.find_gguf()
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_embedded_model_is_converted_once_and_reused(embedded_model_dir, monkeypatch):
     from pumsearch.backends import embedded
 

@@ -152,34 +152,18 @@ def test_help_is_fast_and_does_not_import_torch():
     assert out.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 @pytest.mark.embedded
 def test_solve_on_the_embedded_model(embedded_model_dir, tmp_path):
     """The README's first command, shortened: a real run of the embedded SmolLM2."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(embedded_model_dir.parent.parent)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pumsearch.cli",
-            "solve",
-            "Natalia sold 48 clips in April and half as many in May. How many altogether?",
-            "--strategy",
-            "bon",
-            "--budget",
-            "2",
-            "--max-tokens",
-            "24",
-            "--json",
-            "--tree-out",
-            str(tmp_path / "t.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    result = runner.invoke(
+        app,
+        ["solve", "Natalia sold 48 clips in April and half as many in May. How many altogether?", "--strategy",
+         "bon", "--budget", "2", "--max-tokens", "24", "--json", "--tree-out", str(tmp_path / "t.json")],
+        env={"XDG_CACHE_HOME": str(embedded_model_dir.parent.parent)},
     )
-    assert out.returncode == 0, out.stderr
-    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["num_candidates"] == 2 and record["counters"]["generated_tokens"] > 0
     assert (tmp_path / "t.json").exists()
 

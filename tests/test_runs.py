@@ -331,6 +331,7 @@ def test_sweep_two_strategies_two_budgets_scripted(tmp_path: Path) -> None:
     assert (STEP_THEN_FINISH, "table", 2, "best", False) in keys
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_records_of_an_uninterrupted_run(tmp_path: Path) -> None:
     path = write_gsm8k_style(tmp_path / "d.jsonl", 12)
     common = [
@@ -555,6 +556,7 @@ def test_sweep_on_a_tiny_real_model(tmp_path: Path, tiny_llama_dir: Path) -> Non
 
 
 # -- interrupting a run ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_records_and_rerun_completes_each_id_once(tmp_path: Path) -> None:
     """SIGINT to a real `pumsearch run` process once some records are flushed: it exits 130 with one
     message, every finished record is whole on disk, and the rerun completes each id exactly once.

@@ -246,16 +246,19 @@ def majority_accuracy(results) -> float:
     return sum(bool(select_candidate(r.candidates, "majority").correct) for r in results) / len(results)
 
 
+@pytest.mark.slow
 def test_bon_majority_beats_a_single_sample_with_the_weak_policy(bon_results):
     single = sum(bool(c.correct) for r in bon_results for c in r.candidates) / (len(bon_results) * QUALITY_N)
     majority = majority_accuracy(bon_results)
     assert majority >= single + QUALITY_MAJORITY_MARGIN, (single, majority)
 
 
+@pytest.mark.slow
 def test_bon_with_the_exact_prm_beats_bon_majority(bon_results):
     assert accuracy(bon_results) >= majority_accuracy(bon_results) + QUALITY_PRM_MARGIN
 
 
+@pytest.mark.slow
 def test_beam_with_the_exact_prm_beats_bon_majority(bon_results):
     from pumsearch.strategies import StrategyError, get_strategy
 

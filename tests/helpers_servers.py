@@ -304,6 +304,7 @@ def _handler_for(server: InferenceServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, payload: Any, raw: bytes | None = None) -> None:
             data = raw if raw is not None else json.dumps(payload).encode()
+            self._answered()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -336,11 +337,19 @@ def _handler_for(server: InferenceServer) -> type[BaseHTTPRequestHandler]:
                 state.posts += 1
                 state.in_flight += 1
                 state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+            self.in_flight = True
             try:
                 self._post(state, faults)
             finally:
-                with state.lock:
-                    state.in_flight -= 1
+                self._answered()
+
+        def _answered(self) -> None:
+            """A POST stops counting as in flight before its answer goes out: the client may send
+            its next request as soon as it reads the answer, before this thread runs on."""
+            if getattr(self, "in_flight", False):
+                self.in_flight = False
+                with server.state.lock:
+                    server.state.in_flight -= 1
 
         def _post(self, state: ServerState, faults: Faults) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

@@ -48,7 +48,9 @@ def cli(*args: str) -> Result:
 
 def cli_popen(log: Path, *args: str) -> subprocess.Popen:
     """The CLI in its own process group, output to a file (a pipe would stay open in the grader's
-    worker process after the parent is killed)."""
+    worker process after the parent is killed). SIGINT starts at its default, as under a terminal:
+    a shell without job control starts background commands (`cmd &`, CI scripts) with SIGINT
+    ignored, and a child would inherit that and never see the Ctrl-C."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with log.open("w") as f:
         return subprocess.Popen(
@@ -58,6 +60,7 @@ def cli_popen(log: Path, *args: str) -> subprocess.Popen:
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
@@ -573,10 +576,11 @@ def test_ctrl_c_keeps_finished_records_and_rerun_completes_each_id_once(tmp_path
         if (out / "records.jsonl").exists() and all_record_lines(out) >= flushed:
             break
         time.sleep(0.005)
+    signalled_at = all_record_lines(out)
     proc.send_signal(signal.SIGINT)
     reap(proc)
     stderr = log.read_text()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, (stderr, f"signalled after {signalled_at} records")
     assert "interrupted" in stderr and "Traceback" not in stderr
     kept, cut = parse_records(out / "records.jsonl")
     assert flushed <= len(kept) < 24 and cut is None  # flushed whole lines only

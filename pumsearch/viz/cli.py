@@ -12,10 +12,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
-from pumsearch.cli_common import console, fail, user_errors
+from pumsearch.cli_common import compact_table, console, fail, user_errors
 from pumsearch.cli_options import UsageError
 
 tree_app = typer.Typer(help="Inspect saved search trees.", no_args_is_help=True)
@@ -137,18 +136,21 @@ def tree_stats_cmd(
     print_stats(per_tree, total)
 
 
+STATS_COLUMNS = ("problem", "nodes", "depth", "mean\nbranch", "solutions", "correct", "wrong", "diverge\nat",
+                 "tokens", "tokens\nabandoned")
+
+
 def print_stats(per_tree: list[dict[str, Any]], total: dict[str, Any]) -> None:
-    table = Table(title="trees")
-    columns = ("problem", "nodes", "depth", "branching", "solutions", "correct", "wrong", "diverge at",
-               "tokens", "abandoned")
-    for col in columns:
-        table.add_column(col, justify="left" if col == "problem" else "right")
+    table = compact_table(STATS_COLUMNS, text=("problem",), title="trees")
     overall = {**total, "problem_id": "all", "max_depth": max((p["max_depth"] for p in per_tree), default=0)}
     for s in [*per_tree, overall]:
         table.add_row(Text(s["problem_id"]), str(s["nodes"]), str(s["max_depth"]), _num(s["mean_branching"]),
                       str(s["solutions"]), str(s["correct_solutions"]), str(s["wrong_solutions"]),
                       _num(s["mean_divergence_depth"]), str(s["tokens_total"]), str(s["tokens_abandoned"]))
     console.print(table)
+    console.print("mean branch: children per inner node; diverge at: mean shared steps where a wrong solution "
+                  "leaves the nearest correct one; tokens abandoned: on branches no solution ends in",
+                  highlight=False, markup=False)
     labels = {"depth_distribution": "nodes per depth", "branching_distribution": "children per inner node",
               "divergence_depths": "shared steps when a wrong solution leaves the nearest correct one"}
     for key, label in labels.items():
@@ -164,6 +166,9 @@ def _names(found: list[str]) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+RANK_COLUMNS = ("problem", "candidates", "correct", "worst\ncorrect\npct", "best\nwrong\npct", "pairwise\nacc")
 
 
 @tree_app.command("rank")
@@ -198,9 +203,8 @@ def tree_rank(
                   "mean": total}
         sys.stdout.write(json.dumps(report) + "\n")
         return
-    table = Table(title=f"ranking quality of {scorer} ({aggregate} aggregation; percentile = rank / n)")
-    for col in ("problem", "candidates", "correct", "worst correct pct", "best wrong pct", "pairwise acc"):
-        table.add_column(col, justify="left" if col == "problem" else "right")
+    table = compact_table(RANK_COLUMNS, text=("problem",),
+                          title=f"ranking quality of {scorer} ({aggregate} aggregation; percentile = rank / n)")
     for r in rows:
         table.add_row(Text(r.problem_id), str(r.candidates), str(r.correct), _num(r.worst_correct_percentile),
                       _num(r.best_wrong_percentile), _num(r.pairwise_accuracy))

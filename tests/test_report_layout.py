@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import pumsearch.cli_runs
 import pumsearch.viz.cli
 from pumsearch.cli import app
-from pumsearch.runs.report import SUBSAMPLED_NOTE, Report, Row, make_figures
+from pumsearch.runs.report import Report, Row, make_figures
 from tests.helpers_runs import write_gsm8k_style
 
 WIDTHS = (80, 120, 200)
@@ -126,6 +126,8 @@ def test_identical_series_are_one_visible_line_naming_each() -> None:
 
 
 def test_budgets_read_off_a_larger_run_are_hollow_and_the_legend_says_so() -> None:
+    from pumsearch.runs.report import SUBSAMPLED_NOTE
+
     rows = [_row("bon", "verifier", "best", b, 0.5, subsampled=b < 16) for b in (4, 8, 16)]
     ax, _, labels = _plotted(Report(rows, [], []))
     assert SUBSAMPLED_NOTE in labels

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from pumsearch.cli_options import RUN_GROUPS, SOLVE_GROUPS, SWEEP_GROUPS, THREADS
-
 REPO = Path(__file__).resolve().parents[1]
 # runs a command in a fresh process, importing torch only after it, then says what torch used
 PROBE = """
@@ -68,6 +66,7 @@ def test_every_command_that_runs_torch_takes_threads() -> None:
     from typer.testing import CliRunner
 
     from pumsearch.cli import app
+    from pumsearch.cli_options import RUN_GROUPS, SOLVE_GROUPS, SWEEP_GROUPS, THREADS
 
     for groups in (SOLVE_GROUPS, RUN_GROUPS, SWEEP_GROUPS):
         assert any(THREADS[0] in group for group in groups)

@@ -2,7 +2,8 @@
 core with a passive OpenMP wait policy, run interleaved (each round runs every setting once, in a
 rotated order, so a burst of load from other jobs hits all settings alike).
 
-    python benchmarks/bench_threads.py --rounds 2 --out benchmarks/results/threads/run.json
+    python benchmarks/bench_threads.py --rounds 3 --out benchmarks/results/threads/run.json
+    python benchmarks/bench_threads.py --settings one,passive,default   # without the slow spinning one
 
 Each run is a fresh ``pumsearch solve`` process (model load included, as a user sees it) with
 ``--json``; the record's counters give the backend time and the generated tokens, and the answers
@@ -25,13 +26,15 @@ from pathlib import Path
 COMMAND = ["solve", "What is 7 * 8?", "--budget", "4", "--max-tokens", "64"]
 
 
-def settings(cores: int) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """name -> (extra flags, extra environment)."""
+def settings(cores: int) -> dict[str, tuple[str, list[str], dict[str, str]]]:
+    """key -> (name, extra flags, extra environment)."""
     return {
-        "1 thread": (["--threads", "1"], {}),
-        f"{cores} threads (every core)": (["--threads", str(cores)], {}),
-        f"{cores} threads, OMP_WAIT_POLICY=PASSIVE": (["--threads", str(cores)], {"OMP_WAIT_POLICY": "PASSIVE"}),
-        "default (no --threads)": ([], {}),
+        "one": ("1 thread", ["--threads", "1"], {}),
+        "all": (f"{cores} threads, OMP_WAIT_POLICY=ACTIVE (spinning)", ["--threads", str(cores)],
+                {"OMP_WAIT_POLICY": "ACTIVE"}),
+        "passive": (f"{cores} threads, OMP_WAIT_POLICY=PASSIVE", ["--threads", str(cores)],
+                    {"OMP_WAIT_POLICY": "PASSIVE"}),
+        "default": ("default (no --threads, no OpenMP variables)", [], {}),
     }
 
 
@@ -79,10 +82,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds before one run is abandoned.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/threads/run.json"))
     parser.add_argument("--machine", default="", help="A note on the machine: shared or quiet, what else ran.")
+    parser.add_argument("--settings", default="one,all,passive,default",
+                        help="Which settings, comma-separated: one, all (spinning), passive, default.")
     args = parser.parse_args()
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     env = clean_environment()
-    named = settings(cores)
+    every = settings(cores)
+    named = {every[key][0]: every[key][1:] for key in args.settings.split(",")}
     results: dict[str, list[dict[str, object]]] = {name: [] for name in named}
     subprocess.run([sys.executable, "-m", "pumsearch.cli", *COMMAND, "--json", "--threads", "1"], env=env,
                    capture_output=True, check=True, timeout=args.timeout)  # converts the model, warms caches

@@ -25,8 +25,8 @@ EXIT_BUSY = 3  # the run directory is being written by another process
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
-THREADS_HELP = ("CPU threads torch computes with (default: OMP_NUM_THREADS, else 1: more are badly slow on a "
-                "shared machine; benchmarks/RESULTS.md).")
+THREADS_HELP = ("CPU threads torch computes with (default: OMP_NUM_THREADS, else every core; waiting "
+                "threads sleep, OMP_WAIT_POLICY=PASSIVE, unless the environment says otherwise).")
 
 
 class UsageError(Exception):

@@ -168,12 +168,12 @@ def shared_options(*groups: Sequence[Opt]) -> Callable[[Callable[..., Any]], Cal
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "opts"]
         context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-        types = {**{p.name: _option_type(p.annotation) for p in own}, **{o.name: o.type for o in shared}}
+        option_types = {**{p.name: _option_type(p.annotation) for p in own}, **{o.name: o.type for o in shared}}
 
         @functools.wraps(func)
         def command(ctx: typer.Context, **values: Any) -> Any:
             with exit_on_user_errors():
-                line = CommandLine.read(ctx, values, types)
+                line = CommandLine.read(ctx, values, option_types)
                 line.check_scheduling()
                 if "threads" in line.values:  # before anything loads torch
                     use_cpu_threads(line["threads"])
@@ -199,9 +199,9 @@ class CommandLine:
         return self.values[name]
 
     @classmethod
-    def read(cls, ctx: typer.Context, values: dict[str, Any], types: Mapping[str, Any] | None = None
+    def read(cls, ctx: typer.Context, values: dict[str, Any], option_types: Mapping[str, Any] | None = None
              ) -> CommandLine:
-        """``types``: each option's type, to check what the config file gives it."""
+        """``option_types``: each option's type, to check what the config file gives it."""
         given = {name for name in values if _from_command_line(ctx, name)}
         path = values.get("config_file")
         if path is not None:
@@ -211,7 +211,7 @@ class CommandLine:
             for name, value in read_config_file(path, set(values) - {"config_file"}, search_names).items():
                 if name not in given:
                     value = _config_value(name, value)
-                    values[name] = _typed(path, name, value, (types or {}).get(name))
+                    values[name] = _typed(path, name, value, (option_types or {}).get(name))
                     given.add(name)
         return cls(values, frozenset(given))
 

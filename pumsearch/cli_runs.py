@@ -62,13 +62,13 @@ def sweep_command(opts: CommandLine) -> None:
                              settings=opts.search_settings(),
                              strategy_options=dict(zip(strategies, options, strict=True)),
                              dataset=dataset.identity(), model=model_id)
-    strategies_of_plans = [make_strategy(plan.spec.search, plan.scorer is not None) for plan in plans]
+    planned_strategies = [make_strategy(plan.spec.search, plan.scorer is not None) for plan in plans]
     for note in notes:  # bad settings (e.g. N not a multiple of M) were refused before loading anything
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     if not plans:
         raise UsageError("the grid is empty: every strategy needs a scorer that --scorers does not give")
     problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
-    for strategy in strategies_of_plans:
+    for strategy in planned_strategies:
         check_work_fits(strategy, min(opts["concurrency"], len(problems)))
     base = {"settings": sweep_base_settings(opts.flat_settings(options)),
             "dataset": dataset.identity(), "model": model_id}

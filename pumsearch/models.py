@@ -201,31 +201,39 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
 
 
 # -- CPU threads -----------------------------------------------------------------------------------
-# One thread by default: on a shared machine every extra thread waits at each of a decode step's
-# many parallel regions for a core other jobs hold (the embedded model's first command took 235 s
-# with 2 threads on a loaded 2-core machine, 12.6 s with 1); on a quiet one more threads gain
-# little for these small models. Measured by benchmarks/bench_threads.py (benchmarks/RESULTS.md).
-DEFAULT_CPU_THREADS = 1
+# Every core the process may use, with OpenMP's passive wait policy: a thread waiting for the others
+# at one of a decode step's many parallel regions sleeps instead of spinning. Spinning threads made
+# the README's first command take 45-622 s of backend time with 2 threads on the loaded 2-core
+# machine against 10-30 s with 1 thread; passive waiting made 2 threads take 9-19 s there
+# (benchmarks/bench_threads.py, benchmarks/RESULTS.md, "CPU threads").
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _wanted_threads: int | None = None
 
 
 def default_cpu_threads() -> int:
-    """OMP_NUM_THREADS where the environment sets it, else DEFAULT_CPU_THREADS."""
+    """OMP_NUM_THREADS where the environment sets it, else every core this process may run on."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) >= 1 else DEFAULT_CPU_THREADS
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def use_cpu_threads(threads: int | None) -> int:
     """Compute with ``threads`` CPU threads (None: ``default_cpu_threads()``). Before torch is
-    imported this sets the OpenMP and MKL variables torch reads when it starts (so importing it stays
-    lazy); the intra- and inter-op counts are set through torch before its first operation, by
-    ``apply_cpu_threads`` (called here when torch is loaded, else when a device is resolved)."""
+    imported this sets the variables torch's OpenMP and MKL read when they start (so importing it
+    stays lazy), with the passive wait policy unless the environment names one; the intra- and
+    inter-op counts are set through torch before its first operation, by ``apply_cpu_threads``
+    (called here when torch is loaded, else when a device is resolved)."""
     global _wanted_threads
     n = default_cpu_threads() if threads is None else threads
     if n < 1:
         raise ValueError(f"--threads must be at least 1 (got {n})")
     _wanted_threads = n
+    if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads it
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for name in _THREAD_VARIABLES:
         os.environ[name] = str(n)
     if "torch" in sys.modules:
@@ -258,7 +266,6 @@ def hash_seed(seed: int | None, index: int) -> int:
 
 
 __all__ = [
-    "DEFAULT_CPU_THREADS",
     "DTYPES",
     "MODEL_PREFIXES",
     "ModelLoadError",

@@ -1,6 +1,7 @@
 """--threads: torch computes with the threads asked for (intra- and inter-op), set before torch's
-first operation; without the flag, OMP_NUM_THREADS where set, else one thread (the default
-benchmarks/bench_threads.py measured: more threads are badly slow on a shared machine)."""
+first operation; without the flag, OMP_NUM_THREADS where set, else every core. Waiting threads sleep
+(OMP_WAIT_POLICY=PASSIVE) unless the environment names a policy: spinning ones made the first
+command 20-60x slower on a loaded machine (benchmarks/bench_threads.py, benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -20,26 +21,33 @@ try:
     app(sys.argv[1:])
 except SystemExit as end:
     assert not end.code, end.code
+import os
 import torch
-print("THREADS", torch.get_num_threads(), torch.get_num_interop_threads())
+print("THREADS", torch.get_num_threads(), torch.get_num_interop_threads(), os.environ.get("OMP_WAIT_POLICY"))
 """
+CORES = len(os.sched_getaffinity(0))
 
 
-def threads_used(*args: str, env: dict[str, str] | None = None) -> tuple[int, int]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+def threads_used(*args: str, env: dict[str, str] | None = None) -> tuple[int, int, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                               "OMP_WAIT_POLICY")}
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**clean, "PYTHONPATH": str(REPO), **(env or {})}, check=False)
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.startswith("THREADS"))
-    _, intra, inter = line.split()
-    return int(intra), int(inter)
+    _, intra, inter, policy = line.split()
+    return int(intra), int(inter), policy
 
 
-@pytest.mark.parametrize(("flags", "expected"), [(["--threads", "2"], (2, 2)), ([], (1, 1))])
-def test_solve_computes_with_the_threads_asked_for(tiny_llama_dir: Path, flags: list[str],
-                                                   expected: tuple[int, int]) -> None:
+@pytest.mark.parametrize(("flags", "env", "expected"), [
+    (["--threads", "1"], {}, (1, 1, "PASSIVE")),
+    ([], {}, (CORES, CORES, "PASSIVE")),  # the default: every core, waiting threads asleep
+    (["--threads", "2"], {"OMP_WAIT_POLICY": "ACTIVE"}, (2, 2, "ACTIVE")),  # the environment's policy stands
+])
+def test_solve_computes_with_the_threads_asked_for(tiny_llama_dir: Path, flags: list[str], env: dict[str, str],
+                                                   expected: tuple[int, int, str]) -> None:
     used = threads_used("solve", "What is 2 + 3?", "--model", str(tiny_llama_dir), "--budget", "1", "--max-tokens",
-                        "2", "--json", *flags)
+                        "2", "--json", *flags, env=env)
     assert used == expected
 
 
@@ -53,7 +61,7 @@ def test_without_the_flag_the_environment_decides_and_the_flag_beats_it(monkeypa
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert models.default_cpu_threads() == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
-    assert models.default_cpu_threads() == models.DEFAULT_CPU_THREADS == 1
+    assert models.default_cpu_threads() == CORES
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     try:
         assert models.use_cpu_threads(1) == 1

@@ -210,9 +210,6 @@ class RunDir:
     def records(self) -> dict[str, dict[str, Any]]:
         return merge_record_files(self.records_glob)
 
-    def finished_ids(self) -> set[str]:
-        return {pid for pid, r in self.records().items() if r.get("status") == "ok"}
-
     def log(self, shard: tuple[int, int] | None) -> RecordLog:
         return RecordLog(self.path / records_file_name(shard))
 

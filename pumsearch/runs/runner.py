@@ -128,11 +128,11 @@ def summarise(run_dir: RunDir, **facts: Any) -> dict[str, Any]:
     counts every planned problem (a failed or missing one as wrong); ``accuracy_finished`` only
     the finished ones."""
     records = run_dir.records()
-    planned = {**{pid: r.get("reference") is not None for pid, r in records.items()}, **run_dir.planned()}
+    # id -> has a reference answer, for every problem asked for (a record knows best)
+    planned = {**run_dir.planned(), **{pid: r.get("reference") is not None for pid, r in records.items()}}
     ok = [r for r in records.values() if r["status"] == "ok"]
     graded = [r for r in ok if r["correct"] is not None or r.get("reference") is not None]  # no answer: wrong
-    right = sum(bool(r["correct"]) for r in graded)
-    gradable = sum(planned.values()) + sum(1 for r in graded if not planned.get(r["problem_id"], True))
+    gradable = sum(planned.values())
 
     def mean(values: Sequence[float]) -> float | None:
         return sum(values) / len(values) if values else None
@@ -146,7 +146,7 @@ def summarise(run_dir: RunDir, **facts: Any) -> dict[str, Any]:
         "problems_missing": len(planned.keys() - records.keys()),
         "failures": [{"count": n, "error": e} for n, e in group_failures(
             [str(r.get("error")) for r in records.values() if r["status"] != "ok"])],
-        "accuracy": right / gradable if gradable else None,
+        "accuracy": sum(bool(r["correct"]) for r in graded) / gradable if gradable else None,
         "accuracy_finished": mean([float(bool(r["correct"])) for r in graded]),
         "pass_at_n": mean([float(bool(r.get("pass_at_n"))) for r in graded]),
         "maj_at_n": mean([float(bool(r.get("maj_at_n"))) for r in graded]),

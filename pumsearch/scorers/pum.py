@@ -208,14 +208,21 @@ def check_layout(folder: Path) -> tuple[Path, dict[str, Any], Path]:
 
 
 def load_value_head_state(path: Path) -> dict[str, Any]:
-    """The value head's tensors, read with weights_only (no code in the file runs). A file that
-    does not read that way is reported as corrupt; torch's own hint to load it unsafely is never
-    passed on."""
+    """The value head's tensors, read with weights_only (no code in the file runs). A torch.save
+    archive holding more than tensors is named as such, anything else that does not read as
+    corrupt; torch's own hint to load the file unsafely is never passed on."""
+    import pickle
+    import zipfile
+
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # garbage bytes raise anything from UnpicklingError to KeyError
+        if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+            raise ScorerError(f"{path} holds pickled objects, not only tensors (torch.load with weights_only "
+                              "refuses it; e.g. a whole module saved with torch.save): save the head's state_dict() "
+                              "instead") from None
         raise ScorerError(f"{path} is corrupt: no saved tensors could be read from it ({type(err).__name__}); "
                           "restore value_head.pt from the PUM checkpoint") from None
     return unwrap_state(state, str(path))

@@ -72,7 +72,9 @@ def physical_memory() -> int | None:
 
 def check_work_fits(strategy: SearchStrategy, searches_at_once: int = 1, memory: int | None = None) -> None:
     """Refuse a budget whose searches could hold more than the machine's memory (``memory``
-    bytes; default: physical memory), saying the estimate, before any of it is spent."""
+    bytes; default: physical memory), saying the estimate, before any of it is spent. The command
+    line checks the budget it was given; the engine leaves its callers' budgets to them (the PUM
+    labeller's internal searches are bounded by other means)."""
     memory = memory if memory is not None else physical_memory()
     tokens = tokens_at_most(strategy)
     need = tokens * BYTES_PER_TREE_TOKEN * max(searches_at_once, 1)
@@ -338,7 +340,6 @@ class Engine:
         ``concurrency`` at once. A failing problem yields its exception in place of a result; the
         others carry on. ``on_result`` is called as each problem finishes (for progress bars and
         record writing)."""
-        check_work_fits(strategy, min(self.concurrency, len(problems)))
         gate = asyncio.Semaphore(self.concurrency)
         started = time.perf_counter()
         if any(p.answer is not None for p in problems):

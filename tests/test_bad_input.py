@@ -91,11 +91,12 @@ def test_a_garbage_value_head_is_corrupt_and_loading_it_unsafely_is_never_sugges
 
 
 # -- where the run goes ---------------------------------------------------------------------------------
-def test_an_out_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_an_out_that_cannot_be_created_is_one_line(tmp_path: Path, command: str) -> None:
     data = write_gsm8k_style(tmp_path / "d.jsonl", 2)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = invoke("run", "--backend", "scripted", "--dataset", str(data), "--out", str(blocker / "run"))
+    result = invoke(command, "--backend", "scripted", "--dataset", str(data), "--out", str(blocker / "run"))
     one_line_error(result, f"cannot create {blocker / 'run'}", "choose an --out you can write to")
 
 
@@ -151,6 +152,23 @@ def test_a_tree_file_holding_a_json_list_is_one_line(tmp_path: Path, command: li
     one_line_error(result, "not a pumsearch tree (a JSON list, not an object)")
 
 
+@pytest.mark.parametrize("command", ["html", "graphml"])
+def test_a_tree_output_that_cannot_be_written_is_one_line(scripted_tree: Path, tmp_path: Path, command: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = invoke("tree", command, str(scripted_tree), "-o", str(blocker / "out"))
+    one_line_error(result, f"cannot write {blocker / 'out'}", "choose another -o")
+
+
+@pytest.fixture()
+def scripted_tree(tmp_path: Path) -> Path:
+    data = write_gsm8k_style(tmp_path / "d.jsonl", 1)
+    made = invoke("run", "--backend", "scripted", "--dataset", str(data), "--budget", "2", "--out", str(tmp_path / "r"))
+    assert made.exit_code == 0, made.output
+    (tree,) = (tmp_path / "r" / "trees").glob("*.tree.json")
+    return tree
+
+
 # -- devices --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("flags", "message"), [
     (["--device", "nope"], "unknown device 'nope' (--device)"),
@@ -196,9 +214,16 @@ def test_a_budget_that_cannot_fit_in_memory_is_refused_with_the_estimate(tmp_pat
               "sweep": ["--dataset", str(data), "--out", str(tmp_path / "s"), "--budgets", "4,1000000000"]}[command]
     budget = [] if command == "sweep" else ["--budget", "1000000000"]
     result = invoke(command, "--backend", "scripted", *target, *budget)
-    one_line_error(result, "--budget 1000000000 with --max-tokens 512 lets one search generate up to "
-                           "512,000,000,000 tokens", "GB of memory", "lower --budget")
+    one_line_error(result, "--budget 1000000000 lets one search generate up to 512,000,000,000 tokens "
+                           "(1,000,000,000 solutions of up to --max-tokens 512)", "GB of memory", "lower --budget")
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_tree_search_budget_is_estimated_by_its_step_cap() -> None:
+    result = invoke("solve", "What is 2 + 3?", "--backend", "scripted", "--strategy", "mcts", "--scorer", "verifier",
+                    "--answer", "5", "--budget", "100000000", "--max-step-tokens", "64")
+    one_line_error(result, "(800,000,000 step expansions of up to --max-step-tokens 64)", "lower --budget, "
+                           "--max-step-tokens or --concurrency")
 
 
 @pytest.mark.parametrize(("flags", "message"), [

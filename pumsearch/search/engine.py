@@ -54,13 +54,13 @@ class WorkTooLarge(ValueError):
     """A search could hold more generated tokens than the machine has memory for."""
 
 
-def tokens_at_most(strategy: SearchStrategy) -> int:
-    """The most tokens one search may generate: its budget's units times the tokens a unit may
-    take (a whole solution, or a step)."""
+def tokens_per_unit(strategy: SearchStrategy) -> tuple[int, str]:
+    """The most tokens one unit of the strategy's budget may generate, and the flag that caps it: a
+    whole solution (--max-tokens) or a step (--max-step-tokens, within --max-tokens)."""
     config = strategy.config
-    budget = strategy.make_budget()
-    per_unit = config.max_tokens if budget.unit == "solutions" else min(config.max_step_tokens, config.max_tokens)
-    return budget.limit * per_unit
+    if strategy.make_budget().unit == "solutions":
+        return config.max_tokens, "--max-tokens"
+    return min(config.max_step_tokens, config.max_tokens), "--max-step-tokens"
 
 
 def physical_memory() -> int | None:
@@ -76,16 +76,18 @@ def check_work_fits(strategy: SearchStrategy, searches_at_once: int = 1, memory:
     line checks the budget it was given; the engine leaves its callers' budgets to them (the PUM
     labeller's internal searches are bounded by other means)."""
     memory = memory if memory is not None else physical_memory()
-    tokens = tokens_at_most(strategy)
+    budget = strategy.make_budget()
+    per_unit, flag = tokens_per_unit(strategy)
+    tokens = budget.limit * per_unit
     need = tokens * BYTES_PER_TREE_TOKEN * max(searches_at_once, 1)
     if memory is None or need <= memory:
         return
-    config = strategy.config
     at_once = f" x {searches_at_once} searches at once" if searches_at_once > 1 else ""
     raise WorkTooLarge(
-        f"--budget {config.budget} with --max-tokens {config.max_tokens} lets one search generate up to "
-        f"{tokens:,} tokens: about {need / 1e9:,.1f} GB of memory ({BYTES_PER_TREE_TOKEN} bytes a token{at_once}), "
-        f"more than this machine's {memory / 1e9:,.1f} GB; lower --budget, --max-tokens or --concurrency")
+        f"--budget {strategy.config.budget} lets one search generate up to {tokens:,} tokens ({budget.limit:,} "
+        f"{budget.unit} of up to {flag} {per_unit}): about {need / 1e9:,.1f} GB of memory "
+        f"({BYTES_PER_TREE_TOKEN} bytes a token{at_once}), more than this machine's {memory / 1e9:,.1f} GB; lower "
+        f"--budget, {flag} or --concurrency")
 
 
 @dataclass

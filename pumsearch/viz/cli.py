@@ -5,8 +5,10 @@ Only typer and rich are imported here; the viewer and analyses load inside the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,6 +66,15 @@ def tree_outline(tree: Any, width: int, chosen: set[int]) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """A file that cannot be written (a read-only or missing directory) is the user's to fix."""
+    try:
+        yield
+    except OSError as err:
+        raise UsageError(f"cannot write {out} ({err.strerror or err}): choose another -o") from None
+
+
 # -- tree viewer and analyses (docs/viewer.md) ------------------------------------------------------
 TreeFiles = Annotated[list[Path] | None, typer.Argument(help="Saved trees (.tree.json).", show_default=False)]
 
@@ -108,8 +119,9 @@ def tree_html(
         if out is None:
             raise UsageError("say where to write the page: -o OUT.html")
         page = render_trees_html([(t, r, f.name) for t, r, f in loaded], title)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(page, encoding="utf-8")
     except user_errors() as err:
         fail(str(err))
         return
@@ -226,8 +238,9 @@ def tree_graphml(
 
     try:
         ((tree, _, _),) = _load_trees([file])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_graphml(tree, out)
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_graphml(tree, out)
     except user_errors() as err:
         fail(str(err))
         return

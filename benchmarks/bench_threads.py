@@ -58,7 +58,7 @@ def run_once(flags: list[str], env: dict[str, str], timeout: float) -> dict[str,
         "wall_s": round(wall, 2),
         "backend_s": round(counters["backend_time"], 2),
         "generated_tokens": counters["generated_tokens"],
-        "answer": record.get("answer"),
+        "answer": record.get("prediction"),
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
     }

@@ -56,10 +56,6 @@ class Row:
     missing: int = 0
 
     @property
-    def finished(self) -> int:
-        return self.n - self.failed - self.missing
-
-    @property
     def series(self) -> str:
         """The plot line this row belongs to."""
         return f"{self.strategy} / {self.scorer} ({self.select})"

@@ -222,7 +222,8 @@ class RunDir:
 
     def planned(self) -> dict[str, bool]:
         """Every problem any session was asked to run (all shards): id -> has a reference answer.
-        A directory made before planned files were written plans what its records hold."""
+        Empty for a directory made before planned files were written: its records are all it
+        planned."""
         planned: dict[str, bool] = {}
         for path in sorted(self.path.glob(PLANNED_GLOB)):
             planned.update(_read_json(path).get("problems") or {})

@@ -226,27 +226,19 @@ def test_a_tree_search_budget_is_estimated_by_its_step_cap() -> None:
                            "--max-step-tokens or --concurrency")
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--batch-tokens", "0"], "--batch-tokens must be at least 1 (got 0)"),
-    (["--batch-tokens", "-5"], "--batch-tokens must be at least 1 (got -5)"),
-    (["--concurrency", "0"], "--concurrency must be at least 1 (got 0)"),
-    (["--threads", "0"], "--threads must be at least 1 (got 0)"),
-    (["--shard", "0/0"], "--shard 0/0: the number of shards n must be at least 1"),
+@pytest.mark.parametrize(("command", "flags", "message"), [
+    ("run", ["--batch-tokens", "0"], "--batch-tokens must be at least 1 (got 0)"),
+    ("run", ["--batch-tokens", "-5"], "--batch-tokens must be at least 1 (got -5)"),
+    ("run", ["--concurrency", "0"], "--concurrency must be at least 1 (got 0)"),
+    ("run", ["--threads", "0"], "--threads must be at least 1 (got 0)"),
+    ("run", ["--shard", "0/0"], "--shard 0/0: the number of shards n must be at least 1"),
+    ("sweep", ["--budgets", "4,,8"], "--budgets '4,,8' has an empty entry: separate the numbers with single commas"),
+    ("sweep", ["--budgets", "4,8,"], "--budgets '4,8,' has an empty entry"),
+    ("sweep", ["--seeds", "0,,1"], "--seeds '0,,1' has an empty entry"),
 ])
-def test_bad_scheduling_flags_are_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
+def test_bad_scheduling_and_grid_flags_are_one_line(tmp_path: Path, command: str, flags: list[str],
+                                                    message: str) -> None:
     data = write_gsm8k_style(tmp_path / "d.jsonl", 2)
-    result = invoke("run", "--backend", "scripted", "--dataset", str(data), "--out", str(tmp_path / "r"), *flags)
+    result = invoke(command, "--backend", "scripted", "--dataset", str(data), "--out", str(tmp_path / "o"), *flags)
     one_line_error(result, message)
-    assert not (tmp_path / "r").exists()
-
-
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--budgets", "4,,8"], "--budgets '4,,8' has an empty entry: separate the numbers with single commas"),
-    (["--budgets", "4,8,"], "--budgets '4,8,' has an empty entry"),
-    (["--seeds", "0,,1"], "--seeds '0,,1' has an empty entry"),
-])
-def test_grid_lists_with_empty_entries_are_refused(tmp_path: Path, flags: list[str], message: str) -> None:
-    data = write_gsm8k_style(tmp_path / "d.jsonl", 2)
-    result = invoke("sweep", "--backend", "scripted", "--dataset", str(data), "--out", str(tmp_path / "s"), *flags)
-    one_line_error(result, message)
-    assert not (tmp_path / "s").exists()
+    assert not (tmp_path / "o").exists()

@@ -130,11 +130,16 @@ def _wait_for_records(out: Path, count: int, proc: subprocess.Popen) -> None:
     raise AssertionError(f"the first run wrote fewer than {count} records (exit {proc.poll()})")
 
 
-def test_a_second_writer_is_refused_naming_the_first_and_a_killed_one_leaves_no_lock(tmp_path: Path) -> None:
-    data = write_gsm8k_style(tmp_path / "d.jsonl", 12)
+def _slow_run(tmp_path: Path, problems: int) -> tuple[Path, list[str]]:
+    """A run of the scripted backend slow enough (0.3 s a problem) to act on while it runs."""
+    data = write_gsm8k_style(tmp_path / "d.jsonl", problems)
     out = tmp_path / "run"
-    args = ["run", "--backend", "scripted", "--scripted-delay", "0.3", "--concurrency", "1", "--dataset", str(data),
-            "--budget", "2", "--out", str(out)]
+    return out, ["run", "--backend", "scripted", "--scripted-delay", "0.3", "--concurrency", "1", "--dataset",
+                 str(data), "--budget", "2", "--out", str(out)]
+
+
+def test_a_second_writer_is_refused_naming_the_first_and_a_killed_one_leaves_no_lock(tmp_path: Path) -> None:
+    out, args = _slow_run(tmp_path, 12)
     first = _cli_popen(tmp_path / "first.log", *args)
     try:
         _wait_for_records(out, 1, first)
@@ -168,10 +173,7 @@ def _stop_writes(out: Path) -> None:
 def test_a_directory_that_stops_taking_writes_mid_run_ends_with_one_line_and_keeps_what_finished(
     tmp_path: Path,
 ) -> None:
-    data = write_gsm8k_style(tmp_path / "d.jsonl", 6)
-    out = tmp_path / "run"
-    args = ["run", "--backend", "scripted", "--scripted-delay", "0.3", "--concurrency", "1", "--dataset", str(data),
-            "--budget", "2", "--out", str(out)]
+    out, args = _slow_run(tmp_path, 6)
     proc = _cli_popen(tmp_path / "log", *args)
     try:
         _wait_for_records(out, 2, proc)

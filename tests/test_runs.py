@@ -475,7 +475,8 @@ def test_report_table_figures_and_exports_match_hand_computed_values(tmp_path: P
     values = [1.0, 0.0, 1.0, 1.0]  # correct over (seed, problem)
     m = 0.75
     se = math.sqrt(sum((v - m) ** 2 for v in values) / 3 / 4)
-    assert (row.seeds, row.n, row.budget, row.select) == (2, 4, 8, "best")
+    assert (row.seeds, row.n, row.budget, row.select) == (2, 6, 8, "best")  # n counts the failed ones
+    assert (row.failed, row.missing) == (2, 0)  # failed without a reference: counted, not graded
     assert row.accuracy == pytest.approx(0.75) and row.se == pytest.approx(se)
     assert row.pass_at_n == 1.0 and row.maj_at_n == pytest.approx(0.5)
     assert row.mean_tokens == pytest.approx(250.0) and row.mean_wall_time == pytest.approx(2.5)

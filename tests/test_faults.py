@@ -22,7 +22,8 @@ from pumsearch.cli import app
 from pumsearch.runs.records import merge_record_files
 from pumsearch.runs.report import build_report
 from tests.helpers_runs import write_gsm8k_style
-from tests.helpers_servers import InferenceServer, build_tiny_policy
+from tests.helpers_servers import InferenceServer
+from tests.tiny_models import build_step_llama
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -52,7 +53,7 @@ def comparable(record: dict) -> dict:
 
 @pytest.fixture()
 def server(tmp_path: Path):
-    served = InferenceServer(build_tiny_policy(tmp_path / "policy")).start()
+    served = InferenceServer(build_step_llama(tmp_path / "policy")).start()
     yield served
     served.stop()
 

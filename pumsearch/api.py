@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pumsearch.search.config import SearchConfig
@@ -29,17 +31,65 @@ def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options:
     return load_scorer(scorer, step_delimiter=config.step_delimiter, **options)
 
 
+@dataclass(frozen=True)
+class SearchDefault:
+    """What a search runs with when no scorer is named: a scorer (and its checkpoint), or another
+    strategy, and the one line that says so (printed, and kept in the record as ``scorer_default``)."""
+
+    scorer: str | None
+    scorer_model: str | None
+    strategy: str | None  # run this strategy instead of the one asked for; None: as asked
+    note: str
+
+
+# A strategy that needs a scorer, with none named and none the model's family brings, runs as
+# Best-of-N with majority vote at the same budget (about the same tokens): no reward-model-free
+# scorer was measured to help tree search. The policy's own token confidence (--scorer confidence)
+# made beam search worse than majority vote at equal tokens on the testbed (docs/scorers.md, "The
+# default scorer"; benchmarks/RESULTS.md, "The confidence scorer"); the note says so in one line.
+NO_SCORER_NOTE = (
+    "no --scorer: {strategy} needs one, and without a reward model none was measured to help: beam search "
+    "scored by the policy's own token confidence lost to majority vote at equal tokens (testbed, "
+    "docs/scorers.md), so this runs Best-of-N with majority vote at the same budget; name a reward model "
+    "with --scorer prm|pum|orm --scorer-model PATH, or --scorer confidence to search by confidence anyway")
+
+
+def search_default(model: str | None, strategy: str) -> SearchDefault | None:
+    """What a search with ``strategy`` and no scorer named runs with: the scorer ``model``'s
+    registered family brings (a shipped testbed policy: the shipped testbed PUM; see
+    pumsearch.models.default_scorer_for), else, for a strategy that needs a scorer, Best-of-N with
+    majority vote instead (NO_SCORER_NOTE says why); None when the strategy runs as asked without
+    one (Best-of-N: majority vote)."""
+    from pumsearch.models import default_scorer_for
+    from pumsearch.strategies import get_strategy
+
+    family = default_scorer_for(model)
+    if family is not None:
+        name, path = family
+        return SearchDefault(name, path, None, f"no --scorer: {model} brings its own scorer, --scorer {name} "
+                                               f"--scorer-model {path}; name another with --scorer")
+    cls = get_strategy(strategy)
+    if cls.requires_scorer:
+        return SearchDefault(None, None, "bon", NO_SCORER_NOTE.format(strategy=cls.name))
+    return None
+
+
 def with_default_scorer(
     model: str | None, scorer: str | Scorer | None, scorer_model: str | None
 ) -> tuple[str | Scorer | None, str | None]:
     """The scorer and scorer model as given; when neither is given, the one ``model``'s registered
-    family brings (a shipped testbed policy: the shipped testbed PUM; see
-    pumsearch.models.default_scorer_for)."""
-    if scorer is not None or scorer_model is not None or not model:
+    family brings (``search_default``), else none."""
+    if scorer is not None or scorer_model is not None:
         return scorer, scorer_model
-    from pumsearch.models import default_scorer_for
+    default = search_default(model, "bon")
+    return (default.scorer, default.scorer_model) if default is not None else (None, None)
 
-    return default_scorer_for(model) or (scorer, scorer_model)
+
+def apply_default(config: SearchConfig, default: SearchDefault | None) -> SearchConfig:
+    """``config`` with the default's strategy (and none of the asked strategy's own settings)."""
+    if default is None or default.strategy is None:
+        return config
+    return replace(config, strategy=default.strategy, strategy_options={})
 
 
 async def asearch(
@@ -86,11 +136,16 @@ def solve(
     the strategy's own settings (beam_width, c_puct...; see ``search_config``). ``scorer_model`` etc.
     are the --scorer-* flags; ``scorer_options`` takes any other scorer option. With no ``scorer`` and
     ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the shipped testbed PUM
-    scores (see ``with_default_scorer``)."""
+    scores; a strategy that needs a scorer runs as Best-of-N with majority vote, with a UserWarning
+    that says why (see ``search_default``)."""
     config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
-    if generator is None:  # a testbed policy with no scorer named gets the shipped testbed PUM
-        scorer, scorer_model = with_default_scorer(model, scorer, scorer_model)
+    if scorer is None and scorer_model is None:  # a testbed policy's PUM; a tree search: Best-of-N majority
+        default = search_default(model if generator is None else None, config.strategy)
+        if default is not None:
+            scorer, scorer_model, config = default.scorer, default.scorer_model, apply_default(config, default)
+            if default.strategy is not None:  # another strategy than the one asked for: say so
+                warnings.warn(default.note, UserWarning, stacklevel=2)
     flags = {"model": scorer_model, "base": scorer_base, "device": scorer_device, "dtype": scorer_dtype,
              "prm_format": prm_format}
     options = {**{k: v for k, v in flags.items() if v is not None}, **(scorer_options or {})}

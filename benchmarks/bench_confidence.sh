@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The confidence scorer (DeepConf token confidence, no reward model) against majority vote and the
+# exact PRM at equal tokens on the arithmetic testbed, and MCTS with log-probability priors against
+# uniform ones: the weak policy, 200 test chains (testbed:standard), T = 0.8, at most 96 tokens per
+# solution and 24 per step, seeds 0 and 1 (the flags of bench_testbed_sweeps.sh). Runs go to $RUNS
+# (not in git); rerunning resumes. Results: benchmarks/results/confidence/ and benchmarks/RESULTS.md.
+#
+#   bash benchmarks/bench_confidence.sh [bon|beam|mcts|gsm8k|report]...
+set -euo pipefail
+RUNS=${RUNS:-/tmp/confidence-sweeps}
+RESULTS=${RESULTS:-benchmarks/results/confidence}
+export OMP_NUM_THREADS=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+COMMON=(--dataset testbed:standard --model testbed:weak --temperature 0.8 --max-tokens 96
+        --max-step-tokens 24 --seeds 0,1 --concurrency 64)
+PUMSEARCH=(nice -n 10 python -m pumsearch.cli)
+
+bon() {
+  # One Best-of-64 run per seed with the confidence scorer: the trees keep every token's confidence,
+  # so bench_confidence_analysis.py reads off every measure, filter and vote (and plain majority) at
+  # N = 4..64 from them without new samples.
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies bon --budgets 4,8,16,32,64 --scorers confidence \
+      --out "$RUNS/bon"
+}
+
+beam() {
+  # Beam search (M = 4) with the exact PRM, with the confidence scorer's default measure, and with the
+  # lowest group over a window of 8 tokens (a short window for the testbed's ~27-token solutions).
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies beam --budgets 4,8,16,32,64 \
+      --scorers testbed-prm,confidence --out "$RUNS/beam"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies beam --budgets 4,8,16,32,64 \
+      --scorers confidence --scorer-option window=8 --out "$RUNS/beam-window8"
+}
+
+mcts() {
+  # MCTS with the exact PRM, priors from the steps' log-probabilities against uniform priors.
+  for priors in logprob uniform; do
+    "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies mcts --budgets 2,4,8,16,32,64 --scorers testbed-prm \
+        --priors "$priors" --out "$RUNS/mcts-$priors"
+  done
+}
+
+gsm8k() {
+  # The embedded SmolLM2 on the first 10 GSM8K test problems: Best-of-8 (majority, confidence-weighted,
+  # top-50% filtered) against beam search with the confidence scorer at N = 4, 8 (one seed: the CPU).
+  "${PUMSEARCH[@]}" sweep --dataset gsm8k --limit 10 --strategies bon,beam --budgets 4,8 --scorers confidence \
+      --seeds 0 --max-tokens 256 --concurrency 10 --out "$RUNS/gsm8k"
+}
+
+report() {
+  mkdir -p "$RESULTS"
+  for name in bon beam beam-window8 mcts-logprob mcts-uniform gsm8k; do
+    [ -d "$RUNS/$name" ] || continue
+    mkdir -p "$RESULTS/$name"
+    COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --csv "$RESULTS/$name/report.csv" \
+        --json "$RESULTS/$name/report.json" --plots "$RESULTS/$name" > "$RESULTS/$name/report.txt"
+  done
+  python benchmarks/bench_confidence_analysis.py "$RUNS" --out "$RESULTS"
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(bon beam mcts gsm8k report)
+for step in "${steps[@]}"; do
+  case $step in
+    bon) bon ;;
+    beam) beam ;;
+    mcts) mcts ;;
+    gsm8k) gsm8k ;;
+    report) report ;;
+    *) echo "unknown step $step: use bon, beam, mcts, gsm8k or report" >&2; exit 2 ;;
+  esac
+done

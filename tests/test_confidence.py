@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from pumsearch.cli import app
 from pumsearch.runs.subsample import subsample
 from pumsearch.scorers import load_scorer
 from pumsearch.scorers.base import ScorerError
-from pumsearch.scorers.confidence import MEASURES, group_confidences
+from pumsearch.scorers.confidence import MEASURES, group_confidences, likelihood
 from pumsearch.search.context import token_confidence
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import ScoreItem
@@ -59,6 +60,17 @@ def test_group_lowest_bottom_tail_and_mean_confidence() -> None:
     for name in MEASURES:  # a prefix shorter than the window is one group: every measure is the mean
         assert measure[name](CONFS, 8) == pytest.approx(1.7), name
     assert all(measure[name]([], 3) == 0.0 for name in MEASURES)  # an empty trace scores 0 (utils.py:56, 99)
+
+
+def test_likelihood_is_the_per_token_probability_of_the_sampled_tokens() -> None:
+    """Not a DeepConf measure: exp(mean log p) of the sampled tokens; ln 0.5 and ln 0.125 -> 0.25."""
+    assert likelihood([math.log(0.5), math.log(0.125)]) == pytest.approx(0.25)
+    assert likelihood([]) == 0.0
+    scorer = load_scorer("confidence", measure="likelihood")
+    item = ScoreItem(Problem("p", "q"), ("a",), token_confidences=(9.0, 9.0),
+                     token_logprobs=(math.log(0.5), math.log(0.125)))
+    (score,) = asyncio.run(scorer.score([item]))
+    assert score.value == pytest.approx(0.25) and scorer.identity.startswith("confidence:likelihood:")
 
 
 # -- the filter and the votes ------------------------------------------------------------------------
@@ -124,7 +136,8 @@ def test_the_scorer_counts_calls_but_no_tokens_and_needs_the_confidences() -> No
     assert scorer.identity == "confidence:lowest_group:window=3:k=20" and scorer.top_logprobs == 20
     assert scorer.value_kind == "positive"
     problem = Problem("p", "q")
-    (score,) = asyncio.run(scorer.score([ScoreItem(problem, ("a",), token_confidences=tuple(CONFS))]))
+    item = ScoreItem(problem, ("a",), token_confidences=tuple(CONFS), token_logprobs=(-0.1,) * len(CONFS))
+    (score,) = asyncio.run(scorer.score([item]))
     assert score.value == pytest.approx(1.4) and score.extra["tokens"] == 0
     assert scorer.stats.tokens == 0 and scorer.stats.calls == 1
     with pytest.raises(ScorerError, match="inside a search"):
@@ -150,12 +163,15 @@ def testbed_policy():
     return load_generator("testbed:weak")
 
 
-def _reference_confidences(generator, prompt_ids: tuple[int, ...], generated: list[int], k: int) -> list[float]:
-    """-mean of the top-k of log_softmax at each generated position, from one plain forward."""
+def _reference_values(generator, prompt_ids: tuple[int, ...], generated: list[int], k: int
+                      ) -> tuple[list[float], list[float]]:
+    """From one plain forward: -mean of the top-k of log_softmax at each generated position, and the
+    log-probability of each generated token."""
     with torch.inference_mode():
         logits = generator.model(torch.tensor([list(prompt_ids) + generated])).logits[0].float()
     logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(generated)], dim=-1)
-    return (-logprobs.topk(k, dim=-1).values.mean(dim=-1)).tolist()
+    sampled = logprobs.gather(1, torch.tensor(generated)[:, None])[:, 0]
+    return (-logprobs.topk(k, dim=-1).values.mean(dim=-1)).tolist(), sampled.tolist()
 
 
 def test_beam_with_confidence_records_each_tokens_confidence_and_costs_no_scorer_tokens(testbed_policy) -> None:
@@ -175,9 +191,11 @@ def test_beam_with_confidence_records_each_tokens_confidence_and_costs_no_scorer
         assert value == pytest.approx(sum(every) / len(every))  # lowest group over a 2048 window = the mean
     deepest = max(nodes, key=lambda n: result.tree[n]["depth"])
     ids = [t for n in result.tree.path(deepest) for t in result.tree[n]["token_ids"]]
-    expected = _reference_confidences(testbed_policy, prompt_ids, ids, 5)
+    expected, sampled = _reference_values(testbed_policy, prompt_ids, ids, 5)
     recorded = [c for n in result.tree.path(deepest) for c in result.tree[n]["token_confidences"]]
     assert recorded == pytest.approx(expected, abs=1e-4)
+    recorded = [v for n in result.tree.path(deepest) for v in result.tree[n]["token_logprobs"]]
+    assert recorded == pytest.approx(sampled, abs=1e-4)
 
 
 def test_best_of_n_chains_share_out_the_confidences_like_the_token_counts(testbed_policy) -> None:
@@ -187,9 +205,12 @@ def test_best_of_n_chains_share_out_the_confidences_like_the_token_counts(testbe
     (result,) = asyncio.run(asearch([problem], generator=testbed_policy, scorer=scorer, strategy=strategy))
     for cand in result.candidates:
         path = result.tree.path(cand.node)
-        assert all(len(result.tree[n]["token_confidences"]) == result.tree[n]["num_tokens"] for n in path)
+        for key in ("token_confidences", "token_logprobs"):
+            assert all(len(result.tree[n][key]) == result.tree[n]["num_tokens"] for n in path)
         every = [c for n in path for c in result.tree[n]["token_confidences"]]
         assert cand.score == pytest.approx(sum(every) / len(every))
+        shared = sum(v for n in path for v in result.tree[n]["token_logprobs"])  # the solution's logprob, once
+        assert shared == pytest.approx(sum(result.tree[n]["logprob"] or 0.0 for n in path), abs=1e-4)
 
 
 def test_log_probabilities_are_asked_for_only_where_something_reads_them() -> None:

@@ -6,7 +6,7 @@ the engine calls. A scorer whose work is itself asynchronous (the rollout scorer
 generators) implements ``AsyncModelScorer`` instead: ``ascore_batch`` receives every unique,
 uncached item of a call at once and runs on the event loop (no worker thread, no micro-batches:
 its generators batch for themselves). Cache keys are (scorer identity, question, reference, steps,
-complete, and the policy's token confidences where the scorer reads them), so a prefix that beam
+complete, and the policy's token values where the scorer reads them), so a prefix that beam
 search revisits is scored once.
 """
 
@@ -78,7 +78,7 @@ Sized = tuple[int, tuple, ScoreItem]  # (tokens, cache key, item)
 
 def cache_key(identity: str, item: ScoreItem) -> tuple:
     return (identity, item.problem.question, item.problem.answer, item.steps, item.complete,
-            item.token_confidences)
+            item.token_confidences, item.token_logprobs)
 
 
 class BatchedScorer:

@@ -5,8 +5,9 @@ Token confidence C_i = -(1/k) * (sum of the k largest log-probabilities at gener
 the model's raw distribution (deepconf/utils.py:41-50; processors.py:29-34). Higher means a more
 peaked distribution, a surer token. The search computes C_i while it generates (it asks the backend
 for the top-k log-probabilities because this scorer's ``top_logprobs`` is k) and hands them to the
-scorer in ``ScoreItem.token_confidences``, one per token of the prefix, every step in order. A
-prefix's value is one measure of them (``measure``):
+scorer in ``ScoreItem.token_confidences``, one per token of the prefix, every step in order, with
+the sampled tokens' log-probabilities in ``ScoreItem.token_logprobs``. A prefix's value is one
+measure of them (``measure``):
 
 - ``mean``: the mean of every C_i (utils.py:93-101);
 - ``lowest_group``: group confidences are the means of every window of ``window`` consecutive
@@ -16,7 +17,12 @@ prefix's value is one measure of them (``measure``):
   confidences, shorter than the window the mean of all (the bottom-10% confidence at
   ``bottom=0.1``, utils.py:116-147);
 - ``tail``: the mean of the last ``window`` C_i (the reference's tail of 2048 tokens equals its
-  window, utils.py:104-113).
+  window, utils.py:104-113);
+- ``likelihood`` (not DeepConf's): exp of the mean log-probability of the tokens the policy
+  sampled, the prefix's per-token probability (its length-normalised likelihood, in (0, 1]). Where
+  C_i says how peaked the distribution was, this says how likely the policy found what it wrote;
+  on the testbed it was the only measure that helped (benchmarks/RESULTS.md, "The confidence
+  scorer").
 
 The windows slide across step boundaries, so as a step scorer (beam, DVTS, MCTS) the value of a
 prefix is the measure of everything the policy generated so far: with ``lowest_group``, the lowest
@@ -75,6 +81,11 @@ def tail_confidence(confidences: Sequence[float], window: int, bottom: float) ->
     return mean_confidence(confidences[-window:], window, bottom)
 
 
+def likelihood(logprobs: Sequence[float]) -> float:
+    """exp(mean log-probability of the sampled tokens): the per-token probability; 0 for none."""
+    return float(np.exp(np.mean(logprobs))) if len(logprobs) else 0.0
+
+
 Measure = Callable[[Sequence[float], int, float], float]
 MEASURES: dict[str, Measure] = {
     "mean": mean_confidence,
@@ -82,6 +93,8 @@ MEASURES: dict[str, Measure] = {
     "bottom_group": bottom_group_confidence,
     "tail": tail_confidence,
 }
+LIKELIHOOD = "likelihood"  # read off the sampled tokens' log-probabilities, not the confidences
+MEASURE_NAMES = (*MEASURES, LIKELIHOOD)
 # the backends whose completions carry per-token top-k log-probabilities (docs/backends.md)
 BACKENDS_WITH_TOP_LOGPROBS = "transformers (the default, also for the embedded model)"
 
@@ -94,9 +107,9 @@ class ConfidenceScorer:
 
     def __init__(self, measure: str = "lowest_group", window: int = DEFAULT_WINDOW, k: int = DEFAULT_K,
                  bottom: float = DEFAULT_BOTTOM) -> None:
-        if measure not in MEASURES:
+        if measure not in MEASURE_NAMES:
             raise ScorerError(f"unknown confidence measure {measure!r} (--scorer-option measure=...): use "
-                              f"{', '.join(MEASURES)}")
+                              f"{', '.join(MEASURE_NAMES)}")
         for name, value in (("window", window), ("k", k)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ScorerError(f"--scorer-option {name} must be a whole number of at least 1 (got {value!r})")
@@ -114,16 +127,18 @@ class ConfidenceScorer:
         return 0  # no forward pass: the numbers came with the generated tokens
 
     def score_batch(self, items: Sequence[ScoreItem]) -> list[Score]:
-        measure = MEASURES[self.measure]
-        scores = []
-        for item in items:
-            if item.token_confidences is None:
-                raise ScorerError("the confidence scorer reads the policy's token log-probabilities from the "
-                                  "search, and this prefix came without them: score it inside a search (solve, "
-                                  f"run, sweep) on a backend that returns them: {BACKENDS_WITH_TOP_LOGPROBS}")
-            value = measure(item.token_confidences, self.window, self.bottom)
-            scores.append(Score(value, extra={"policy_tokens": len(item.token_confidences)}))
-        return scores
+        return [self.score_one(item) for item in items]
+
+    def score_one(self, item: ScoreItem) -> Score:
+        if item.token_confidences is None or item.token_logprobs is None:
+            raise ScorerError("the confidence scorer reads the policy's token log-probabilities from the "
+                              "search, and this prefix came without them: score it inside a search (solve, "
+                              f"run, sweep) on a backend that returns them: {BACKENDS_WITH_TOP_LOGPROBS}")
+        if self.measure == LIKELIHOOD:
+            value = likelihood(item.token_logprobs)
+        else:
+            value = MEASURES[self.measure](item.token_confidences, self.window, self.bottom)
+        return Score(value, extra={"policy_tokens": len(item.token_confidences)})
 
     def close(self) -> None:
         pass
@@ -131,9 +146,9 @@ class ConfidenceScorer:
 
 def load_confidence(measure: str = "lowest_group", window: int = DEFAULT_WINDOW, k: int = DEFAULT_K,
                     bottom: float = DEFAULT_BOTTOM) -> ConfidenceScorer:
-    """``--scorer confidence [--scorer-option measure=lowest_group|bottom_group|tail|mean]
+    """``--scorer confidence [--scorer-option measure=lowest_group|bottom_group|tail|mean|likelihood]
     [--scorer-option window=2048] [--scorer-option k=20] [--scorer-option bottom=0.1]``."""
     return ConfidenceScorer(measure=measure, window=window, k=k, bottom=bottom)
 
 
-__all__ = ["MEASURES", "ConfidenceScorer", "group_confidences", "load_confidence"]
+__all__ = ["MEASURES", "MEASURE_NAMES", "ConfidenceScorer", "group_confidences", "likelihood", "load_confidence"]

@@ -203,7 +203,7 @@ class SearchContext:
             num_tokens=completion.num_tokens,
             token_ids=completion.token_ids,
             logprob=completion.logprob,
-            token_confidences=self._confidences_of(completion),
+            **self._token_values(completion),
         )
         ends = completion.finish_reason in ("eos", "length") or (
             self.config.stop_at_boxed and last_boxed(completion.text) is not None
@@ -218,7 +218,7 @@ class SearchContext:
         token counts are shared out by characters."""
         pieces = [p for p in completion.text.split(self.config.step_delimiter) if p.strip()] or [""]
         total_chars = sum(len(p) for p in pieces) or 1
-        confidences = self._confidences_of(completion)
+        values = self._token_values(completion)
         node = parent
         assigned = 0
         for i, piece in enumerate(pieces):
@@ -232,34 +232,35 @@ class SearchContext:
                 num_tokens=tokens,
                 token_ids=completion.token_ids if len(pieces) == 1 else None,
                 logprob=completion.logprob if last else None,
-                # shared out like the token count, so the chain holds every token's confidence once
-                token_confidences=None if confidences is None else (
-                    confidences[assigned:] if last else confidences[assigned : assigned + tokens]),
+                # shared out like the token count, so the chain holds every token's values once
+                **{key: v[assigned:] if last else v[assigned : assigned + tokens] for key, v in values.items()},
             )
             assigned += tokens
         self._mark_terminal(node, completion.finish_reason)
         return node
 
-    def _confidences_of(self, completion: Completion) -> list[float] | None:
-        """Each generated token's confidence (``token_confidence``) when the scorer asked for them,
-        else None. Rounded to 6 decimals to keep tree files small."""
+    def _token_values(self, completion: Completion) -> dict[str, list[float]]:
+        """When the scorer reads the policy's token values (the confidence scorer): each generated
+        token's confidence (``token_confidence``) and the log-probability of the token sampled, as
+        node attributes; else none. Rounded to 6 decimals to keep tree files small."""
         if not self.top_logprobs:
-            return None
-        if completion.top_logprobs is None:
+            return {}
+        if completion.top_logprobs is None or completion.token_logprobs is None:
             raise LogprobsUnavailable(
                 "the backend returned no per-token top log-probabilities, which the scorer reads (the "
                 "confidence scorer): use a backend that returns them (--backend transformers)")
-        return [round(token_confidence(top), 6) for top in completion.top_logprobs]
+        return {"token_confidences": [round(token_confidence(top), 6) for top in completion.top_logprobs],
+                "token_logprobs": [round(v, 6) for v in completion.token_logprobs]}
 
-    def path_confidences(self, node: int) -> tuple[float, ...] | None:
-        """The token confidences of the prefix ending at ``node``, in generation order (None where
-        a step has none)."""
+    def path_values(self, node: int, key: str) -> tuple[float, ...] | None:
+        """The per-token values ``key`` (``token_confidences``, ``token_logprobs``) of the prefix
+        ending at ``node``, in generation order (None where a step has none)."""
         out: list[float] = []
         for n in self.tree.path(node):
-            confidences = self.tree[n].get("token_confidences")
-            if confidences is None:
+            values = self.tree[n].get(key)
+            if values is None:
                 return None
-            out.extend(confidences)
+            out.extend(values)
         return tuple(out)
 
     def _mark_terminal(self, node: int, reason: str | None) -> None:
@@ -278,7 +279,8 @@ class SearchContext:
         self.budget.check_time()
         items = [
             ScoreItem(self.problem, self.tree.steps(n), complete=bool(self.tree[n]["terminal"]),
-                      token_confidences=self.path_confidences(n) if self.top_logprobs else None)
+                      token_confidences=self.path_values(n, "token_confidences") if self.top_logprobs else None,
+                      token_logprobs=self.path_values(n, "token_logprobs") if self.top_logprobs else None)
             for n in nodes
         ]
         scores = await self._score(items, self.counters) if items else []

@@ -111,13 +111,15 @@ class ScoreItem:
     """A reasoning prefix to score: the problem (with reference answer when known) and its steps.
 
     ``token_confidences``: the policy's token confidence at each token it generated for the
-    prefix, in order (DeepConf's C_i, see pumsearch.scorers.confidence), filled only for a scorer
-    that asks for them (its ``top_logprobs``); None otherwise."""
+    prefix, in order (DeepConf's C_i, see pumsearch.scorers.confidence), and ``token_logprobs``:
+    the log-probability of each token it sampled; filled only for a scorer that asks for them (its
+    ``top_logprobs``); None otherwise."""
 
     problem: Problem
     steps: tuple[str, ...]
     complete: bool = False
     token_confidences: tuple[float, ...] | None = None
+    token_logprobs: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -138,7 +140,8 @@ class Scorer(Protocol):
 
     Optional: ``top_logprobs`` (an int, 0 when absent), the number of most likely tokens per
     generated token whose log-probabilities the scorer reads off the policy; a search asks its
-    backend for them and fills ``ScoreItem.token_confidences`` (the confidence scorer)."""
+    backend for them and fills ``ScoreItem.token_confidences`` and ``token_logprobs`` (the
+    confidence scorer)."""
 
     identity: str
     """Kind, format and checkpoint, e.g. ``prm:qwen:/models/prm``; cache keys start with it."""

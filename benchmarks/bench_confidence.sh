@@ -24,12 +24,13 @@ bon() {
 }
 
 beam() {
-  # Beam search (M = 4) with the exact PRM, with the confidence scorer's default measure, and with the
-  # lowest group over a window of 8 tokens (a short window for the testbed's ~27-token solutions).
+  # Beam search (M = 4) with the exact PRM, with the confidence scorer's default measure (DeepConf's
+  # lowest group; its 2048-token window is longer than any testbed solution, so it is the mean token
+  # confidence), and with measure=likelihood (the sampled tokens' per-token probability).
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies beam --budgets 4,8,16,32,64 \
       --scorers testbed-prm,confidence --out "$RUNS/beam"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies beam --budgets 4,8,16,32,64 \
-      --scorers confidence --scorer-option window=8 --out "$RUNS/beam-window8"
+      --scorers confidence --scorer-option measure=likelihood --out "$RUNS/beam-likelihood"
 }
 
 mcts() {
@@ -41,15 +42,15 @@ mcts() {
 }
 
 gsm8k() {
-  # The embedded SmolLM2 on the first 10 GSM8K test problems: Best-of-8 (majority, confidence-weighted,
-  # top-50% filtered) against beam search with the confidence scorer at N = 4, 8 (one seed: the CPU).
-  "${PUMSEARCH[@]}" sweep --dataset gsm8k --limit 10 --strategies bon,beam --budgets 4,8 --scorers confidence \
-      --seeds 0 --max-tokens 256 --concurrency 10 --out "$RUNS/gsm8k"
+  # The embedded SmolLM2-135M on the first 5 GSM8K test problems, Best-of-4 and beam search (N = 4)
+  # with the confidence scorer: the pipeline end to end on the real model (one seed, 128 tokens: the CPU).
+  "${PUMSEARCH[@]}" sweep --dataset gsm8k --limit 5 --strategies bon,beam --budgets 4 --scorers confidence \
+      --seeds 0 --max-tokens 128 --concurrency 5 --out "$RUNS/gsm8k"
 }
 
 report() {
   mkdir -p "$RESULTS"
-  for name in bon beam beam-window8 mcts-logprob mcts-uniform gsm8k; do
+  for name in bon beam beam-likelihood mcts-logprob mcts-uniform gsm8k; do
     [ -d "$RUNS/$name" ] || continue
     mkdir -p "$RESULTS/$name"
     COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --csv "$RESULTS/$name/report.csv" \

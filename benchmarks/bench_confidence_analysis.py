@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pumsearch.scorers.confidence import MEASURES
+from pumsearch.scorers.confidence import MEASURES, likelihood
 from pumsearch.search.selection import Candidate, choose
 from pumsearch.search.tree import load_tree
 
@@ -32,7 +32,8 @@ BUDGETS = (4, 8, 16, 32, 64)
 # (~27 tokens), so there lowest_group = bottom_group = tail = mean; short windows make them differ
 MEASURE_GRID = [("mean", "mean", 2048), ("lowest group w=2048 (default)", "lowest_group", 2048),
                 ("lowest group w=8", "lowest_group", 8), ("lowest group w=4", "lowest_group", 4),
-                ("bottom 10% w=8", "bottom_group", 8), ("tail w=8", "tail", 8)]
+                ("bottom 10% w=8", "bottom_group", 8), ("tail w=8", "tail", 8),
+                ("likelihood (not DeepConf)", "likelihood", 0)]
 KEEPS = (1.0, 0.9, 0.5, 0.1)
 
 
@@ -45,6 +46,20 @@ def path_confidences(tree: Any, node: int) -> list[float]:
     return [c for n in tree.path(node) for c in (tree[n]["token_confidences"] or [])]
 
 
+def path_likelihood(tree: Any, node: int) -> float:
+    """The confidence scorer's ``likelihood`` of a solution: exp(its log-probability / its tokens),
+    from the nodes' sums (trees from before token_logprobs were recorded hold only those)."""
+    path = tree.path(node)
+    tokens = sum(tree[n]["num_tokens"] for n in path)
+    return likelihood([sum(tree[n]["logprob"] or 0.0 for n in path) / tokens]) if tokens else 0.0
+
+
+def measure_value(cand: dict[str, Any], measure: str, window: int) -> float:
+    if measure == "likelihood":
+        return cand["likelihood"]
+    return MEASURES[measure](cand["confidences"], window, 0.1)
+
+
 def bon_solutions(run_dir: Path) -> list[dict[str, Any]]:
     """Per problem: its candidates in generation order with their token confidences and tokens."""
     out = []
@@ -52,7 +67,8 @@ def bon_solutions(run_dir: Path) -> list[dict[str, Any]]:
         tree, result = load_tree(run_dir / rec["tree_file"])
         cands = []
         for c, group in zip(result["candidates"], rec["subsample"]["groups"], strict=True):
-            cands.append({**c, "confidences": path_confidences(tree, c["node"]), "tokens": group["tokens"]})
+            cands.append({**c, "confidences": path_confidences(tree, c["node"]), "tokens": group["tokens"],
+                          "likelihood": path_likelihood(tree, c["node"])})
         out.append({"problem": rec["problem_id"], "seed": rec["seed"], "candidates": cands})
     return out
 
@@ -74,7 +90,7 @@ def bon_table(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rows[("majority (no scorer)", "majority", 1.0)][n].append(pick(first, None, "majority", 1.0))
             rows[("pass@N (oracle)", "-", 1.0)][n].append(any(c["correct"] for c in first))
             for label, measure, window in MEASURE_GRID:
-                scores = [MEASURES[measure](c["confidences"], window, 0.1) for c in first]
+                scores = [measure_value(c, measure, window) for c in first]
                 rows[(label, "best", 1.0)][n].append(pick(first, scores, "best", 1.0))
                 for keep in KEEPS:
                     for how in ("majority", "weighted"):
@@ -93,7 +109,7 @@ def auroc_within(problems: list[dict[str, Any]]) -> dict[str, float]:
     for label, measure, window in MEASURE_GRID:
         values = []
         for prob in problems:
-            scored = [(MEASURES[measure](c["confidences"], window, 0.1), bool(c["correct"]))
+            scored = [(measure_value(c, measure, window), bool(c["correct"]))
                       for c in prob["candidates"] if c["answer"]]
             right = [s for s, ok in scored if ok]
             wrong = [s for s, ok in scored if not ok]
@@ -190,7 +206,7 @@ def main() -> None:
     problems = [p for run in sorted((args.runs / "bon").glob("bon-*")) for p in bon_solutions(run)]
     bon = bon_table(problems)
     auroc = auroc_within(problems)
-    runs = [r for name in ("beam", "beam-window8", "mcts-logprob", "mcts-uniform")
+    runs = [r for name in ("beam", "beam-likelihood", "mcts-logprob", "mcts-uniform")
             if (args.runs / name).is_dir() for r in run_rows(args.runs / name)]
     (args.out / "analysis.json").write_text(json.dumps({"bon": bon, "auroc": auroc, "runs": runs}, indent=1) + "\n")
     (args.out / "analysis.md").write_text(markdown(bon, auroc, runs))

@@ -40,26 +40,38 @@ class SearchDefault:
     scorer_model: str | None
     strategy: str | None  # run this strategy instead of the one asked for; None: as asked
     note: str
+    from_family: bool = False  # the model's own scorer (a testbed policy's PUM), not the search's rule
 
 
-# A strategy that needs a scorer, with none named and none the model's family brings, runs as
-# Best-of-N with majority vote at the same budget (about the same tokens): no reward-model-free
-# scorer was measured to help tree search. The policy's own token confidence (--scorer confidence)
-# made beam search worse than majority vote at equal tokens on the testbed (docs/scorers.md, "The
-# default scorer"; benchmarks/RESULTS.md, "The confidence scorer"); the note says so in one line.
+# A strategy that needs a scorer, with none named and none the model's family brings, scores by the
+# policy's own per-token probability (the confidence scorer's default measure, likelihood: no
+# reward model, no forward pass) where that was measured to beat Best-of-N majority vote at equal
+# tokens on the testbed (docs/scorers.md, "The default scorer"; the figures are the ones the note
+# quotes). Elsewhere, or on a backend that returns no token log-probabilities, it runs as Best-of-N
+# with majority vote at the same budget (about the same tokens).
+DEFAULT_SCORER = "confidence"
+MEASURED_WITH_CONFIDENCE = {
+    "beam": "beam 0.49 / 0.52 vs majority vote 0.36 / 0.42 at N = 4 / 8",
+}
+REWARD_MODEL_HINT = "name a reward model with --scorer prm|pum|orm --scorer-model PATH"
+CONFIDENCE_NOTE = (
+    "no --scorer: {strategy} scores by the policy's own per-token probability (--scorer confidence: no reward "
+    "model, no extra forward pass); testbed, equal tokens: {measured} (docs/scorers.md); " + REWARD_MODEL_HINT)
 NO_SCORER_NOTE = (
-    "no --scorer: {strategy} needs one, and without a reward model none was measured to help: beam search "
-    "scored by the policy's own token confidence lost to majority vote at equal tokens (testbed, "
-    "docs/scorers.md), so this runs Best-of-N with majority vote at the same budget; name a reward model "
-    "with --scorer prm|pum|orm --scorer-model PATH, or --scorer confidence to search by confidence anyway")
+    "no --scorer: {strategy} needs one, and {why}, so this runs Best-of-N with majority vote at the same "
+    "budget; " + REWARD_MODEL_HINT)
+NOT_MEASURED = "no scorer without a reward model was measured to help it (docs/scorers.md)"
+NO_LOGPROBS = "--backend {backend} returns no token log-probabilities for the confidence scorer"
 
 
-def search_default(model: str | None, strategy: str) -> SearchDefault | None:
+def search_default(model: str | None, strategy: str, backend: str | None = "transformers") -> SearchDefault | None:
     """What a search with ``strategy`` and no scorer named runs with: the scorer ``model``'s
     registered family brings (a shipped testbed policy: the shipped testbed PUM; see
-    pumsearch.models.default_scorer_for), else, for a strategy that needs a scorer, Best-of-N with
-    majority vote instead (NO_SCORER_NOTE says why); None when the strategy runs as asked without
-    one (Best-of-N: majority vote)."""
+    pumsearch.models.default_scorer_for); else, for a strategy that needs a scorer, the confidence
+    scorer where it was measured to help (MEASURED_WITH_CONFIDENCE) and ``backend`` returns token
+    log-probabilities (None: unknown, a generator object), or Best-of-N with majority vote instead;
+    None when the strategy runs as asked without one (Best-of-N: majority vote)."""
+    from pumsearch.backends import backend_entry
     from pumsearch.models import default_scorer_for
     from pumsearch.strategies import get_strategy
 
@@ -67,11 +79,16 @@ def search_default(model: str | None, strategy: str) -> SearchDefault | None:
     if family is not None:
         name, path = family
         return SearchDefault(name, path, None, f"no --scorer: {model} brings its own scorer, --scorer {name} "
-                                               f"--scorer-model {path}; name another with --scorer")
+                                               f"--scorer-model {path}; name another with --scorer", True)
     cls = get_strategy(strategy)
-    if cls.requires_scorer:
-        return SearchDefault(None, None, "bon", NO_SCORER_NOTE.format(strategy=cls.name))
-    return None
+    if not cls.requires_scorer:
+        return None
+    logprobs = backend is not None and backend_entry(backend).top_logprobs
+    if cls.name in MEASURED_WITH_CONFIDENCE and logprobs:
+        note = CONFIDENCE_NOTE.format(strategy=cls.name, measured=MEASURED_WITH_CONFIDENCE[cls.name])
+        return SearchDefault(DEFAULT_SCORER, None, None, note)
+    why = NO_LOGPROBS.format(backend=backend) if cls.name in MEASURED_WITH_CONFIDENCE and backend else NOT_MEASURED
+    return SearchDefault(None, None, "bon", NO_SCORER_NOTE.format(strategy=cls.name, why=why))
 
 
 def with_default_scorer(
@@ -136,15 +153,17 @@ def solve(
     the strategy's own settings (beam_width, c_puct...; see ``search_config``). ``scorer_model`` etc.
     are the --scorer-* flags; ``scorer_options`` takes any other scorer option. With no ``scorer`` and
     ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the shipped testbed PUM
-    scores; a strategy that needs a scorer runs as Best-of-N with majority vote, with a UserWarning
-    that says why (see ``search_default``)."""
+    scores; a strategy that needs a scorer takes ``search_default``'s (the confidence scorer, or
+    Best-of-N with majority vote where that was not measured to help or ``generator`` is an object
+    of unknown log-probabilities), with a UserWarning that says so."""
     config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
-    if scorer is None and scorer_model is None:  # a testbed policy's PUM; a tree search: Best-of-N majority
-        default = search_default(model if generator is None else None, config.strategy)
+    if scorer is None and scorer_model is None:  # a testbed policy's PUM; a tree search: see search_default
+        default = search_default(model if generator is None else None, config.strategy,
+                                 "transformers" if generator is None else None)
         if default is not None:
             scorer, scorer_model, config = default.scorer, default.scorer_model, apply_default(config, default)
-            if default.strategy is not None:  # another strategy than the one asked for: say so
+            if not default.from_family:  # a testbed policy's PUM is what it is for; the rest: say so
                 warnings.warn(default.note, UserWarning, stacklevel=2)
     flags = {"model": scorer_model, "base": scorer_base, "device": scorer_device, "dtype": scorer_dtype,
              "prm_format": prm_format}

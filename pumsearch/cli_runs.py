@@ -85,14 +85,14 @@ def sweep_command(opts: CommandLine) -> None:
 
 def _search_default(opts: CommandLine) -> Any:
     """With no --scorer, for a strategy that needs one: what pumsearch.api.search_default picks (the
-    model family's scorer, else Best-of-N majority), announced in one line; else None (run keeps
-    Best-of-N without a scorer as it is: majority vote)."""
+    model family's scorer, the confidence scorer, or Best-of-N majority), announced in one line;
+    else None (Best-of-N without a scorer stays as it is: majority vote)."""
     from pumsearch.api import search_default
     from pumsearch.strategies import get_strategy
 
     if opts["scorer"] or not get_strategy(opts["strategy"]).requires_scorer:
         return None
-    default = search_default(opts["model"], opts["strategy"])
+    default = search_default(opts["model"], opts["strategy"], opts["backend"])
     if default is not None:
         err_console.print(f"[yellow]note:[/] {escape(default.note)}", highlight=False, soft_wrap=True)
     return default

@@ -16,7 +16,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pumsearch.api import NO_SCORER_NOTE, apply_default, asearch, search_default, solve
+from pumsearch.api import (
+    CONFIDENCE_NOTE,
+    MEASURED_WITH_CONFIDENCE,
+    NO_LOGPROBS,
+    NO_SCORER_NOTE,
+    NOT_MEASURED,
+    apply_default,
+    asearch,
+    search_default,
+    solve,
+)
 from pumsearch.backends import load_generator
 from pumsearch.backends.scripted import ScriptedGenerator
 from pumsearch.cli import app
@@ -175,7 +185,7 @@ def _reference_values(generator, prompt_ids: tuple[int, ...], generated: list[in
 
 
 def test_beam_with_confidence_records_each_tokens_confidence_and_costs_no_scorer_tokens(testbed_policy) -> None:
-    scorer = load_scorer("confidence", k=5)
+    scorer = load_scorer("confidence", measure="lowest_group", k=5)
     problem = testbed_problems("standard,n=1")[0]
     strategy = make_strategy(search_config(strategy="beam", budget=4, max_tokens=64, max_step_tokens=16), True)
     (result,) = asyncio.run(asearch([problem], generator=testbed_policy, scorer=scorer, strategy=strategy))
@@ -199,7 +209,7 @@ def test_beam_with_confidence_records_each_tokens_confidence_and_costs_no_scorer
 
 
 def test_best_of_n_chains_share_out_the_confidences_like_the_token_counts(testbed_policy) -> None:
-    scorer = load_scorer("confidence")
+    scorer = load_scorer("confidence")  # the default measure: likelihood
     problem = testbed_problems("standard,n=1")[0]
     strategy = make_strategy(search_config(strategy="bon", budget=3, max_tokens=64, select="weighted", keep=0.5), True)
     (result,) = asyncio.run(asearch([problem], generator=testbed_policy, scorer=scorer, strategy=strategy))
@@ -207,10 +217,10 @@ def test_best_of_n_chains_share_out_the_confidences_like_the_token_counts(testbe
         path = result.tree.path(cand.node)
         for key in ("token_confidences", "token_logprobs"):
             assert all(len(result.tree[n][key]) == result.tree[n]["num_tokens"] for n in path)
-        every = [c for n in path for c in result.tree[n]["token_confidences"]]
-        assert cand.score == pytest.approx(sum(every) / len(every))
-        shared = sum(v for n in path for v in result.tree[n]["token_logprobs"])  # the solution's logprob, once
-        assert shared == pytest.approx(sum(result.tree[n]["logprob"] or 0.0 for n in path), abs=1e-4)
+        every = [v for n in path for v in result.tree[n]["token_logprobs"]]
+        assert cand.score == pytest.approx(math.exp(sum(every) / len(every)))
+        # each token's log-probability once: they add up to the solution's
+        assert sum(every) == pytest.approx(sum(result.tree[n]["logprob"] or 0.0 for n in path), abs=1e-4)
 
 
 def test_log_probabilities_are_asked_for_only_where_something_reads_them() -> None:
@@ -285,58 +295,77 @@ def test_run_refuses_a_backend_that_cannot_feed_it_before_making_a_directory(tmp
 # -- the default when no scorer is named ----------------------------------------------------------------
 def test_the_default_rule() -> None:
     """A named scorer always wins (not this function's business); the model family's scorer next;
-    then, for a strategy that needs a scorer, Best-of-N majority (the confidence scorer was measured
-    to make beam search worse than majority vote at equal tokens: docs/scorers.md)."""
+    then, for a strategy that needs a scorer, the confidence scorer where it was measured to beat
+    majority vote at equal tokens and the backend returns log-probabilities, else Best-of-N
+    majority (docs/scorers.md, "The default scorer")."""
     assert search_default(None, "bon") is None  # Best-of-N votes without one
-    for strategy in ("beam", "dvts", "mcts"):
-        fallback = search_default("some/model", strategy)
-        assert fallback is not None and (fallback.scorer, fallback.strategy) == (None, "bon")
-        assert fallback.note == NO_SCORER_NOTE.format(strategy=strategy)
+    default = search_default("some/model", "beam")
+    assert default is not None and (default.scorer, default.strategy) == ("confidence", None)
+    assert default.note == CONFIDENCE_NOTE.format(strategy="beam", measured=MEASURED_WITH_CONFIDENCE["beam"])
+    assert "majority vote" in default.note and "--scorer prm|pum|orm --scorer-model PATH" in default.note
+    asked = search_config(strategy="beam", budget=8, beam_width=2)
+    assert apply_default(asked, default) is asked  # beam as asked, with its settings
+    for strategy, backend, why in [
+        ("beam", "openai", NO_LOGPROBS.format(backend="openai")),  # the backend cannot feed it
+        ("beam", None, NOT_MEASURED),  # a generator object: its log-probabilities are unknown
+        *((s, "transformers", NOT_MEASURED) for s in ("dvts", "mcts") if s not in MEASURED_WITH_CONFIDENCE),
+    ]:
+        fallback = search_default("some/model", strategy, backend)
+        assert fallback is not None and (fallback.scorer, fallback.strategy) == (None, "bon"), strategy
+        assert fallback.note == NO_SCORER_NOTE.format(strategy=strategy, why=why)
     testbed = search_default("testbed:weak", "beam")  # the model family's own default wins
-    assert testbed is not None and testbed.scorer == "pum" and testbed.strategy is None
-    note = NO_SCORER_NOTE.format(strategy="beam")
-    assert "confidence lost to majority vote" in note and "--scorer prm|pum|orm --scorer-model PATH" in note
+    assert testbed is not None and testbed.scorer == "pum" and testbed.strategy is None and testbed.from_family
     config = apply_default(search_config(strategy="beam", budget=8, beam_width=2), fallback)
     assert (config.strategy, config.budget, config.strategy_options) == ("bon", 8, {})
 
 
-def test_solve_a_tree_search_with_no_scorer_runs_majority_and_says_so(step_llama_dir: Path, tmp_path: Path) -> None:
+def test_solve_a_tree_search_with_no_scorer_scores_by_confidence_and_says_so(step_llama_dir: Path,
+                                                                              tmp_path: Path) -> None:
     args = ["solve", "what is 1 + 3", "--model", str(step_llama_dir), "--strategy", "beam", "--budget", "4",
             "--max-tokens", "24", "--max-step-tokens", "8"]
     result = runner.invoke(app, [*args, "--json", "--tree-out", str(tmp_path / "t.json")])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (record["strategy"], record["scorer"], record["num_candidates"]) == ("bon", None, 4)
-    assert record["scorer_default"] == NO_SCORER_NOTE.format(strategy="beam")
+    assert (record["strategy"], record["scorer"]) == ("beam", "confidence")
+    assert record["scorer_default"] == search_default(str(step_llama_dir), "beam").note
+    assert record["counters"]["scorer_tokens"] == 0 and record["counters"]["scorer_calls"] > 0
     shown = runner.invoke(app, [*args, "--tree-out", str(tmp_path / "u.json")])
-    assert shown.exit_code == 0 and "no --scorer: beam needs one" in " ".join(shown.output.split())
-    named = runner.invoke(app, [*args, "--scorer", "confidence", "--json", "--tree-out", str(tmp_path / "v.json")])
+    assert shown.exit_code == 0 and "no --scorer: beam scores by the policy's own" in " ".join(shown.output.split())
+    named = runner.invoke(app, [*args, "--scorer", "verifier", "--answer", "4", "--json",
+                                "--tree-out", str(tmp_path / "v.json")])
     record = json.loads(named.stdout.strip().splitlines()[-1])
-    assert (record["strategy"], record["scorer"]) == ("beam", "confidence")  # a named scorer wins
-    assert "scorer_default" not in record and record["counters"]["scorer_tokens"] == 0
+    assert (record["strategy"], record["scorer"]) == ("beam", "verifier")  # a named scorer wins
+    assert "scorer_default" not in record
 
 
-def test_the_api_falls_back_with_a_warning(step_llama_dir: Path) -> None:
-    with pytest.warns(UserWarning, match="no --scorer: mcts needs one"):
-        result = solve("what is 1 + 3", model=str(step_llama_dir), strategy="mcts", budget=2, max_tokens=16)
+def test_the_api_says_which_default_it_took(step_llama_dir: Path) -> None:
+    with pytest.warns(UserWarning, match="no --scorer: beam scores by the policy's own"):
+        result = solve("what is 1 + 3", model=str(step_llama_dir), strategy="beam", budget=2, beam_width=2,
+                       max_tokens=16)
+    assert result.strategy == "beam"
+    assert list(result.tree[result.chosen_node]["scores"]) == ["confidence:likelihood:window=2048:k=20"]
+    with pytest.warns(UserWarning, match="no --scorer: beam needs one"):  # a generator object: unknown logprobs
+        result = solve("what is 1 + 3", generator=ScriptedGenerator(), strategy="beam", budget=2, beam_width=2)
     assert result.strategy == "bon" and len(result.candidates) == 2
 
 
-def test_run_with_no_scorer_records_the_fallback_and_keys_like_best_of_n(step_llama_dir: Path,
-                                                                         tmp_path: Path) -> None:
+def test_run_with_no_scorer_records_the_default_and_keys_like_naming_it(step_llama_dir: Path,
+                                                                        tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "what is 1 + 3", "answer": "4"}) + "\n")
-    common = ["run", "--model", str(step_llama_dir), "--dataset", str(data), "--budget", "4", "--max-tokens", "16"]
-    default = runner.invoke(app, [*common, "--strategy", "beam", "--beam-width", "2", "--out", str(tmp_path / "a")])
+    common = ["run", "--model", str(step_llama_dir), "--dataset", str(data), "--budget", "4", "--max-tokens", "16",
+              "--strategy", "beam", "--beam-width", "2"]
+    default = runner.invoke(app, [*common, "--out", str(tmp_path / "a")])
     assert default.exit_code == 0, default.output
-    assert "no --scorer: beam needs one" in " ".join(default.output.split())
+    assert "no --scorer: beam scores by the policy's own" in " ".join(default.output.split())
     (record,) = [json.loads(line) for line in (tmp_path / "a" / "records.jsonl").read_text().splitlines()]
-    assert (record["strategy"], record["scorer"]) == ("bon", None)
-    assert record["scorer_default"] == NO_SCORER_NOTE.format(strategy="beam")
-    named = runner.invoke(app, [*common, "--strategy", "bon", "--out", str(tmp_path / "b")])
+    assert (record["strategy"], record["scorer"]) == ("beam", "confidence")
+    assert record["scorer_default"] == search_default(str(step_llama_dir), "beam").note
+    named = runner.invoke(app, [*common, "--scorer", "confidence", "--out", str(tmp_path / "b")])
     assert named.exit_code == 0, named.output
     (other,) = [json.loads(line) for line in (tmp_path / "b" / "records.jsonl").read_text().splitlines()]
     assert other["run_key"] == record["run_key"] and "scorer_default" not in other
+    assert other["prediction"] == record["prediction"]  # the same search
 
 
 def test_keep_needs_a_fraction_in_the_api_too() -> None:
@@ -347,15 +376,13 @@ def test_keep_needs_a_fraction_in_the_api_too() -> None:
 @pytest.mark.slow
 @pytest.mark.embedded
 def test_beam_runs_on_the_embedded_model_with_no_scorer(embedded_model_dir: Path, tmp_path: Path) -> None:
-    """`pumsearch solve "..." --strategy beam --budget N` with no --scorer runs on the embedded SmolLM2
-    (as Best-of-N majority; shortened: budget 4, 32 tokens), and with --scorer confidence as beam."""
+    """`pumsearch solve "..." --strategy beam --budget N` with no --scorer runs on the embedded SmolLM2,
+    scored by the confidence scorer (shortened: budget 4, 32 tokens)."""
     env = {"XDG_CACHE_HOME": str(embedded_model_dir.parent.parent)}
     args = ["solve", "Natalia sold 48 clips in April and half as many in May. How many?", "--strategy", "beam",
             "--budget", "4", "--max-tokens", "32", "--json"]
     result = runner.invoke(app, [*args, "--tree-out", str(tmp_path / "t.json")], env=env)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout.strip().splitlines()[-1])["strategy"] == "bon"
-    confident = runner.invoke(app, [*args, "--scorer", "confidence", "--tree-out", str(tmp_path / "u.json")], env=env)
-    assert confident.exit_code == 0, confident.output
-    record = json.loads(confident.stdout.strip().splitlines()[-1])
-    assert record["strategy"] == "beam" and record["counters"]["scorer_tokens"] == 0
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (record["strategy"], record["scorer"]) == ("beam", "confidence") and "scorer_default" in record
+    assert record["counters"]["scorer_tokens"] == 0

@@ -18,11 +18,12 @@ measure of them (``measure``):
   ``bottom=0.1``, utils.py:116-147);
 - ``tail``: the mean of the last ``window`` C_i (the reference's tail of 2048 tokens equals its
   window, utils.py:104-113);
-- ``likelihood`` (not DeepConf's): exp of the mean log-probability of the tokens the policy
-  sampled, the prefix's per-token probability (its length-normalised likelihood, in (0, 1]). Where
-  C_i says how peaked the distribution was, this says how likely the policy found what it wrote;
-  on the testbed it was the only measure that helped (benchmarks/RESULTS.md, "The confidence
-  scorer").
+- ``likelihood`` (the default; not DeepConf's): exp of the mean log-probability of the tokens
+  the policy sampled, the prefix's per-token probability (its length-normalised likelihood, in
+  (0, 1]). Where C_i says how peaked the distribution was, this says how likely the policy found
+  what it wrote. On the testbed it was the only measure that helped, and DeepConf's own measures
+  made search worse than majority vote (benchmarks/RESULTS.md, "The confidence scorer"), so it is
+  the default; ``measure=lowest_group`` is the paper's.
 
 The windows slide across step boundaries, so as a step scorer (beam, DVTS, MCTS) the value of a
 prefix is the measure of everything the policy generated so far: with ``lowest_group``, the lowest
@@ -47,7 +48,9 @@ from pumsearch.scorers.base import ScorerError
 from pumsearch.search.protocols import Score, ScoreItem
 
 # DeepConf's defaults: a window of 2048 tokens (deepconf/wrapper.py:80), the top 20 log-probabilities
-# (wrapper.py:116, 196), the bottom 10% of groups (utils.py:116)
+# (wrapper.py:116, 196), the bottom 10% of groups (utils.py:116). The default measure is not
+# DeepConf's (lowest_group): likelihood was the one measured to help (benchmarks/RESULTS.md)
+DEFAULT_MEASURE = "likelihood"
 DEFAULT_WINDOW = 2048
 DEFAULT_K = 20
 DEFAULT_BOTTOM = 0.1
@@ -105,7 +108,7 @@ class ConfidenceScorer:
     value_kind = "positive"
     needs_reference = False
 
-    def __init__(self, measure: str = "lowest_group", window: int = DEFAULT_WINDOW, k: int = DEFAULT_K,
+    def __init__(self, measure: str = DEFAULT_MEASURE, window: int = DEFAULT_WINDOW, k: int = DEFAULT_K,
                  bottom: float = DEFAULT_BOTTOM) -> None:
         if measure not in MEASURE_NAMES:
             raise ScorerError(f"unknown confidence measure {measure!r} (--scorer-option measure=...): use "
@@ -144,7 +147,7 @@ class ConfidenceScorer:
         pass
 
 
-def load_confidence(measure: str = "lowest_group", window: int = DEFAULT_WINDOW, k: int = DEFAULT_K,
+def load_confidence(measure: str = DEFAULT_MEASURE, window: int = DEFAULT_WINDOW, k: int = DEFAULT_K,
                     bottom: float = DEFAULT_BOTTOM) -> ConfidenceScorer:
     """``--scorer confidence [--scorer-option measure=lowest_group|bottom_group|tail|mean|likelihood]
     [--scorer-option window=2048] [--scorer-option k=20] [--scorer-option bottom=0.1]``."""

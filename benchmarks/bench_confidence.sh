@@ -5,7 +5,7 @@
 # solution and 24 per step, seeds 0 and 1 (the flags of bench_testbed_sweeps.sh). Runs go to $RUNS
 # (not in git); rerunning resumes. Results: benchmarks/results/confidence/ and benchmarks/RESULTS.md.
 #
-#   bash benchmarks/bench_confidence.sh [bon|beam|mcts|gsm8k|report]...
+#   bash benchmarks/bench_confidence.sh [bon|beam|tree|mcts|gsm8k|report]...
 set -euo pipefail
 RUNS=${RUNS:-/tmp/confidence-sweeps}
 RESULTS=${RESULTS:-benchmarks/results/confidence}
@@ -24,13 +24,23 @@ bon() {
 }
 
 beam() {
-  # Beam search (M = 4) with the exact PRM, with the confidence scorer's default measure (DeepConf's
-  # lowest group; its 2048-token window is longer than any testbed solution, so it is the mean token
-  # confidence), and with measure=likelihood (the sampled tokens' per-token probability).
+  # Beam search (M = 4) with the exact PRM, with DeepConf's lowest group confidence (its 2048-token
+  # window is longer than any testbed solution, so it is the mean token confidence), and with the
+  # confidence scorer's default, measure=likelihood (the sampled tokens' per-token probability).
+  # The committed lowest-group rows were run when lowest_group was the default, as `--scorers
+  # testbed-prm,confidence --out $RUNS/beam` (same seeds, same samples; another run key).
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies beam --budgets 4,8,16,32,64 \
-      --scorers testbed-prm,confidence --out "$RUNS/beam"
+      --scorers testbed-prm --out "$RUNS/beam"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies beam --budgets 4,8,16,32,64 \
+      --scorers confidence --scorer-option measure=lowest_group --out "$RUNS/beam-lowest-group"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --strategies beam --budgets 4,8,16,32,64 \
       --scorers confidence --scorer-option measure=likelihood --out "$RUNS/beam-likelihood"
+}
+
+tree() {
+  # DVTS and MCTS with the confidence scorer's default (likelihood), one seed, N = 4 and 16.
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --strategies dvts,mcts --budgets 4,16 \
+      --scorers confidence --scorer-option measure=likelihood --out "$RUNS/tree-likelihood"
 }
 
 mcts() {
@@ -50,7 +60,7 @@ gsm8k() {
 
 report() {
   mkdir -p "$RESULTS"
-  for name in bon beam beam-likelihood mcts-logprob mcts-uniform gsm8k; do
+  for name in bon beam beam-lowest-group beam-likelihood tree-likelihood mcts-logprob mcts-uniform gsm8k; do
     [ -d "$RUNS/$name" ] || continue
     mkdir -p "$RESULTS/$name"
     COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --csv "$RESULTS/$name/report.csv" \
@@ -60,14 +70,15 @@ report() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(bon beam mcts gsm8k report)
+[ ${#steps[@]} -eq 0 ] && steps=(bon beam tree mcts gsm8k report)
 for step in "${steps[@]}"; do
   case $step in
     bon) bon ;;
     beam) beam ;;
+    tree) tree ;;
     mcts) mcts ;;
     gsm8k) gsm8k ;;
     report) report ;;
-    *) echo "unknown step $step: use bon, beam, mcts, gsm8k or report" >&2; exit 2 ;;
+    *) echo "unknown step $step: use bon, beam, tree, mcts, gsm8k or report" >&2; exit 2 ;;
   esac
 done

@@ -120,16 +120,24 @@ def auroc_within(problems: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def scorer_identity(run_dir: Path) -> str:
+    """The scorer identity the run's trees hold (it names the measure, whatever the default was
+    when the run was made), else "none"."""
+    for rec in records(run_dir):
+        tree, _ = load_tree(run_dir / rec["tree_file"])
+        for _, attrs in tree.iter_nodes():
+            if attrs["scores"]:
+                return next(iter(attrs["scores"]))
+    return "none"
+
+
 def run_rows(sweep: Path) -> list[dict[str, Any]]:
     """Accuracy and mean generated tokens of every run of a sweep directory, by configuration and N
     (means over the seeds' problems)."""
     groups: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run_dir in sorted(p for p in sweep.iterdir() if (p / "records.jsonl").exists()):
         config = json.loads((run_dir / "config.json").read_text())
-        scorer = config["scorer"]
-        label = scorer["spec"] if scorer else "none"
-        if scorer and scorer.get("options"):
-            label += " " + ",".join(f"{k}={v}" for k, v in scorer["options"].items())
+        label = scorer_identity(run_dir)
         if sweep.name.startswith("mcts-"):  # the priors: named by the sweep, whatever the default is
             label += f" priors={sweep.name.removeprefix('mcts-')}"
         key = (config["search"]["strategy"], label, config["search"]["budget"])
@@ -137,7 +145,7 @@ def run_rows(sweep: Path) -> list[dict[str, Any]]:
             groups[key]["correct"].append(float(bool(rec["correct"])))
             groups[key]["tokens"].append(rec["counters"]["generated_tokens"])
             groups[key]["seeds"].append(rec["seed"])
-    return [{"strategy": s, "scorer": label, "budget": n, "n": len(v["correct"]),
+    return [{"sweep": sweep.name, "strategy": s, "scorer": label, "budget": n, "n": len(v["correct"]),
              "seeds": sorted(set(v["seeds"])), "accuracy": float(np.mean(v["correct"])),
              "se": float(np.std(v["correct"]) / np.sqrt(len(v["correct"]))),
              "tokens": float(np.mean(v["tokens"]))}
@@ -206,13 +214,13 @@ def main() -> None:
     problems = [p for run in sorted((args.runs / "bon").glob("bon-*")) for p in bon_solutions(run)]
     bon = bon_table(problems)
     auroc = auroc_within(problems)
-    runs = [r for name in ("beam", "beam-likelihood", "mcts-logprob", "mcts-uniform")
+    runs = [r for name in ("beam", "beam-lowest-group", "beam-likelihood", "tree-likelihood", "mcts-logprob", "mcts-uniform")
             if (args.runs / name).is_dir() for r in run_rows(args.runs / name)]
     (args.out / "analysis.json").write_text(json.dumps({"bon": bon, "auroc": auroc, "runs": runs}, indent=1) + "\n")
     (args.out / "analysis.md").write_text(markdown(bon, auroc, runs))
-    plot(bon, [r for r in runs if r["strategy"] == "beam"], args.out / "accuracy_vs_tokens.png",
+    plot(bon, [r for r in runs if not r["sweep"].startswith("mcts-")], args.out / "accuracy_vs_tokens.png",
          "testbed:standard, weak policy: confidence scorer vs majority and the exact PRM")
-    plot(bon, [r for r in runs if r["strategy"] == "mcts"], args.out / "mcts_priors.png",
+    plot(bon, [r for r in runs if r["sweep"].startswith("mcts-")], args.out / "mcts_priors.png",
          "testbed:standard, weak policy: MCTS (exact PRM), log-probability vs uniform priors")
     print(markdown(bon, auroc, runs))
 

@@ -35,6 +35,7 @@ MEASURE_GRID = [("mean", "mean", 2048), ("lowest group w=2048 (default)", "lowes
                 ("bottom 10% w=8", "bottom_group", 8), ("tail w=8", "tail", 8),
                 ("likelihood (not DeepConf)", "likelihood", 0)]
 KEEPS = (1.0, 0.9, 0.5, 0.1)
+TREE_SWEEPS = ("beam", "beam-lowest-group", "beam-likelihood", "tree-likelihood", "mcts-logprob", "mcts-uniform")
 
 
 def records(run_dir: Path) -> list[dict[str, Any]]:
@@ -214,8 +215,7 @@ def main() -> None:
     problems = [p for run in sorted((args.runs / "bon").glob("bon-*")) for p in bon_solutions(run)]
     bon = bon_table(problems)
     auroc = auroc_within(problems)
-    runs = [r for name in ("beam", "beam-lowest-group", "beam-likelihood", "tree-likelihood", "mcts-logprob", "mcts-uniform")
-            if (args.runs / name).is_dir() for r in run_rows(args.runs / name)]
+    runs = [r for name in TREE_SWEEPS if (args.runs / name).is_dir() for r in run_rows(args.runs / name)]
     (args.out / "analysis.json").write_text(json.dumps({"bon": bon, "auroc": auroc, "runs": runs}, indent=1) + "\n")
     (args.out / "analysis.md").write_text(markdown(bon, auroc, runs))
     plot(bon, [r for r in runs if not r["sweep"].startswith("mcts-")], args.out / "accuracy_vs_tokens.png",

@@ -51,7 +51,9 @@ class SearchDefault:
 # with majority vote at the same budget (about the same tokens).
 DEFAULT_SCORER = "confidence"
 MEASURED_WITH_CONFIDENCE = {
-    "beam": "beam 0.49 / 0.52 vs majority vote 0.36 / 0.42 at N = 4 / 8",
+    "beam": "beam 0.48 / 0.51 right vs majority vote 0.36 / 0.42 at N = 4 / 8",
+    "dvts": "DVTS 0.52 / 0.52 right vs majority vote 0.36 / 0.45 at N = 4 / 16",
+    "mcts": "MCTS 0.48 / 0.49 right at N = 4 / 16 (170 / 276 tokens) vs majority vote 0.36 / 0.42 at 108 / 216",
 }
 REWARD_MODEL_HINT = "name a reward model with --scorer prm|pum|orm --scorer-model PATH"
 CONFIDENCE_NOTE = (

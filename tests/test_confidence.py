@@ -305,14 +305,14 @@ def test_the_default_rule() -> None:
     assert "majority vote" in default.note and "--scorer prm|pum|orm --scorer-model PATH" in default.note
     asked = search_config(strategy="beam", budget=8, beam_width=2)
     assert apply_default(asked, default) is asked  # beam as asked, with its settings
-    for strategy, backend, why in [
-        ("beam", "openai", NO_LOGPROBS.format(backend="openai")),  # the backend cannot feed it
-        ("beam", None, NOT_MEASURED),  # a generator object: its log-probabilities are unknown
-        *((s, "transformers", NOT_MEASURED) for s in ("dvts", "mcts") if s not in MEASURED_WITH_CONFIDENCE),
+    for strategy, backend, why, name in [
+        ("beam", "openai", NO_LOGPROBS.format(backend="openai"), "beam"),  # the backend cannot feed it
+        ("mcts", None, NOT_MEASURED, "mcts"),  # a generator object: its log-probabilities are unknown
+        ("tests.test_recipes:KeepBest", "transformers", NOT_MEASURED, "keep-best"),  # not measured with it
     ]:
         fallback = search_default("some/model", strategy, backend)
         assert fallback is not None and (fallback.scorer, fallback.strategy) == (None, "bon"), strategy
-        assert fallback.note == NO_SCORER_NOTE.format(strategy=strategy, why=why)
+        assert fallback.note == NO_SCORER_NOTE.format(strategy=name, why=why)
     testbed = search_default("testbed:weak", "beam")  # the model family's own default wins
     assert testbed is not None and testbed.scorer == "pum" and testbed.strategy is None and testbed.from_family
     config = apply_default(search_config(strategy="beam", budget=8, beam_width=2), fallback)

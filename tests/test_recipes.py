@@ -123,8 +123,8 @@ def test_a_strategy_runs_from_the_command_line_with_its_setting(tmp_path: Path) 
         assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
         lines = [line for line in refused.output.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], refused.output
-    # with no scorer named, a strategy that needs one runs as Best-of-N with majority vote and says so
-    # (pumsearch.api.search_default; make_strategy itself still refuses: tests/test_tree_search.py)
+    # with no scorer named, a custom strategy that needs one (never measured with the confidence scorer)
+    # runs as Best-of-N majority and says so (pumsearch.api.search_default; make_strategy still refuses)
     no_scorer = [a for a in args if a not in ("--scorer", "verifier")]
     fallback = runner.invoke(app, [*no_scorer, "--out", str(tmp_path / "fallback")])
     assert fallback.exit_code == 0 and "keep-best needs one" in " ".join(fallback.output.split()), fallback.output

@@ -53,7 +53,7 @@ DEFAULT_SCORER = "confidence"
 MEASURED_WITH_CONFIDENCE = {
     "beam": "beam 0.48 / 0.51 right vs majority vote 0.36 / 0.42 at N = 4 / 8",
     "dvts": "DVTS 0.52 / 0.52 right vs majority vote 0.36 / 0.45 at N = 4 / 16",
-    "mcts": "MCTS 0.48 / 0.49 right at N = 4 / 16 (170 / 276 tokens) vs majority vote 0.36 / 0.42 at 108 / 216",
+    "mcts": "MCTS 0.48 / 0.49 right vs majority vote about 0.39 / 0.43 at its tokens (N = 4 / 16)",
 }
 REWARD_MODEL_HINT = "name a reward model with --scorer prm|pum|orm --scorer-model PATH"
 CONFIDENCE_NOTE = (

@@ -410,3 +410,22 @@ def test_best_of_n_ties_go_to_the_first_sample() -> None:
                     values={f"t{i} {BOX}{{{i}}}": v for i, v in enumerate([.4, .8, .8])})
     result, _ = search(script, strategy="bon", budget=3)
     assert result.answer == "1"  # np.argmax of [.4, .8, .8] is 1 (BN:90)
+
+
+# -- beyond the reference: a search cut short -----------------------------------------------------
+def test_dvts_cut_short_returns_only_finished_children() -> None:
+    """search-and-learn has no time limit. pumsearch's returns the best so far, finished prefixes
+    only (docs/strategies.md, "Time limit"): N = 4, M = 2; round 1 gives s0 a0 (.9, ends) and a1;
+    s1 keeps b0 (.95, open). Round 2's call outlasts the limit, so the search stops before scoring
+    it: the answer is a0's, not the open b0's (no answer)."""
+    script = Script(
+        samples={(): [f"a0 {BOX}{{1}}", "a1\n\n", "b0\n\n", "b1\n\n"], ("b0",): ["c0\n\n", "c1\n\n"]},
+        values={f"a0 {BOX}{{1}}": .9, "a1": .5, "b0": .95, "b1": .1, "c0": .2, "c1": .3},
+    )
+    generator = ScriptedGenerator(script.policy, delay=0.5)
+    scorer = BatchedScorer(StepTableScorer(script.values))  # type: ignore[arg-type]
+    config = search_config(strategy="dvts", budget=4, beam_width=2, max_depth=3, time_limit=0.8)
+    (result,), _ = run(problems(1), config, generator, scorer)
+    assert result.cut_short and len(generator.calls) == 2
+    assert returned(result) == [(f"a0 {BOX}{{1}}",)]
+    assert result.answer == "1"

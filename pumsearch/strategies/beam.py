@@ -53,16 +53,16 @@ class StepSearchSettings(StrategySettings):
     beam_width: int = field(default=4, metadata={"help": "M: children per kept prefix."})
     lookahead: int = field(default=0, metadata={"help": "Greedy steps looked ahead before ranking."})
     last_round_to_end: bool = field(default=True, metadata={
-        "help": "The round at --max-depth samples each prefix to the end of its solution (beam, dvts)."})
+        "help": "The round at --max-depth samples each prefix to the end of its solution."})
 
 
 @dataclass(frozen=True)
 class BeamSettings(StepSearchSettings):
     filter_duplicates: bool = field(default=False, metadata={"help": "Drop prefixes with identical text."})
     sort_completed: bool = field(default=False, metadata={
-        "help": "Return the best N finished beams by score, not the first N to finish (beam)."})
+        "help": "Return the best N finished beams by score, not the first N to finish."})
     stop_when_n_finished: bool = field(default=False, metadata={
-        "help": "Stop once N beams have finished (beam; the same answer, less compute, unless sort-completed)."})
+        "help": "Stop once N beams have finished (the same answer at less compute, unless sort-completed)."})
 
 
 class _StepSearch(Strategy):
@@ -248,8 +248,9 @@ class DVTS(_StepSearch):
         except BudgetExhausted as err:
             reason = str(err)
         # search-and-learn returns every child of each subtree's last expansion, finished or not,
-        # with the score it was ranked by (diverse_verifier_tree_search.py:139-157)
-        returned = [c for kids in last_children for c in kids]
+        # with the score it was ranked by (diverse_verifier_tree_search.py:139-157); a search cut
+        # short returns only what finished, as every strategy does
+        returned = [c for kids in last_children for c in kids if reason is None or ctx.tree[c]["terminal"]]
         candidates = [Candidate(c, ctx.tree[c]["answer"], _floor_to_none(scores[c])) for c in returned]
         result = await ctx.finish(candidates if candidates else ctx.candidates())
         result.cut_reason = reason

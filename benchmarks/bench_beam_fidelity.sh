@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Beam search and DVTS before and after they took search-and-learn's semantics (issue 13 item 4),
+# on the arithmetic testbed: the weak policy, the exact PRM, 100 test chains, seeds 0-2, N = 4, 16,
+# 64. "old" runs the code of $OLD_REV (the commit before the change, unpacked with git archive);
+# every other configuration runs this checkout. Results: benchmarks/RESULTS.md ("Beam search and
+# DVTS against search-and-learn"). Run from the repository root; runs go to $RUNS.
+#
+#   bash benchmarks/bench_beam_fidelity.sh [old|new|sorted|dedup|early|depth|report]...
+set -euo pipefail
+RUNS=${RUNS:-/tmp/beam-fidelity}
+OLD_REV=${OLD_REV:-9f2f088}
+export OMP_NUM_THREADS=1
+COMMON=(--dataset testbed:standard,n=100 --model testbed:weak --temperature 0.8 --max-tokens 96
+        --max-step-tokens 24 --concurrency 64 --scorers testbed-prm)
+GRID=(--seeds 0,1,2 --budgets 4,16,64)
+
+sweep() {  # sweep CODE_DIR OUT_NAME ARGS...: one sweep with the pumsearch of CODE_DIR
+  local code=$1 out=$2
+  shift 2
+  PYTHONPATH="$code" nice -n 10 python -m pumsearch.cli sweep "${COMMON[@]}" "$@" --out "$RUNS/$out"
+}
+grid() { local code=$1 out=$2; shift 2; sweep "$code" "$out" "${GRID[@]}" "$@"; }
+
+old() {
+  rm -rf "$RUNS/code-old" && mkdir -p "$RUNS/code-old"
+  git archive "$OLD_REV" | tar -x -C "$RUNS/code-old"
+  grid "$RUNS/code-old" old --strategies beam,dvts
+}
+new() { grid "$PWD" new --strategies beam,dvts; }
+sorted() { grid "$PWD" sorted --strategies beam --strategy-option sort_completed=true; }
+dedup() { grid "$PWD" dedup --strategies beam --filter-duplicates; }
+early() { grid "$PWD" early --strategies beam --strategy-option stop_when_n_finished=true; }
+depth() {  # where the depth cap binds: 4 steps, with and without the last round's roll-out
+  local d=(--max-depth 4 --budgets 16 --seeds 0)
+  sweep "$PWD" depth-to-end --strategies beam,dvts "${d[@]}"
+  sweep "$PWD" depth-capped --strategies beam,dvts "${d[@]}" --strategy-option last_round_to_end=false
+}
+report() {
+  for name in old new sorted dedup early depth-to-end depth-capped; do
+    if [ -d "$RUNS/$name" ]; then
+      COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --no-plots --json "$RUNS/$name/report.json" \
+          > "$RUNS/$name/report.txt"
+    fi
+  done
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(old new sorted dedup early depth report)
+for step in "${steps[@]}"; do
+  case $step in
+    old|new|sorted|dedup|early|depth|report) "$step" ;;
+    *) echo "unknown step $step: use old, new, sorted, dedup, early, depth or report" >&2; exit 2 ;;
+  esac
+done

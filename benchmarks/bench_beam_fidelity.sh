@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Beam search and DVTS before and after they took search-and-learn's semantics (issue 13 item 4),
 # on the arithmetic testbed: the weak policy, the exact PRM, 100 test chains, seeds 0-2, N = 4, 16,
-# 64. "old" runs the code of $OLD_REV (the commit before the change, unpacked with git archive);
-# every other configuration runs this checkout. Results: benchmarks/RESULTS.md ("Beam search and
-# DVTS against search-and-learn"). Run from the repository root; runs go to $RUNS.
+# 64 (sort_completed and the early stop: seed 0 only). "old" runs the code of $OLD_REV (the commit
+# before the change, unpacked with git archive); every other configuration runs this checkout.
+# Results: benchmarks/RESULTS.md ("Beam search and DVTS against search-and-learn"). Run from the
+# repository root; runs go to $RUNS.
 #
-#   bash benchmarks/bench_beam_fidelity.sh [old|new|sorted|dedup|early|depth|report]...
+#   bash benchmarks/bench_beam_fidelity.sh [old|new|sorted|dedup|early|depth|report|compare]...
 set -euo pipefail
 RUNS=${RUNS:-/tmp/beam-fidelity}
 OLD_REV=${OLD_REV:-9f2f088}
@@ -27,13 +28,38 @@ old() {
   grid "$RUNS/code-old" old --strategies beam,dvts
 }
 new() { grid "$PWD" new --strategies beam,dvts; }
-sorted() { grid "$PWD" sorted --strategies beam --strategy-option sort_completed=true; }
 dedup() { grid "$PWD" dedup --strategies beam --filter-duplicates; }
-early() { grid "$PWD" early --strategies beam --strategy-option stop_when_n_finished=true; }
+# seed 0 only (the machine is shared): the returned set differs, or only the compute does
+sorted() { sweep "$PWD" sorted --seeds 0 --budgets 4,16,64 --strategies beam --strategy-option sort_completed=true; }
+early() { sweep "$PWD" early --seeds 0 --budgets 4,16,64 --strategies beam --strategy-option stop_when_n_finished=true; }
 depth() {  # where the depth cap binds: 4 steps, with and without the last round's roll-out
   local d=(--max-depth 4 --budgets 16 --seeds 0)
   sweep "$PWD" depth-to-end --strategies beam,dvts "${d[@]}"
   sweep "$PWD" depth-capped --strategies beam,dvts "${d[@]}" --strategy-option last_round_to_end=false
+}
+compare() {  # compare A B: per-problem paired differences of beam runs (accuracy, tokens) at each N
+  python - "$RUNS/$1" "$RUNS/$2" <<'PY'
+import json, math, pathlib, sys
+
+def records(sweep):
+    out = {}
+    for path in pathlib.Path(sweep).glob("beam-*/records.jsonl"):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            out[(r["budget"], r["seed"], r["problem_id"])] = r
+    return out
+
+a, b = records(sys.argv[1]), records(sys.argv[2])
+for budget in sorted({k[0] for k in a} & {k[0] for k in b}):
+    keys = sorted(k for k in a.keys() & b.keys() if k[0] == budget)
+    diff = [float(b[k]["correct"]) - float(a[k]["correct"]) for k in keys]
+    mean = sum(diff) / len(diff)
+    se = math.sqrt(sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff))
+    tokens = [sum(r[k]["counters"]["generated_tokens"] for k in keys) / len(keys) for r in (a, b)]
+    same = sum(a[k]["prediction"] == b[k]["prediction"] for k in keys)
+    print(f"N={budget:3d} n={len(keys)} acc {mean:+.3f} +- {se:.3f} (paired)  "
+          f"tokens {tokens[0]:.0f} -> {tokens[1]:.0f} ({tokens[1] / tokens[0]:.2f}x)  same prediction {same}")
+PY
 }
 report() {
   for name in old new sorted dedup early depth-to-end depth-capped; do
@@ -45,10 +71,11 @@ report() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(old new sorted dedup early depth report)
+[ ${#steps[@]} -eq 0 ] && steps=(old new dedup sorted early depth report)
 for step in "${steps[@]}"; do
   case $step in
     old|new|sorted|dedup|early|depth|report) "$step" ;;
-    *) echo "unknown step $step: use old, new, sorted, dedup, early, depth or report" >&2; exit 2 ;;
+    compare) compare old new; compare new dedup; compare new sorted; compare new early ;;
+    *) echo "unknown step $step: use old, new, sorted, dedup, early, depth, report or compare" >&2; exit 2 ;;
   esac
 done

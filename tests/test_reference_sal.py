@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from helpers_search import ScriptedScorer, problems, run
 
 from pumsearch.backends.scripted import ScriptedGenerator
 from pumsearch.scorers.base import BatchedScorer
@@ -43,6 +42,7 @@ from pumsearch.search.protocols import Score, ScoreItem
 from pumsearch.search.result import SearchResult
 from pumsearch.search.tree import ROOT, SearchTree
 from pumsearch.strategies import search_config
+from tests.helpers_search import ScriptedScorer, problems, run
 
 BOX = "\\boxed"
 

@@ -2,15 +2,19 @@
 # Beam search and DVTS before and after they took search-and-learn's semantics (issue 13 item 4),
 # on the arithmetic testbed: the weak policy, the exact PRM, 100 test chains, seeds 0-2, N = 4, 16,
 # 64 (DVTS, sort_completed and the early stop: seed 0 only). "old" runs the code of $OLD_REV (the
-# commit before the change, unpacked with git archive); every other configuration runs this
-# checkout. "headline" reruns the README's beam row (200 chains, seed 0). Results:
-# benchmarks/RESULTS.md ("Beam search and DVTS against search-and-learn"). Run from the repository
-# root; runs go to $RUNS.
+# beam loop before the change, unpacked with git archive); every other configuration runs this
+# checkout. OLD_REV must sample as this checkout does: the figures in benchmarks/RESULTS.md ran at
+# b57bf34 with OLD_REV=9f2f088; since issue 17's sampler (merged at 7ab9930) use 2610851.
+# "testbed" reruns the testbed sweeps of benchmarks/bench_testbed_sweeps.sh that the change moves
+# (200 chains, seed 0: beam at every N, Best-of-N, DVTS), "testbed-old" the beam of $OLD_REV at
+# the same settings. Results: benchmarks/RESULTS.md ("Beam search and DVTS against
+# search-and-learn") and benchmarks/results/testbed/issue13-*. Run from the repository root; runs
+# go to $RUNS.
 #
-#   bash benchmarks/bench_beam_fidelity.sh [old|new|dedup|sorted|early|boxed|depth|headline|report|compare]...
+#   bash benchmarks/bench_beam_fidelity.sh [old|new|dedup|sorted|early|boxed|depth|testbed|testbed-old|report|compare]...
 set -euo pipefail
 RUNS=${RUNS:-/tmp/beam-fidelity}
-OLD_REV=${OLD_REV:-9f2f088}
+OLD_REV=${OLD_REV:-2610851}
 export OMP_NUM_THREADS=1
 COMMON=(--dataset testbed:standard,n=100 --model testbed:weak --temperature 0.8 --max-tokens 96
         --max-step-tokens 24 --concurrency 64 --scorers testbed-prm)
@@ -24,9 +28,12 @@ sweep() {  # sweep CODE_DIR OUT_NAME ARGS...: one sweep with the pumsearch of CO
 }
 grid() { local code=$1 out=$2; shift 2; sweep "$code" "$out" "${GRID[@]}" "$@"; }
 
-old() {
+unpack_old() {
   rm -rf "$RUNS/code-old" && mkdir -p "$RUNS/code-old"
   git archive "$OLD_REV" | tar -x -C "$RUNS/code-old"
+}
+old() {
+  unpack_old
   grid "$RUNS/code-old" old --strategies beam
   sweep "$RUNS/code-old" old --strategies dvts --seeds 0 --budgets 4,16,64
 }
@@ -43,10 +50,19 @@ early() {
   sweep "$PWD" early --seeds 0 --budgets 4,16,64 --strategies beam --strategy-option stop_when_n_finished=true
 }
 boxed() { grid "$PWD" boxed --strategies beam --no-stop-at-boxed; }  # search-and-learn's rule for beams
-headline() {  # the README row: 200 chains, seed 0, as benchmarks/bench_testbed_sweeps.sh runs them
-  nice -n 10 python -m pumsearch.cli sweep --dataset testbed:standard --model testbed:weak --temperature 0.8 \
-      --max-tokens 96 --max-step-tokens 24 --seeds 0 --concurrency 64 --scorers testbed-prm \
-      --strategies beam --budgets 4,16,64 --out "$RUNS/headline"
+# the settings of benchmarks/bench_testbed_sweeps.sh main: 200 chains, seed 0
+TESTBED=(--dataset testbed:standard --model testbed:weak --temperature 0.8 --max-tokens 96 --max-step-tokens 24
+         --seeds 0 --concurrency 64 --scorers testbed-prm)
+testbed() {
+  local run=(nice -n 10 python -m pumsearch.cli sweep "${TESTBED[@]}")
+  "${run[@]}" --strategies beam --budgets 4,8,16,32,64 --out "$RUNS/testbed-beam"
+  "${run[@]}" --strategies bon --budgets 1,2,4,8,16,32,64 --out "$RUNS/testbed-bon"  # one N=64 run, read off
+  "${run[@]}" --strategies dvts --budgets 4,8,16,32,64 --out "$RUNS/testbed-dvts"   # one N=64 run, read off
+}
+testbed_old() {
+  unpack_old
+  (cd "$RUNS/code-old" && nice -n 10 python -m pumsearch.cli sweep "${TESTBED[@]}" --strategies beam \
+      --budgets 4,8,16,64 --out "$RUNS/testbed-beam-old")
 }
 depth() {  # where the depth cap binds: 4 steps, with and without the last round's roll-out
   local d=(--max-depth 4 --budgets 16 --seeds 0)
@@ -78,7 +94,8 @@ for budget in sorted({k[0] for k in a} & {k[0] for k in b}):
 PY
 }
 report() {
-  for name in old new dedup sorted early boxed depth-to-end depth-capped headline; do
+  for name in old new dedup sorted early boxed depth-to-end depth-capped testbed-beam testbed-bon \
+      testbed-dvts testbed-beam-old; do
     if [ -d "$RUNS/$name" ]; then
       COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --no-plots --json "$RUNS/$name/report.json" \
           > "$RUNS/$name/report.txt"
@@ -87,12 +104,15 @@ report() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(old new dedup sorted early boxed depth headline report compare)
+[ ${#steps[@]} -eq 0 ] && steps=(old new dedup sorted early boxed depth testbed testbed-old report compare)
 for step in "${steps[@]}"; do
   case $step in
-    old|new|dedup|sorted|early|boxed|depth|headline|report) "$step" ;;
-    compare) compare old new; compare new dedup; compare new sorted; compare new early; compare new boxed ;;
-    *) echo "unknown step $step: use old, new, dedup, sorted, early, boxed, depth, headline, report or compare" >&2
+    old|new|dedup|sorted|early|boxed|depth|testbed|report) "$step" ;;
+    testbed-old) testbed_old ;;
+    compare) compare old new; compare new dedup; compare new sorted; compare new early; compare new boxed
+             compare testbed-beam-old testbed-beam ;;
+    *) echo "unknown step $step: use old, new, dedup, sorted, early, boxed, depth, testbed, testbed-old," \
+            "report or compare" >&2
        exit 2 ;;
   esac
 done

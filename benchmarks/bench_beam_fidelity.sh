@@ -11,7 +11,7 @@
 # search-and-learn") and benchmarks/results/testbed/issue13-*. Run from the repository root; runs
 # go to $RUNS.
 #
-#   bash benchmarks/bench_beam_fidelity.sh [old|new|dedup|sorted|early|boxed|depth|testbed|testbed-old|report|compare]...
+#   bash benchmarks/bench_beam_fidelity.sh [old|new|dedup|sorted|early|boxed|depth|testbed|testbed-old|votes|report|compare]...
 set -euo pipefail
 RUNS=${RUNS:-/tmp/beam-fidelity}
 OLD_REV=${OLD_REV:-2610851}
@@ -93,6 +93,31 @@ for budget in sorted({k[0] for k in a} & {k[0] for k in b}):
           f"tokens {tokens[0]:.0f} -> {tokens[1]:.0f} ({tokens[1] / tokens[0]:.2f}x)  same prediction {same}")
 PY
 }
+votes() {  # majority of the testbed Best-of-N records by vote class (now) and by exact string with
+  # empty answers voting (the rule before issue 13 items 1-2), first n samples, ties to the first seen
+  python - "$RUNS/testbed-bon" <<'PY'
+import collections, json, pathlib, sys
+
+records = [json.loads(line) for path in pathlib.Path(sys.argv[1]).glob("bon-*/records.jsonl")
+           for line in path.read_text().splitlines()]
+
+def majority(candidates, key):
+    count, first = collections.Counter(), {}
+    for i, c in enumerate(candidates):
+        if key(c) is not None:
+            count[key(c)] += 1
+            first.setdefault(key(c), (i, c))
+    return first[max(count, key=lambda k: (count[k], -first[k][0]))][1] if count else None
+
+rules = {"classes, no empty vote": lambda c: None if c["answer"] is None else c["vote_class"],
+         "strings, empty votes": lambda c: (c["answer"] or "").strip()}
+for n in (1, 2, 4, 8, 16, 32, 64):
+    cands = [[c for g in r["subsample"]["groups"][:n] for c in g["candidates"]] for r in records]
+    acc = {name: sum(bool(w and w["answer"] and w["correct"]) for w in (majority(c, key) for c in cands))
+           / len(records) for name, key in rules.items()}
+    print(f"N={n:2d} " + "  ".join(f"{name} {a:.3f}" for name, a in acc.items()))
+PY
+}
 report() {
   for name in old new dedup sorted early boxed depth-to-end depth-capped testbed-beam testbed-bon \
       testbed-dvts testbed-beam-old; do
@@ -104,15 +129,15 @@ report() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(old new dedup sorted early boxed depth testbed testbed-old report compare)
+[ ${#steps[@]} -eq 0 ] && steps=(old new dedup sorted early boxed depth testbed testbed-old votes report compare)
 for step in "${steps[@]}"; do
   case $step in
-    old|new|dedup|sorted|early|boxed|depth|testbed|report) "$step" ;;
+    old|new|dedup|sorted|early|boxed|depth|testbed|votes|report) "$step" ;;
     testbed-old) testbed_old ;;
     compare) compare old new; compare new dedup; compare new sorted; compare new early; compare new boxed
              compare testbed-beam-old testbed-beam ;;
     *) echo "unknown step $step: use old, new, dedup, sorted, early, boxed, depth, testbed, testbed-old," \
-            "report or compare" >&2
+            "votes, report or compare" >&2
        exit 2 ;;
   esac
 done

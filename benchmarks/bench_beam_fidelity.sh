@@ -6,8 +6,8 @@
 # checkout. OLD_REV must sample as this checkout does: the figures in benchmarks/RESULTS.md ran at
 # b57bf34 with OLD_REV=9f2f088; since issue 17's sampler (merged at 7ab9930) use 2610851.
 # "testbed" reruns the testbed sweeps of benchmarks/bench_testbed_sweeps.sh that the change moves
-# (200 chains, seed 0: beam at every N, Best-of-N, DVTS), "testbed-old" the beam of $OLD_REV at
-# the same settings. Results: benchmarks/RESULTS.md ("Beam search and DVTS against
+# (200 chains, seed 0: beam at every N, Best-of-N, DVTS), "testbed-old" the beam of $OLD_REV and
+# "boxed" beam with --no-stop-at-boxed at the same settings. Results: benchmarks/RESULTS.md ("Beam search and DVTS against
 # search-and-learn") and benchmarks/results/testbed/issue13-*. Run from the repository root; runs
 # go to $RUNS.
 #
@@ -49,7 +49,6 @@ sorted() {
 early() {
   sweep "$PWD" early --seeds 0 --budgets 4,16,64 --strategies beam --strategy-option stop_when_n_finished=true
 }
-boxed() { grid "$PWD" boxed --strategies beam --no-stop-at-boxed; }  # search-and-learn's rule for beams
 # the settings of benchmarks/bench_testbed_sweeps.sh main: 200 chains, seed 0
 TESTBED=(--dataset testbed:standard --model testbed:weak --temperature 0.8 --max-tokens 96 --max-step-tokens 24
          --seeds 0 --concurrency 64 --scorers testbed-prm)
@@ -58,6 +57,10 @@ testbed() {
   "${run[@]}" --strategies beam --budgets 4,8,16,32,64 --out "$RUNS/testbed-beam"
   "${run[@]}" --strategies bon --budgets 1,2,4,8,16,32,64 --out "$RUNS/testbed-bon"  # one N=64 run, read off
   "${run[@]}" --strategies dvts --budgets 4,8,16,32,64 --out "$RUNS/testbed-dvts"   # one N=64 run, read off
+}
+boxed() {  # search-and-learn's rule for beams (a \boxed{} answer does not end one), testbed settings
+  nice -n 10 python -m pumsearch.cli sweep "${TESTBED[@]}" --strategies beam --budgets 4,8,16,64 --no-stop-at-boxed \
+      --out "$RUNS/testbed-beam-boxed"
 }
 testbed_old() {
   unpack_old
@@ -119,8 +122,8 @@ for n in (1, 2, 4, 8, 16, 32, 64):
 PY
 }
 report() {
-  for name in old new dedup sorted early boxed depth-to-end depth-capped testbed-beam testbed-bon \
-      testbed-dvts testbed-beam-old; do
+  for name in old new dedup sorted early depth-to-end depth-capped testbed-beam testbed-bon \
+      testbed-dvts testbed-beam-old testbed-beam-boxed; do
     if [ -d "$RUNS/$name" ]; then
       COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --no-plots --json "$RUNS/$name/report.json" \
           > "$RUNS/$name/report.txt"
@@ -134,8 +137,8 @@ for step in "${steps[@]}"; do
   case $step in
     old|new|dedup|sorted|early|boxed|depth|testbed|votes|report) "$step" ;;
     testbed-old) testbed_old ;;
-    compare) compare old new; compare new dedup; compare new sorted; compare new early; compare new boxed
-             compare testbed-beam-old testbed-beam ;;
+    compare) compare old new; compare new dedup; compare new sorted; compare new early
+             compare testbed-beam-old testbed-beam; compare testbed-beam testbed-beam-boxed ;;
     *) echo "unknown step $step: use old, new, dedup, sorted, early, boxed, depth, testbed, testbed-old," \
             "votes, report or compare" >&2
        exit 2 ;;

@@ -7,11 +7,13 @@
 # b57bf34 with OLD_REV=9f2f088; since issue 17's sampler (merged at 7ab9930) use 2610851.
 # "testbed" reruns the testbed sweeps of benchmarks/bench_testbed_sweeps.sh that the change moves
 # (200 chains, seed 0: beam at every N, Best-of-N, DVTS), "testbed-old" the beam of $OLD_REV and
-# "boxed" beam with --no-stop-at-boxed at the same settings. Results: benchmarks/RESULTS.md ("Beam search and DVTS against
-# search-and-learn") and benchmarks/results/testbed/issue13-*. Run from the repository root; runs
-# go to $RUNS.
+# "boxed" beam with --no-stop-at-boxed at the same settings; "votes" recounts the Best-of-N
+# majority under the vote rule before issue 13. Results: benchmarks/RESULTS.md ("Beam search and
+# DVTS against search-and-learn") and benchmarks/results/testbed/issue13-*. Run from the
+# repository root; runs go to $RUNS.
 #
-#   bash benchmarks/bench_beam_fidelity.sh [old|new|dedup|sorted|early|boxed|depth|testbed|testbed-old|votes|report|compare]...
+#   bash benchmarks/bench_beam_fidelity.sh [STEP]...   (STEP: old new dedup sorted early boxed depth
+#        testbed testbed-old votes report compare; all of them in that order by default)
 set -euo pipefail
 RUNS=${RUNS:-/tmp/beam-fidelity}
 OLD_REV=${OLD_REV:-2610851}

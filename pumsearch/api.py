@@ -64,6 +64,7 @@ NO_SCORER_NOTE = (
     "budget; " + REWARD_MODEL_HINT)
 NOT_MEASURED = "no scorer without a reward model was measured to help it (docs/scorers.md)"
 NO_LOGPROBS = "--backend {backend} returns no token log-probabilities for the confidence scorer"
+UNKNOWN_LOGPROBS = "a generator object may return no token log-probabilities (pass scorer='confidence' if it does)"
 
 
 def search_default(model: str | None, strategy: str, backend: str | None = "transformers") -> SearchDefault | None:
@@ -89,7 +90,10 @@ def search_default(model: str | None, strategy: str, backend: str | None = "tran
     if cls.name in MEASURED_WITH_CONFIDENCE and logprobs:
         note = CONFIDENCE_NOTE.format(strategy=cls.name, measured=MEASURED_WITH_CONFIDENCE[cls.name])
         return SearchDefault(DEFAULT_SCORER, None, None, note)
-    why = NO_LOGPROBS.format(backend=backend) if cls.name in MEASURED_WITH_CONFIDENCE and backend else NOT_MEASURED
+    if cls.name not in MEASURED_WITH_CONFIDENCE:
+        why = NOT_MEASURED
+    else:
+        why = NO_LOGPROBS.format(backend=backend) if backend is not None else UNKNOWN_LOGPROBS
     return SearchDefault(None, None, "bon", NO_SCORER_NOTE.format(strategy=cls.name, why=why))
 
 

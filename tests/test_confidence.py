@@ -22,6 +22,7 @@ from pumsearch.api import (
     NO_LOGPROBS,
     NO_SCORER_NOTE,
     NOT_MEASURED,
+    UNKNOWN_LOGPROBS,
     apply_default,
     asearch,
     search_default,
@@ -307,7 +308,7 @@ def test_the_default_rule() -> None:
     assert apply_default(asked, default) is asked  # beam as asked, with its settings
     for strategy, backend, why, name in [
         ("beam", "openai", NO_LOGPROBS.format(backend="openai"), "beam"),  # the backend cannot feed it
-        ("mcts", None, NOT_MEASURED, "mcts"),  # a generator object: its log-probabilities are unknown
+        ("mcts", None, UNKNOWN_LOGPROBS, "mcts"),  # a generator object: its log-probabilities are unknown
         ("tests.test_recipes:KeepBest", "transformers", NOT_MEASURED, "keep-best"),  # not measured with it
     ]:
         fallback = search_default("some/model", strategy, backend)

@@ -62,6 +62,9 @@ class LabelSettings:
     max_tokens: int = 256  # per trajectory and per rollout
     standardise: str = "problem"
     seed: int = 0
+    # students' seed when not ``seed``: a second, independent draw of the rollouts of the same
+    # trajectories and prefixes (how noisy the labels are: the label ceiling)
+    rollout_seed: int | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # what policies and students see
     step_delimiter: str = "\n\n"
 
@@ -225,7 +228,8 @@ def _decoder(generator: Generator) -> Callable[[Trajectory, int], str] | None:
 
 # -- the labelling run --------------------------------------------------------------------------
 def settings_key(settings: LabelSettings, policies: Sequence[Generator], students: Sequence[Generator]) -> str:
-    blob = json.dumps({"settings": asdict(settings), "policies": [g.name for g in policies],
+    chosen = {k: v for k, v in asdict(settings).items() if v is not None}  # unset options: older files resume
+    blob = json.dumps({"settings": chosen, "policies": [g.name for g in policies],
                        "students": [g.name for g in students]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -306,7 +310,8 @@ async def _student_rates(s: int, student: Generator, problems: Sequence[Problem]
         todo[problem.id] = [("", None)] + [
             (p.text, p.token_ids if shares[trajectories[problem.id][p.trajectory].policy] else None)
             for p in open_prefixes]
-    config = _config(settings, settings.temperature, seed=settings.seed * 1000 + 500 + s)
+    seed = settings.seed if settings.rollout_seed is None else settings.rollout_seed
+    config = _config(settings, settings.temperature, seed=seed * 1000 + 500 + s)
     job = _SampleJob(todo, settings.rollouts)
     await _run_job(student, problems, job, config, grader)
     grading = []

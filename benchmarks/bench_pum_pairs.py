@@ -1,7 +1,7 @@
 """Held-out pairwise accuracy of testbed PUMs beside the exact signals and the label ceiling.
 
-On the preference pairs (ties left out) of the held-out problems (the same hash split as
-``pumsearch pum train --val-fraction``), for each pair (a preferred to b by its rollout utility):
+On the preference pairs (ties left out) of the held-out problems (the same split by a hash of the
+question as ``pumsearch pum train --val-fraction``), for each pair (a preferred to b by its rollout utility):
 
 - ``pum:NAME``: the share the PUM checkpoint scores strictly higher on a;
 - ``exact_prm``: the exact "every step so far right" signal (testbed-prm, 1 or 0) strictly higher
@@ -85,7 +85,7 @@ async def main_async(args: argparse.Namespace) -> None:
     settings = PairSettings(margin=args.margin, tie_margin=args.tie_margin, min_confidence=args.min_confidence,
                             conflicts=args.conflicts)
     pairs, summary = build_pairs(records, settings)
-    held = [p for p in pairs if p.label == 1.0 and is_held_out(p.problem_id, args.val_fraction)]
+    held = [p for p in pairs if p.label == 1.0 and is_held_out(p.question, args.val_fraction)]
     questions = {str(r["problem"]["id"]): r["problem"]["question"] for r in records}
     complete = {(str(r["problem"]["id"]), p["text"]): p["complete"] for r in records for p in r["prefixes"]}
     keys = sorted({(p.problem_id, t) for p in held for t in (p.a, p.b)})

@@ -98,7 +98,7 @@ def test_keep_best_exports_the_epoch_with_the_best_held_out_accuracy(base: Path,
     val = fixed_pairs()
     rows = [report.model.encode(p.question, t) for p in val for t in (p.a, p.b)]
     scores = score_rows(report.model, rows)
-    held = [i for i, p in enumerate(val) if is_held_out(p.problem_id, 0.4)]
+    held = [i for i, p in enumerate(val) if is_held_out(p.question, 0.4)]
     accuracy = sum(scores[2 * i] > scores[2 * i + 1] for i in held) / len(held)
     assert accuracy == pytest.approx(best["val_accuracy"])  # the restored weights are that epoch's
 
@@ -187,3 +187,13 @@ def test_an_unset_rollout_seed_keeps_the_settings_key_of_older_label_files() -> 
     second = settings_key(LabelSettings(rollouts=6, cut_lengths=(5, 11), rollout_seed=1), [Named("p")],
                           [Named("s")])  # type: ignore[list-item]
     assert second != key
+
+
+def test_the_held_out_split_follows_the_question_so_a_chain_under_two_ids_stays_on_one_side() -> None:
+    from pumsearch.pum.train import split_pairs
+
+    pairs = [Pair(f"{source}-{i}", f"start {i}, add 3.", "a", "b", 1.0, "vertical", False, 1.0, 0.0, [], [])
+             for i in range(40) for source in ("set-a", "set-b")]
+    train, val = split_pairs(pairs, 0.3)
+    assert train and val
+    assert not {p.question for p in train} & {p.question for p in val}

@@ -187,6 +187,8 @@ def train_cmd(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
     schedule: Annotated[str, typer.Option(help="constant, or cosine (5% linear warm-up, decay to 0).")] = "constant",
     keep: Annotated[str, typer.Option(help="last epoch, or best held-out pairwise accuracy.")] = "last",
+    batch_order: Annotated[str, typer.Option(help="random, or problem: each batch holds whole problems' pairs, "
+                                                  "whose shared prefixes run once (faster).")] = "random",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     seed: Seed = 0,
     step_delimiter: Delimiter = "\n\n",
@@ -201,7 +203,8 @@ def train_cmd(
                                  head_hidden=head_hidden, activation=activation, tie_loss=tie_loss,
                                  tie_weight=tie_weight, margin_scale=margin_scale, val_fraction=val_fraction,
                                  max_length=max_length, max_steps=max_steps, weight_decay=weight_decay,
-                                 schedule=schedule, keep=keep, seed=seed, step_delimiter=step_delimiter)
+                                 schedule=schedule, keep=keep, batch_order=batch_order, seed=seed,
+                                 step_delimiter=step_delimiter)
         if threads:
             import torch
 

@@ -180,13 +180,16 @@ def test_an_unset_rollout_seed_keeps_the_settings_key_of_older_label_files() -> 
             self.name = name
 
     settings = LabelSettings(rollouts=6, cut_lengths=(5, 11))
-    older = {k: v for k, v in asdict(settings).items() if k != "rollout_seed"}  # the fields before the option
+    older = {k: v for k, v in asdict(settings).items() if k not in ("rollout_seed", "token_cap")}  # the first fields
     blob = json.dumps({"settings": older, "policies": ["p"], "students": ["s"]}, sort_keys=True)
     key = settings_key(settings, [Named("p")], [Named("s")])  # type: ignore[list-item]
     assert key == hashlib.sha256(blob.encode()).hexdigest()[:16]
     second = settings_key(LabelSettings(rollouts=6, cut_lengths=(5, 11), rollout_seed=1), [Named("p")],
                           [Named("s")])  # type: ignore[list-item]
     assert second != key
+    capped = settings_key(LabelSettings(rollouts=6, cut_lengths=(5, 11), token_cap="solution"), [Named("p")],
+                          [Named("s")])  # type: ignore[list-item]
+    assert capped not in (key, second)
 
 
 def test_the_held_out_split_follows_the_question_so_a_chain_under_two_ids_stays_on_one_side() -> None:
@@ -197,3 +200,38 @@ def test_the_held_out_split_follows_the_question_so_a_chain_under_two_ids_stays_
     train, val = split_pairs(pairs, 0.3)
     assert train and val
     assert not {p.question for p in train} & {p.question for p in val}
+
+
+# -- a whole-solution token cap ---------------------------------------------------------------------------
+async def test_a_solution_token_cap_leaves_each_rollout_what_its_prefix_has_not_used() -> None:
+    """``token_cap="solution"``: a rollout after a prefix of L tokens (words, for the scripted
+    backend) gets max_tokens - L, as a search caps a whole solution; all rollouts of a student
+    still go out in one backend call."""
+    import numpy as np
+
+    from pumsearch.backends.scripted import ScriptedGenerator
+    from pumsearch.pum.label import label_problems
+    from pumsearch.search.grading import Grader
+    from pumsearch.search.problem import Problem
+
+    def policy(question: str, steps: tuple[str, ...], rng: np.random.Generator) -> str:
+        return "one two\n\nthree four\n\n\\boxed{5}"
+
+    def student(question: str, steps: tuple[str, ...], rng: np.random.Generator) -> str:
+        return "five six seven \\boxed{5}"  # four words: fits only when four are left
+
+    student_gen = ScriptedGenerator(student, name="student")
+    settings = LabelSettings(trajectories=1, cut_lengths=(1, 3), rollouts=2, max_tokens=7, token_cap="solution")
+    (record,) = await label_problems([Problem("p", "q", "5")], [ScriptedGenerator(policy, name="policy")],
+                                     [student_gen], settings, grader=Grader(string_shortcut=True))
+    assert len(student_gen.calls) == 1
+    caps = sorted(r.params.max_tokens for r in student_gen.calls[0])
+    assert caps == [4, 6, 7]  # prefixes of 3 and 1 words, and the empty one
+    rates = {p["length"]: p["solve_rates"][0] for p in record["prefixes"] if not p["complete"]}
+    assert rates == {1: 1.0, 3: 1.0}
+    tight = LabelSettings(trajectories=1, cut_lengths=(1, 3), rollouts=2, max_tokens=6, token_cap="solution")
+    (record,) = await label_problems([Problem("p", "q", "5")], [ScriptedGenerator(policy, name="policy")],
+                                     [ScriptedGenerator(student, name="student")], tight,
+                                     grader=Grader(string_shortcut=True))
+    rates = {p["length"]: p["solve_rates"][0] for p in record["prefixes"] if not p["complete"]}
+    assert rates == {1: 1.0, 3: 0.0}  # three words used, three left: the answer is cut off

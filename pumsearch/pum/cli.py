@@ -80,6 +80,8 @@ def label_cmd(
     policy_temperature: Annotated[float, typer.Option(help="Policies' sampling temperature.")] = 0.8,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Token cap per trajectory and per rollout.")] = 256,
+    token_cap: Annotated[str, typer.Option(help="continuation: each rollout gets --max-tokens; solution: "
+                                                "prefix + rollout share it, as in a search.")] = "continuation",
     standardise: Annotated[str, typer.Option(help="problem: z-score each student's gains over the problem's "
                                                   "prefixes before the mean; none: mean raw gains.")] = "problem",
     seed: Seed = 0,
@@ -97,7 +99,7 @@ def label_cmd(
         settings = LabelSettings(trajectories=trajectories, cuts=cuts, cut_lengths=_ints(cut_lengths),
                                  include_complete=complete, rollouts=rollouts, temperature=temperature,
                                  policy_temperature=policy_temperature, top_p=top_p, max_tokens=max_tokens,
-                                 standardise=standardise, seed=seed, rollout_seed=rollout_seed,
+                                 token_cap=token_cap, standardise=standardise, seed=seed, rollout_seed=rollout_seed,
                                  step_delimiter=step_delimiter)
         problems = load_problems(dataset, limit)
         policies = _load_generators(_names(policy), device, dtype)

@@ -90,7 +90,7 @@ def bench_engine_overhead(problems: int, n: int) -> dict:
     probs = [Problem(f"p{i}", f"question {i}") for i in range(problems)]
     engine = Engine(gen, concurrency=problems)
     started = time.perf_counter()
-    asyncio.run(engine.run(probs, BestOfN(config), config))
+    asyncio.run(engine.run(probs, BestOfN(config)))
     elapsed = time.perf_counter() - started
     expansions = problems * n
     return {"problems": problems, "n": n, "expansions": expansions,
@@ -101,7 +101,7 @@ def bench_overhead_share(generator, problems: list[Problem], n: int, max_tokens:
     config = SearchConfig(budget=n, max_tokens=max_tokens)
     engine = Engine(generator, concurrency=len(problems))
     started = time.perf_counter()
-    asyncio.run(engine.run(problems, BestOfN(config), config))
+    asyncio.run(engine.run(problems, BestOfN(config)))
     wall = time.perf_counter() - started
     outside = wall - engine.totals.backend_time - engine.totals.scorer_time
     return {"problems": len(problems), "n": n, "max_tokens": max_tokens, "wall_s": round(wall, 2),

@@ -32,6 +32,7 @@ from pumsearch.search.config import SearchConfig
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import ScoreItem
 from pumsearch.search.selection import Candidate, select_candidate
+from pumsearch.strategies import search_config
 from pumsearch.testbed import PUM_DIR, testbed_problems
 from pumsearch.testbed.scorers import judge_steps
 from pumsearch.testbed.tasks import detour_step, parse_question
@@ -133,9 +134,9 @@ async def run_beam(problems: list[Problem], generator: Any, args: argparse.Names
     for name, budgets in plan:
         scorer = None
         for n in budgets:
-            config = SearchConfig(strategy="beam", budget=n, beam_width=args.beam_width, temperature=0.8,
-                                  max_tokens=args.max_tokens, max_step_tokens=args.max_step_tokens,
-                                  max_depth=args.max_depth, seed=args.seed)
+            config = search_config(strategy="beam", budget=n, beam_width=args.beam_width, temperature=0.8,
+                                   max_tokens=args.max_tokens, max_step_tokens=args.max_step_tokens,
+                                   max_depth=args.max_depth, seed=args.seed)
             scorer = scorer or resolve_scorer(name, config, **scorer_options(name, args))
             started = time.perf_counter()
             # rollouts multiply the rows of a call: fewer problems at once keeps batches small

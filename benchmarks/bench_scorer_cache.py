@@ -17,7 +17,7 @@ import json
 from pumsearch.api import asearch
 from pumsearch.backends import load_generator
 from pumsearch.scorers import load_scorer
-from pumsearch.search.config import SearchConfig
+from pumsearch.strategies import search_config
 from pumsearch.testbed.tasks import testbed_problems
 
 
@@ -41,7 +41,7 @@ def main() -> None:
         return inner_score(items)
 
     scorer.inner.score_batch = counting
-    config = SearchConfig(strategy="beam", budget=args.budget, beam_width=4, max_tokens=96, seed=0)
+    config = search_config(strategy="beam", budget=args.budget, beam_width=4, max_tokens=96, seed=0)
     results = asyncio.run(asearch(problems, generator=generator, scorer=scorer, config=config))
     stats = scorer.stats.to_dict()
     print(json.dumps({

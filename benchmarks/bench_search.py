@@ -25,6 +25,7 @@ from pumsearch.search.config import SearchConfig
 from pumsearch.search.grading import reference_from_gsm8k
 from pumsearch.search.problem import Problem
 from pumsearch.search.result import SearchResult
+from pumsearch.strategies import search_config
 
 DATA = Path(__file__).resolve().parents[1] / "pumsearch" / "data" / "gsm8k_test.jsonl"
 
@@ -94,7 +95,7 @@ def main() -> None:
     for budget in (int(b) for b in args.budgets.split(",")):
         for strategy in args.strategies.split(","):
             scorer = load_scorer("verifier")  # fresh cache per run: no run profits from another
-            row = run_one(generator, scorer, problems, SearchConfig(**settings_for(strategy, budget, args)))
+            row = run_one(generator, scorer, problems, search_config(**settings_for(strategy, budget, args)))
             rows.append(row)
             print(json.dumps(row), flush=True)
     for row in rows:

@@ -26,10 +26,11 @@ from pumsearch.runs.rundir import open_run_dir
 from pumsearch.runs.runner import NoProgress
 from pumsearch.runs.session import DatasetChoice, check_sweep_dir, load_policy, model_identity, run_plans
 from pumsearch.search.config import SearchConfig
+from pumsearch.strategies import get_strategy
 
 
 def settings_like_the_cli(args: argparse.Namespace) -> dict[str, Any]:
-    """The search settings `pumsearch sweep` records (cli.SEARCH_FLAGS), CLI defaults elsewhere."""
+    """The search settings `pumsearch sweep` records in sweep.json's base, CLI defaults elsewhere."""
     return {
         "temperature": args.temperature,
         "top_p": 1.0,
@@ -64,9 +65,6 @@ class PrintProgress(NoProgress):
     def begin(self, label: str, total: int, already_done: int) -> None:
         print(f"{label}: {already_done}/{total} already done", flush=True)
 
-    def end(self) -> None:
-        print("  done", flush=True)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -100,8 +98,11 @@ def main() -> None:
     budgets = parse_int_list(args.budgets, "--budgets", minimum=1)
     seeds = parse_int_list(args.seeds, "--seeds")
     settings = settings_like_the_cli(args)
+    shared = {k: v for k, v in settings.items() if k != "beam_width"}  # beam_width is beam's and DVTS's own
+    options = {s: {"beam_width": args.beam_width} if "beam_width" in get_strategy(s).Settings.types() else {}
+               for s in strategies}
     plans, _ = plan_grid(args.out, strategies=strategies, budgets=budgets, scorers=[scorer], seeds=seeds,
-                         settings=settings, dataset=dataset.identity(), model=model)
+                         settings=shared, dataset=dataset.identity(), model=model, strategy_options=options)
     problems = dataset.load(None)
     base = {"settings": settings, "dataset": dataset.identity(), "model": model}
     check_sweep_dir(args.out, base, {"strategies": strategies, "budgets": budgets, "scorers": [scorer.spec],

@@ -25,14 +25,29 @@ from pumsearch.search.protocols import (
 )
 from pumsearch.search.result import SearchResult
 from pumsearch.search.selection import Candidate
-from pumsearch.search.tree import SearchTree, load_tree
-from pumsearch.strategies import DVTS, MCTS, BeamSearch, BestOfN, Strategy, StrategyError, get_strategy
+from pumsearch.search.tree import ROOT, SearchTree, load_tree
+from pumsearch.strategies import (
+    DVTS,
+    MCTS,
+    BeamSearch,
+    BestOfN,
+    Strategy,
+    StrategyError,
+    StrategySettings,
+    get_strategy,
+    search_config,
+)
+
+# isort: split
+# The built-in plug-in, after the core: it registers its data sets, models and scorer (docs/architecture.md).
+from pumsearch import testbed  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DVTS",
     "MCTS",
+    "ROOT",
     "BatchedScorer",
     "BeamSearch",
     "BestOfN",
@@ -59,6 +74,7 @@ __all__ = [
     "SearchTree",
     "Strategy",
     "StrategyError",
+    "StrategySettings",
     "__version__",
     "asearch",
     "extract_answer",
@@ -70,5 +86,6 @@ __all__ = [
     "make_strategy",
     "register_dataset_prefix",
     "resolve_scorer",
+    "search_config",
     "solve",
 ]

@@ -16,14 +16,7 @@ from pumsearch.search.engine import Engine
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import Generator, Scorer
 from pumsearch.search.result import SearchResult
-from pumsearch.strategies import Strategy, get_strategy
-
-
-def make_strategy(config: SearchConfig, has_scorer: bool) -> Strategy:
-    """The strategy named by ``config.strategy``, checked against its settings."""
-    strategy = get_strategy(config.strategy)(config)
-    strategy.validate(has_scorer)
-    return strategy
+from pumsearch.strategies import Strategy, make_strategy, search_config
 
 
 def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options: Any) -> Scorer | None:
@@ -39,11 +32,12 @@ def resolve_scorer(scorer: str | Scorer | None, config: SearchConfig, **options:
 def with_default_scorer(
     model: str | None, scorer: str | Scorer | None, scorer_model: str | None
 ) -> tuple[str | Scorer | None, str | None]:
-    """The scorer and scorer model as given; when neither is given and ``model`` is a shipped
-    testbed policy, the shipped testbed PUM (pumsearch.testbed.default_scorer_for)."""
+    """The scorer and scorer model as given; when neither is given, the one ``model``'s registered
+    family brings (a shipped testbed policy: the shipped testbed PUM; see
+    pumsearch.models.default_scorer_for)."""
     if scorer is not None or scorer_model is not None or not model:
         return scorer, scorer_model
-    from pumsearch.testbed import default_scorer_for
+    from pumsearch.models import default_scorer_for
 
     return default_scorer_for(model) or (scorer, scorer_model)
 
@@ -53,14 +47,20 @@ async def asearch(
     *,
     generator: Generator,
     scorer: Scorer | None = None,
-    config: SearchConfig,
+    config: SearchConfig | None = None,
+    strategy: Strategy | None = None,
     concurrency: int = 16,
     batch_tokens: int | None = None,
 ) -> list[SearchResult | BaseException]:
-    """Search many problems concurrently through one engine (exceptions returned per problem)."""
-    strategy = make_strategy(config, scorer is not None)
+    """Search many problems concurrently through one engine (exceptions returned per problem), with
+    the strategy ``config`` names or a ``strategy`` object (which holds its own config)."""
+    if (config is None) == (strategy is None):
+        raise ValueError("give asearch a config or a strategy (one of them)")
+    if strategy is None:
+        assert config is not None
+        strategy = make_strategy(config, scorer is not None)
     engine = Engine(generator, scorer, concurrency=concurrency, batch_tokens=batch_tokens)
-    return await engine.run(problems, strategy, config)
+    return await engine.run(problems, strategy)
 
 
 def solve(
@@ -82,11 +82,12 @@ def solve(
     batch_tokens: int | None = None,
     **settings: Any,
 ) -> SearchResult:
-    """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...).
-    ``scorer_model`` etc. are the --scorer-* flags; ``scorer_options`` takes any other scorer option.
-    With no ``scorer`` and ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``),
-    the shipped testbed PUM scores (see ``with_default_scorer``)."""
-    config = SearchConfig(**settings)
+    """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...) and
+    the strategy's own settings (beam_width, c_puct...; see ``search_config``). ``scorer_model`` etc.
+    are the --scorer-* flags; ``scorer_options`` takes any other scorer option. With no ``scorer`` and
+    ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the shipped testbed PUM
+    scores (see ``with_default_scorer``)."""
+    config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
     if generator is None:  # a testbed policy with no scorer named gets the shipped testbed PUM
         scorer, scorer_model = with_default_scorer(model, scorer, scorer_model)
@@ -94,12 +95,12 @@ def solve(
              "prm_format": prm_format}
     options = {**{k: v for k, v in flags.items() if v is not None}, **(scorer_options or {})}
     scorer_obj = resolve_scorer(scorer, config, **options)
-    make_strategy(config, scorer_obj is not None)  # fail fast, before a model loads
+    strategy = make_strategy(config, scorer_obj is not None)  # fail fast, before a model loads
     if generator is None:
         from pumsearch.backends import load_generator
 
         generator = load_generator(model, device=device, dtype=dtype)
-    (outcome,) = asyncio.run(asearch([problem], generator=generator, scorer=scorer_obj, config=config,
+    (outcome,) = asyncio.run(asearch([problem], generator=generator, scorer=scorer_obj, strategy=strategy,
                                      batch_tokens=batch_tokens))
     if isinstance(outcome, BaseException):
         raise outcome

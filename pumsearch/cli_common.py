@@ -3,14 +3,19 @@ exceptions count as the user's to fix. Only typer and rich are imported here."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pumsearch.cli_options import UsageError
-
 console = Console()
 err_console = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
 
 
 def fail(message: str) -> None:
@@ -20,11 +25,20 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+@contextlib.contextmanager
+def exit_on_user_errors() -> Iterator[None]:
+    """Turn an error the user must fix into one line and exit code 2 (see ``fail``)."""
+    try:
+        yield
+    except user_errors() as err:
+        fail(str(err))
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the user must change something (never shown as a traceback)."""
     from pumsearch.backends.errors import BackendError
-    from pumsearch.backends.transformers_backend import ModelLoadError
     from pumsearch.datasets import DatasetError
+    from pumsearch.models import ModelLoadError
     from pumsearch.runs.records import RunError
     from pumsearch.scorers.base import ScorerError
     from pumsearch.strategies.base import StrategyError

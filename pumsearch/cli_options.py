@@ -1,175 +1,315 @@
-"""The options `solve`, `run` and `sweep` share, defined once, and the one function that turns their
-values into what the library takes (SearchConfig settings, load_generator keywords, load_scorer
-keywords), so the three commands cannot drift apart. Only typer and the stdlib-only SearchConfig are
-imported here: `pumsearch --help` stays fast.
+"""Every option `solve`, `run` and `sweep` share, declared once, and what turns their values into what
+the library takes (a SearchConfig, load_generator keywords, load_scorer keywords), so the commands
+cannot drift apart.
 
-A command declares a shared option as ``temperature: Temperature = SEARCH_DEFAULTS.temperature``
-and passes ``dict(locals())`` to :func:`resolve_flags`. tests/test_cli_options.py checks that
-every shared option reads the same (name, default, help, hidden) in all three commands.
+The search options are generated: one per SearchConfig field (its help is the field's) and one per
+setting of a built-in strategy (``--beam-width``: the field of the strategy's Settings, with the
+strategies that take it); ``--strategy-option KEY=VALUE`` reaches any strategy's settings. A command
+takes option groups with :func:`shared_options` and gets their values, after ``--config FILE``, as
+one :class:`CommandLine`. tests/test_cli_options.py checks that every shared option reads the same
+(name, default, help, hidden) in all three commands.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import typer
 
+from pumsearch.cli_common import UsageError, exit_on_user_errors
+from pumsearch.registry import BACKENDS, SCORERS
+from pumsearch.scorers.prm import PRM_FORMATS
 from pumsearch.search.config import SearchConfig
+from pumsearch.strategies import STRATEGIES, builtin_settings, get_strategy
 
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit code 2."""
-
-
-SEARCH_DEFAULTS = SearchConfig()
-
-# -- search settings (SearchConfig fields) ------------------------------------------------------
-Strategy = Annotated[str, typer.Option("--strategy", "-s", help="bon|beam|dvts|mcts|package.module:ClassName.")]
-Budget = Annotated[int, typer.Option("--budget", "-n", help="N: solutions for bon, beams for beam/dvts, "
-                                     "N x --mcts-steps-per-solution step expansions for mcts "
-                                     "(see docs/strategies.md).")]
-Seed = Annotated[int, typer.Option(help="Run seed.")]
-Temperature = Annotated[float, typer.Option(help="Sampling temperature.")]
-TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
-MaxTokens = Annotated[int, typer.Option(help="Token cap per solution.")]
-MaxStepTokens = Annotated[int, typer.Option(help="Token cap per step (tree search).")]
-StepDelimiter = Annotated[str, typer.Option(help="String that ends a step.")]
-Aggregate = Annotated[str, typer.Option(help="Step scores to solution score: last, min, prod, mean.")]
-Select = Annotated[str | None, typer.Option(help="best, majority or weighted (default: best with a "
-                                                 "scorer, majority without).")]
-BeamWidth = Annotated[int, typer.Option(help="M: children per kept prefix (beam, dvts).")]
-MaxDepth = Annotated[int, typer.Option(help="Depth cap in steps (tree search).")]
-Lookahead = Annotated[int, typer.Option(help="Greedy steps looked ahead before ranking (beam, dvts).")]
-FilterDuplicates = Annotated[bool, typer.Option(help="Drop prefixes with identical text (beam).")]
-CPuct = Annotated[float, typer.Option(help="PUCT exploration constant (mcts).")]
-Expansions = Annotated[int, typer.Option(help="Children per expanded leaf (mcts).")]
-MctsStepsPerSolution = Annotated[int, typer.Option(help="S: step expansions per unit of budget (mcts).")]
-TerminalReward = Annotated[str, typer.Option(help="Value of a finished prefix: scorer or verifier "
-                                                  "(ground truth; needs the reference answer) (mcts).")]
-MctsParallel = Annotated[int, typer.Option(help="Simulations selected per batched round (mcts).")]
-TimeLimit = Annotated[float | None, typer.Option(help="Seconds per problem; then the best so far, "
-                                                      "marked cut short.")]
-
-# SearchConfig fields set by flags; a command passes those it has (sweep has lists instead of the
-# first three).
-SEARCH_FLAGS = ("strategy", "budget", "seed", "temperature", "top_p", "max_tokens", "max_step_tokens",
-                "step_delimiter", "aggregate", "select", "beam_width", "max_depth", "lookahead",
-                "filter_duplicates", "c_puct", "expansions", "mcts_steps_per_solution", "terminal_reward",
-                "mcts_parallel", "time_limit")
-
-# -- the policy and its backend ---------------------------------------------------------------------
-Model = Annotated[str | None, typer.Option("--model", "-m", help="Policy path or hub name; default: embedded "
-                                                                 "SmolLM2.")]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")]
-Dtype = Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto.")]
-CacheDir = Annotated[str | None, typer.Option(help="Where the embedded model is converted to.")]
-TrustRemote = Annotated[bool, typer.Option(help="Allow the model's own code to run.")]
-Backend = Annotated[str, typer.Option(help="transformers, sglang (in-process Engine), sglang-server or openai.")]
-Url = Annotated[str | None, typer.Option(help="Server address for sglang-server or openai, e.g. "
-                                              "http://127.0.0.1:30000.")]
-Launch = Annotated[bool, typer.Option(help="Start a local SGLang server for --model (sglang-server); "
-                                           "stopped at exit.")]
-Tokenizer = Annotated[str | None, typer.Option(help="Tokenizer path for server backends' chat prompts "
-                                                    "(default: --model).")]
-MaxConcurrency = Annotated[int, typer.Option(help="Requests in flight at once (server backends).")]
-RequestTimeout = Annotated[float, typer.Option(help="Seconds before one server request times out.")]
-Retries = Annotated[int, typer.Option(help="Retries of a failed server request (connection errors, 5xx).")]
-ScriptedDelay = Annotated[float, typer.Option(hidden=True, help="Seconds per scripted backend call (tests).")]
-
+__all__ = ["UsageError"]  # re-exported: the sub-apps import it from here
 
 
 @dataclass(frozen=True)
-class Defaults:
-    """Defaults of the non-search options (the search ones are SearchConfig's)."""
+class Opt:
+    """One command-line option: its parameter name, type, default, help and flag names."""
 
-    backend: str = "transformers"
-    device: str = "cpu"
-    dtype: str = "float32"
-    max_concurrency: int = 64
-    request_timeout: float = 600.0
-    retries: int = 3
-    scripted_delay: float = 0.0
-    concurrency: int = 16
+    name: str
+    type: Any
+    default: Any
+    help: str
+    decls: tuple[str, ...] = ()
+    hidden: bool = False
+
+    def parameter(self) -> inspect.Parameter:
+        info = typer.Option(*self.decls, help=self.help, hidden=self.hidden)
+        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=self.default,
+                                 annotation=Annotated[self.type, info])
 
 
-DEFAULTS = Defaults()
+def _flag_type(annotation: Any) -> Any:
+    """The type a flag parses to: a Literal of strings is read as text (the library names the
+    allowed values in its own message)."""
+    if get_origin(annotation) is Literal:
+        return type(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [_flag_type(a) for a in get_args(annotation) if a is not type(None)]
+        return members[0] | None
+    return annotation
+
+
+# -- search settings: one option per SearchConfig field ---------------------------------------------
+_SEARCH_DECLS = {"strategy": ("--strategy", "-s"), "budget": ("--budget", "-n")}
+_SEARCH_HELP = {"strategy": f"{'|'.join(STRATEGIES)}|package.module:ClassName."}
+
+
+def _search_options() -> tuple[Opt, ...]:
+    hints = get_type_hints(SearchConfig)
+    defaults = SearchConfig()
+    return tuple(
+        Opt(f.name, _flag_type(hints[f.name]), getattr(defaults, f.name),
+            _SEARCH_HELP.get(f.name, f.metadata.get("help", "")), _SEARCH_DECLS.get(f.name, ()))
+        for f in fields(SearchConfig) if f.name != "strategy_options"
+    )
+
+
+SEARCH = _search_options()
+PER_RUN = ("strategy", "budget", "seed")  # a sweep has lists of these instead (--strategies ...)
+SEARCH_PER_RUN = tuple(o for o in SEARCH if o.name in PER_RUN)
+SEARCH_SHARED = tuple(o for o in SEARCH if o.name not in PER_RUN)
+
+# -- strategy settings: a named flag per built-in setting, --strategy-option for any ---------------
+NAMED_SETTINGS = builtin_settings()
+STRATEGY = (
+    *(Opt(s.name, _flag_type(s.type), s.default, f"{s.help.rstrip('.')} ({', '.join(s.strategies)}).")
+      for s in NAMED_SETTINGS),
+    Opt("strategy_option", list[str] | None, None,
+        "A setting of the strategy, KEY=VALUE, repeatable; typed by the strategy's settings (any "
+        "strategy, package.module:ClassName ones too; docs/strategies.md).", ("--strategy-option",)),
+)
+
+# -- the policy and its backend ---------------------------------------------------------------------
+POLICY = (
+    Opt("model", str | None, None, "Policy path or hub name; default: embedded SmolLM2.", ("--model", "-m")),
+    Opt("device", str, "cpu", "cpu, cuda, cuda:1 or auto."),
+    Opt("dtype", str, "float32", "float32, bfloat16, float16 or auto."),
+    Opt("cache_dir", str | None, None, "Where the embedded model is converted to."),
+    Opt("trust_remote_code", bool, False, "Allow the model's own code to run."),
+    Opt("backend", str, "transformers", f"{BACKENDS.choices()} (docs/backends.md)."),
+    Opt("url", str | None, None, "Server address for sglang-server or openai, e.g. http://127.0.0.1:30000."),
+    Opt("launch", bool, False, "Start a local SGLang server for --model (sglang-server); stopped at exit."),
+    Opt("tokenizer", str | None, None, "Tokenizer path for server backends' chat prompts (default: --model)."),
+    Opt("max_concurrency", int, 64, "Requests in flight at once (server backends)."),
+    Opt("request_timeout", float, 600.0, "Seconds before one server request times out."),
+    Opt("retries", int, 3, "Retries of a failed server request (connection errors, 5xx)."),
+    Opt("scripted_delay", float, 0.0, "Seconds per scripted backend call (tests).", hidden=True),
+)
 
 # -- scheduling (not part of any run key) -----------------------------------------------------------
-Concurrency = Annotated[int, typer.Option(help="Problems searched at once.")]
-BatchTokens = Annotated[int | None, typer.Option(help="Token cap of one backend batch.")]
+SCHEDULING = (
+    Opt("concurrency", int, 16, "Problems searched at once."),
+    Opt("batch_tokens", int | None, None, "Token cap of one backend batch."),
+)
 
 # -- scorers ----------------------------------------------------------------------------------------
-ScorerName = Annotated[str | None, typer.Option("--scorer", help="pum, prm, orm, verifier or rollout.")]
-ScorerModel = Annotated[str | None, typer.Option(help="Scorer checkpoint directory (rollout: student models, "
-                                                      "comma-separated; 'embedded' for SmolLM2).")]
-PrmFormat = Annotated[str | None, typer.Option(help="prm scorer format: qwen, shepherd or rlhflow.")]
-ScorerBase = Annotated[str | None, typer.Option(help="PUM: base model, overriding the adapter's.")]
-ScorerDevice = Annotated[str | None, typer.Option(help="Scorer device: cpu (default), cuda, cuda:1, auto.")]
-ScorerDtype = Annotated[str | None, typer.Option(help="Scorer dtype: float32, bfloat16, float16 or auto.")]
-ScorerOptionList = Annotated[list[str] | None, typer.Option(
-    "--scorer-option", help="Extra scorer option KEY=VALUE, repeatable (k=8, activation=gelu, read_offset=1).")]
-ScorerUrl = Annotated[str | None, typer.Option(help="Reward-model server (SGLang --is-embedding) for "
-                                                    "scorer orm.")]
-
+SCORER_NAMES_HELP = f"{SCORERS.choices()}."
+SCORER_CHECKPOINT = (  # solve and score; run and sweep name checkpoint and format in the scorer spec
+    Opt("scorer_model", str | None, None, "Scorer checkpoint directory (rollout: student models, "
+        "comma-separated; 'embedded' for SmolLM2)."),
+    Opt("prm_format", str | None, None, f"prm scorer format: {PRM_FORMATS.choices()}."),
+)
+SCORER = (
+    Opt("scorer_base", str | None, None, "PUM: base model, overriding the adapter's."),
+    Opt("scorer_device", str | None, None, "Scorer device: cpu (default), cuda, cuda:1, auto."),
+    Opt("scorer_dtype", str | None, None, "Scorer dtype: float32, bfloat16, float16 or auto."),
+    Opt("scorer_option", list[str] | None, None, "Extra scorer option KEY=VALUE, repeatable (k=8, "
+        "activation=gelu, read_offset=1).", ("--scorer-option",)),
+    Opt("scorer_url", str | None, None, "Reward-model server (SGLang --is-embedding) for scorer orm."),
+)
 # load_scorer option -> the flag that sets it (for messages)
 SCORER_FLAGS = {"model": "--scorer-model", "base": "--scorer-base", "device": "--scorer-device",
                 "dtype": "--scorer-dtype", "prm_format": "--prm-format", "url": "--scorer-url"}
 
+# -- datasets and run directories (run, sweep) ------------------------------------------------------
+DATASET = (
+    Opt("dataset", str | None, None, "math500, gsm8k, a .jsonl path, hf:NAME[:SPLIT], or a registered "
+        "PREFIX:CONFIG.", ("--dataset", "-d")),
+    Opt("out", Path | None, None, "The run (or sweep) directory.", ("--out", "-o")),
+    Opt("question_field", str | None, None, "JSON field of the question (default: problem or question)."),
+    Opt("answer_field", str | None, None, "JSON field of the reference answer (default: answer)."),
+    Opt("id_field", str | None, None, "JSON field of the problem id (default: unique_id or id; else "
+        "<dataset>:<line>)."),
+    Opt("limit", int | None, None, "At most this many problems."),
+    Opt("offset", int, 0, "Skip this many problems first."),
+    Opt("ids", str | None, None, "Only these problem ids: a,b,c or @FILE (one per line)."),
+    Opt("shard", str | None, None, "i/n: run the i-th of n disjoint shards (0-based)."),
+)
+CONFIG = (Opt("config_file", Path | None, None, "TOML file of option values; flags override it.", ("--config",)),)
+
+# the groups each command takes (solve also has --config, so a file can hold any setting there too)
+SOLVE_GROUPS = (SEARCH_PER_RUN, SEARCH_SHARED, STRATEGY, POLICY, SCHEDULING, SCORER_CHECKPOINT, SCORER, CONFIG)
+RUN_GROUPS = (DATASET, SEARCH_PER_RUN, SEARCH_SHARED, STRATEGY, POLICY, SCHEDULING, SCORER, CONFIG)
+SWEEP_GROUPS = (DATASET, SEARCH_SHARED, STRATEGY, POLICY, SCHEDULING, SCORER, CONFIG)
+LIST_OPTIONS = ("scorer_option", "strategy_option")  # KEY=VALUE lists (a TOML list or table)
+
+
+def shared_options(*groups: Sequence[Opt]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a typer command the options of ``groups``. The command declares only its own parameters
+    and one ``opts: CommandLine``, which holds every value (its own too) after ``--config FILE``; an
+    error the user must fix, raised anywhere in the command, is one line and exit code 2."""
+    shared = [o for group in groups for o in group]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "opts"]
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+
+        @functools.wraps(func)
+        def command(ctx: typer.Context, **values: Any) -> Any:
+            with exit_on_user_errors():
+                line = CommandLine.read(ctx, values)
+                return func(**{p.name: line.values[p.name] for p in own}, opts=line)
+
+        signature = inspect.Signature([context, *own, *(o.parameter() for o in shared)])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        return command
+
+    return decorate
+
 
 @dataclass
-class ResolvedFlags:
-    """The shared flags of one command line, as the library takes them."""
+class CommandLine:
+    """The values of one command line, by parameter name, after ``--config FILE``; ``given``: the
+    names set on the command line or in that file (the rest hold their defaults)."""
 
-    settings: dict[str, Any]  # SearchConfig keywords
-    backend: dict[str, Any]  # load_generator keywords (the model aside)
-    scorer: dict[str, Any]  # load_scorer keywords from the --scorer-* flags; unset ones left out
+    values: dict[str, Any]
+    given: frozenset[str]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @classmethod
+    def read(cls, ctx: typer.Context, values: dict[str, Any]) -> CommandLine:
+        given = {name for name in values if _from_command_line(ctx, name)}
+        path = values.get("config_file")
+        if path is not None:
+            from pumsearch.runs.session import read_config_file
+
+            search_names = {f.name for f in fields(SearchConfig)} | {s.name for s in NAMED_SETTINGS}
+            for name, value in read_config_file(path, set(values) - {"config_file"}, search_names).items():
+                if name not in given:
+                    values[name] = _config_value(name, value)
+                    given.add(name)
+        return cls(values, frozenset(given))
+
+    # -- the search --------------------------------------------------------------------------------
+    def search_settings(self) -> dict[str, Any]:
+        """The SearchConfig fields this command has (a sweep's per-run ones come from its grid)."""
+        settings = {o.name: self.values[o.name] for o in SEARCH if o.name in self.values}
+        if settings.get("time_limit") is not None and settings["time_limit"] <= 0:
+            raise UsageError(f"--time-limit must be positive (got {settings['time_limit']:g})")
+        return settings
+
+    def search_config(self) -> SearchConfig:
+        """solve and run: the one search these options configure."""
+        settings = self.search_settings()
+        return SearchConfig(**settings, strategy_options=self.strategy_options([settings["strategy"]])[0])
+
+    def strategy_options(self, strategies: Sequence[str]) -> list[dict[str, Any]]:
+        """Each strategy's own settings: the named flags given that it takes, and the
+        --strategy-option entries it takes, typed by its Settings. A named flag a strategy does not
+        take is left out (as it always was); a --strategy-option that none of them takes is refused."""
+        flags = {s.name: self.values[s.name] for s in NAMED_SETTINGS if s.name in self.given}
+        typed = parse_key_values(self.values["strategy_option"], "--strategy-option")
+        both = sorted(flags.keys() & typed.keys())
+        if both:
+            raise UsageError(f"--{both[0].replace('_', '-')} and --strategy-option {both[0]} both set {both[0]}: "
+                             "give one")
+        classes = [get_strategy(name) for name in strategies]
+        taken = [set(cls.Settings.types()) for cls in classes]
+        for key in typed:
+            if not any(key in names for names in taken):
+                if len(classes) == 1:  # the strategy's own message names what it takes
+                    classes[0].Settings.parse({key: typed[key]}, classes[0].name)
+                raise UsageError(f"none of the strategies {', '.join(strategies)} has setting {key} "
+                                 f"(--strategy-option {key}=...)")
+        given = {**flags, **typed}
+        return [cls.Settings.parse({k: v for k, v in given.items() if k in names}, cls.name)
+                for cls, names in zip(classes, taken, strict=True)]
+
+    def flat_settings(self, options: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Every search value of this command line in one flat dict, as sweep.json's base records
+        them: the SearchConfig fields, every named strategy flag, and each strategy's ``options``."""
+        flat = {**self.search_settings(), **{s.name: self.values[s.name] for s in NAMED_SETTINGS}}
+        for own in options:
+            flat.update(own)
+        return flat
+
+    # -- the backend and the scorers ---------------------------------------------------------------
+    def backend(self) -> dict[str, Any]:
+        """load_generator keywords (the model aside)."""
+        v = self.values
+        options = backend_options(v["backend"], url=v["url"], launch=v["launch"], tokenizer=v["tokenizer"],
+                                  max_concurrency=v["max_concurrency"], request_timeout=v["request_timeout"],
+                                  retries=v["retries"], scripted_delay=v["scripted_delay"])
+        options.update(device=v["device"], dtype=v["dtype"], cache_dir=v["cache_dir"],
+                       trust_remote_code=v["trust_remote_code"])
+        return options
+
+    def scorer(self) -> dict[str, Any]:
+        """load_scorer keywords from the --scorer-* flags; unset ones left out. run and sweep have no
+        --scorer-model or --prm-format: their scorer specs carry path and format."""
+        v = self.values
+        options = scorer_options(v.get("scorer_model"), v["scorer_base"], v["scorer_device"], v["scorer_dtype"],
+                                 v.get("prm_format"), v["scorer_option"])
+        if v["scorer_url"] is not None:
+            options["url"] = v["scorer_url"]
+        return options
 
 
-def resolve_flags(params: dict[str, Any]) -> ResolvedFlags:
-    """``params``: a command's parameters by name (its ``locals()``, after --config FILE is applied).
-    run and sweep have no --scorer-model or --prm-format: their scorer specs carry path and format."""
-    settings = {name: params[name] for name in SEARCH_FLAGS if name in params}
-    settings.update(params.get("_search_extra") or {})  # [search] settings that have no flag
-    if settings.get("time_limit") is not None and settings["time_limit"] <= 0:
-        raise UsageError(f"--time-limit must be positive (got {settings['time_limit']:g})")
-    backend = backend_options(params["backend"], url=params["url"], launch=params["launch"],
-                              tokenizer=params["tokenizer"], max_concurrency=params["max_concurrency"],
-                              request_timeout=params["request_timeout"], retries=params["retries"],
-                              scripted_delay=params["scripted_delay"])
-    backend.update(device=params["device"], dtype=params["dtype"], cache_dir=params["cache_dir"],
-                   trust_remote_code=params["trust_remote_code"])
-    scorer = scorer_options(params.get("scorer_model"), params["scorer_base"], params["scorer_device"],
-                            params["scorer_dtype"], params.get("prm_format"), params["scorer_option"])
-    if params["scorer_url"] is not None:
-        scorer["url"] = params["scorer_url"]
-    return ResolvedFlags(settings, backend, scorer)
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"  # typer may vendor its own click
+
+
+def _config_value(name: str, value: Any) -> Any:
+    """A TOML value as the flag would give it: lists of the grid axes joined with commas; KEY=VALUE
+    options as a list of "KEY=VALUE" or a table."""
+    if name in LIST_OPTIONS:
+        if isinstance(value, dict):
+            return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items()]
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def parse_key_values(entries: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` entries by key (dashes in keys read as underscores); the values stay text."""
+    out: dict[str, str] = {}
+    for entry in entries or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {entry!r} is not KEY=VALUE")
+        out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: str | None,
                     max_concurrency: int, request_timeout: float, retries: int,
                     scripted_delay: float = 0.0) -> dict[str, Any]:
-    """load_generator keywords for --backend and the server flags (refusing flags that do not apply).
-    ``scripted`` (hidden) is the ScriptedGenerator, for tests and runs without a model."""
-    from pumsearch.backends import BACKEND_NAMES, SERVER_BACKENDS
+    """load_generator keywords for --backend and the server flags (refusing flags that do not apply):
+    the flags the backend's registry entry takes. ``scripted`` (hidden) is the ScriptedGenerator,
+    for tests and runs without a model."""
+    from pumsearch.backends import generator_options
 
-    if backend not in BACKEND_NAMES and backend != "scripted":
-        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
-    if backend not in SERVER_BACKENDS and (url or launch):
-        raise UsageError(f"--url and --launch are for --backend sglang-server or openai, not {backend}")
-    if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
-        raise UsageError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
-    if backend == "scripted":
-        return {"backend": backend, "delay": scripted_delay}
-    options: dict[str, Any] = {"backend": backend}
-    if backend in SERVER_BACKENDS:
-        options.update(url=url, launch=launch, tokenizer=tokenizer, max_concurrency=max_concurrency,
-                       request_timeout=request_timeout, retries=retries)
-    elif backend == "sglang" and tokenizer:
-        options["tokenizer"] = tokenizer
-    return options
+    try:
+        return generator_options(backend, url=url, launch=launch, tokenizer=tokenizer,
+                                 max_concurrency=max_concurrency, request_timeout=request_timeout,
+                                 retries=retries, delay=scripted_delay)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def parse_option_value(text: str) -> Any:
@@ -186,11 +326,7 @@ def scorer_options(model: str | None, base: str | None, device: str | None, dtyp
     what it takes)."""
     options: dict[str, Any] = {"model": model, "base": base, "device": device, "dtype": dtype,
                                "prm_format": prm_format}
-    for entry in extra or []:
-        key, sep, value = entry.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--scorer-option {entry!r} is not KEY=VALUE")
-        options[key.strip().replace("-", "_")] = parse_option_value(value)
+    options.update({k: parse_option_value(v) for k, v in parse_key_values(extra, "--scorer-option").items()})
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pumsearch.registry import Entry, Registry
 from pumsearch.search.grading import last_boxed, reference_from_gsm8k
 from pumsearch.search.problem import Problem
 
@@ -33,34 +34,24 @@ ID_FIELDS = ("unique_id", "id")
 METADATA_SKIP = {"problem", "question", "answer", "solution"}
 
 DatasetLoader = Callable[[str], list[Problem]]
-
-
-def _testbed_problems(spec: str) -> list[Problem]:
-    """``testbed:<config>``: synthetic arithmetic chains (docs/testbed.md), generated on the fly."""
-    from pumsearch.testbed.tasks import testbed_problems
-
-    try:
-        return testbed_problems(spec or "standard")
-    except ValueError as err:
-        raise DatasetError(f"dataset testbed:{spec}: {err}") from None
-
-
-_PREFIXES: dict[str, DatasetLoader] = {"testbed": _testbed_problems}
+DATASET_PREFIXES: Registry[Entry] = Registry("dataset prefix")  # the testbed registers testbed:
 
 
 class DatasetError(ValueError):
     """A dataset cannot be read (the message names the file, line and what to fix)."""
 
 
-def register_dataset_prefix(prefix: str, loader: DatasetLoader) -> None:
-    """Make ``<prefix>:<rest>`` load through ``loader(rest)`` (e.g. a synthetic testbed)."""
+def register_dataset_prefix(prefix: str, loader: DatasetLoader, *, help: str = "problems from a registered loader",
+                            replace: bool = True) -> None:
+    """Make ``<prefix>:<rest>`` load through ``loader(rest)`` (e.g. a synthetic testbed). A loader's
+    ValueError becomes a DatasetError naming the data set."""
     if not prefix or ":" in prefix:
         raise ValueError(f"a dataset prefix must be a non-empty name without ':' (got {prefix!r})")
-    _PREFIXES[prefix] = loader
+    DATASET_PREFIXES.add(Entry(prefix, help, loader), replace=replace)
 
 
 def dataset_names() -> list[str]:
-    return [*BUNDLED, *(f"{p}:..." for p in sorted(_PREFIXES)), "hf:NAME[:SPLIT]", "PATH.jsonl"]
+    return [*BUNDLED, *(f"{p}:..." for p in sorted(DATASET_PREFIXES.names())), "hf:NAME[:SPLIT]", "PATH.jsonl"]
 
 
 def load_problems(
@@ -120,8 +111,8 @@ def _load_all(spec: str, **fields: str | None) -> list[Problem]:
             resource.read_text(encoding="utf-8").splitlines(), source=spec, name=spec, **fields
         )
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in _PREFIXES:
-        return _PREFIXES[prefix](rest)
+    if sep and prefix in DATASET_PREFIXES:
+        return _load_registered(prefix, rest)
     if sep and prefix == "hf":
         return load_hub_dataset(rest, **fields)
     path = Path(spec).expanduser()
@@ -134,6 +125,15 @@ def _load_all(spec: str, **fields: str | None) -> list[Problem]:
     if path.suffix or "/" in spec:
         raise DatasetError(f"dataset file {spec} does not exist")
     raise DatasetError(f"unknown dataset {spec!r}: use one of {', '.join(dataset_names())}")
+
+
+def _load_registered(prefix: str, rest: str) -> list[Problem]:
+    try:
+        return list(DATASET_PREFIXES.get(prefix).resolve()(rest))
+    except DatasetError:
+        raise
+    except ValueError as err:
+        raise DatasetError(f"dataset {prefix}:{rest}: {err}") from None
 
 
 def parse_jsonl_lines(

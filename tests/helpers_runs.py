@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pumsearch.search.context import SearchContext
 from pumsearch.search.grading import extract_answer
@@ -95,8 +95,8 @@ class StepThenFinish(Strategy):
     name: ClassVar[str] = "step-then-finish"
     budget_unit: ClassVar[str] = "expansions"
 
-    def budget_limit(self, config: Any) -> int:
-        return 2 * config.budget
+    def budget_limit(self) -> int:
+        return 2 * self.config.budget
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
         (firsts,) = await ctx.expand([ROOT], self.config.budget, until="step")

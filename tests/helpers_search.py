@@ -79,7 +79,7 @@ def run(problems: Sequence[Problem], config: SearchConfig, generator: ScriptedGe
     scorer = scorer if scorer is not None else scripted_scorer()
     strategy = make_strategy(config, True)
     engine = Engine(generator, scorer)
-    results = asyncio.run(engine.run(list(problems), strategy, config))
+    results = asyncio.run(engine.run(list(problems), strategy))
     for r in results:
         if isinstance(r, BaseException):
             raise r

@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pumsearch.backends.transformers_backend import (
-    ModelLoadError,
-    TransformersGenerator,
-    check_model_location,
-)
+from pumsearch.backends.transformers_backend import TransformersGenerator
+from pumsearch.models import ModelLoadError, check_model_location
 from pumsearch.search.protocols import GenerationRequest, SamplingParams
 
 

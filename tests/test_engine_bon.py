@@ -112,7 +112,7 @@ def test_batch_token_cap_splits_backend_calls():
     gen = ScriptedGenerator()
     config = SearchConfig(budget=2, max_tokens=50)
     engine = Engine(gen, batch_tokens=100)  # each problem needs 2 x 50 token slots
-    asyncio.run(engine.run(_problems(3), BestOfN(config), config))
+    asyncio.run(engine.run(_problems(3), BestOfN(config)))
     assert len(gen.calls) == 3 and engine.totals.backend_calls == 3
 
 

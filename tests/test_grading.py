@@ -10,7 +10,6 @@ import pytest
 from pumsearch.search.grading import (
     Grader,
     extract_answer,
-    last_boxed,
     normalise_answer,
     reference_from_gsm8k,
 )
@@ -29,9 +28,11 @@ def grader():
 
 
 def test_all_math500_references_verify_against_their_own_solutions(grader):
+    """Extraction included: the final-expression rule must not cut an equation answer
+    (``y = 2x + 3``, ``5x - 7y + 11z + 4 = 0``) down to its right-hand side."""
     rows = _rows("math500.jsonl")
     assert len(rows) == 500
-    verdicts = grader.grade_many([(last_boxed(r["solution"]), r["answer"]) for r in rows])
+    verdicts = grader.grade_many([(extract_answer(r["solution"]), r["answer"]) for r in rows])
     failures = [r["unique_id"] for r, ok in zip(rows, verdicts, strict=True) if not ok]
     assert failures == []
 
@@ -64,6 +65,25 @@ def test_gsm8k_references():
         ("48 + 24 = 72\n#### 72", "72"),
         ("no final answer here, just 5", None),
         ("unbalanced \\boxed{12", None),
+        # an empty box states nothing; an earlier non-empty one is the answer
+        ("Final answer within \\boxed{}.", None),
+        ("so \\boxed{7}. Final answer within \\boxed{}.", "7"),
+        # the final expression: the right-hand side of a trailing equation
+        ("So, the answer is 3+2 = 5.", "5"),
+        ("So the answer is that 48 + 49 + 52 = 141. \nNo, that is not a valid answer.", "141"),
+        ("\\boxed{x = 5}", "5"),
+        ("\\boxed{k = \\frac{\\pi}{2}}", "\\frac{\\pi}{2}"),
+        ("The answer is 72 clips.", "72"),
+        ("So the answer is 10 + 1 = 11 bolts.", "11"),
+        ("\\boxed{2 * 2 = 4 bolts in total}", "4"),
+        ("The answer is 3 pi.", "3 pi"),
+        ("The answer is 5 more than x.", "5 more than x"),
+        # kept whole: equations in variables, lists of equations, inequalities
+        ("\\boxed{y = 2x + 3}", "y = 2x + 3"),
+        ("\\boxed{x^2+y^2=25}", "x^2+y^2=25"),
+        ("\\boxed{x = 1, y = 2}", "x = 1, y = 2"),
+        ("\\boxed{x \\le 5}", "x \\le 5"),
+        ("The answer is 2 and 3.", "2 and 3"),
     ],
 )
 def test_extract_answer(text, expected):
@@ -72,10 +92,44 @@ def test_extract_answer(text, expected):
 
 def test_normalise_answer():
     assert normalise_answer(" 1,000 ") == "1000"
+    assert normalise_answer("11,\\! 111,\\! 100") == "11111100"  # MATH writes thousands with \\!
+    # a comma is dropped only as a thousands separator
+    assert normalise_answer("2, 3") != normalise_answer("23")
+    assert normalise_answer("1,2") != normalise_answer("12")
+    assert normalise_answer("-1,5") != normalise_answer("-15")
+    assert normalise_answer("2, 300") != normalise_answer("2300")
+    assert normalise_answer("0,111") != normalise_answer("111")
+    assert normalise_answer("007") == normalise_answer("7") == "7"  # integers are told apart by string
     assert normalise_answer("\\$18.00") == "18"
     assert normalise_answer("\\text{(B)}") == "(B)"
     assert normalise_answer("\\dfrac{1}{2}") == normalise_answer("\\frac{1}{2}")
     assert normalise_answer(None) is None
+
+
+def test_grading_drops_commas_only_as_thousands_separators():
+    """Issue 13: the string shortcut used to accept 1,2 for 12 before math-verify ran."""
+    g = Grader(workers=1)  # the shortcut on, as in every run
+    try:
+        assert g.grade_many([("1,2", "12"), ("2, 3", "23"), ("-1,5", "-15")]) == [False, False, False]
+        assert g.grade_many([("1,000", "1000"), ("1,234.5", "1234.5"), ("-12,000", "-12000")]) == [True] * 3
+        assert g.grade_many([("", "5"), ("   ", "5"), (None, "5")]) == [False, False, False]
+    finally:
+        g.close()
+
+
+def test_answer_classes_group_equivalent_answers():
+    g = Grader(workers=1)
+    try:
+        answers = ["0.5", "\\frac12", "1/2", "3", "3", "", None, "2, 3", "23", "2,3", "\\frac{6}{2}"]
+        classes = g.answer_classes(answers)
+        assert [c.group for c in classes] == [0, 0, 0, 1, 1, None, None, 2, 3, 2, 1]
+        assert [c.parsed for c in classes] == [True] * 5 + [False, False] + [True] * 4
+        # online: the classes of a prefix are the classes of the whole list cut to that prefix,
+        # so a read-off budget votes as a run at that budget would
+        for k in range(len(answers) + 1):
+            assert g.answer_classes(answers[:k]) == classes[:k]
+    finally:
+        g.close()
 
 
 def test_grader_falls_back_when_math_verify_cannot_parse():

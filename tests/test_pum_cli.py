@@ -61,7 +61,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["pum", "label", "--dataset", str(tmp_path / "none.jsonl"), "--policy", "x",
                                  "--students", "y", "--out", str(tmp_path / "l.jsonl")])
-    assert result.exit_code == 2 and "is not a file" in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output
     labels = tmp_path / "labels.jsonl"
     labels.write_text("")
     result = runner.invoke(app, ["pum", "pairs", str(labels), "--out", str(tmp_path / "p.jsonl"),

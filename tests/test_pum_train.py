@@ -94,7 +94,6 @@ def test_lora_training_exports_the_released_layout_and_loads_back(base: Path, tm
 
 
 def test_the_pum_scorer_loads_the_export_with_the_same_scores(base: Path, tmp_path: Path) -> None:
-    pytest.importorskip("pumsearch.scorers.pum", reason="the pum scorer (issue 4) is not merged yet")
     from pumsearch.scorers import load_scorer
     from pumsearch.search.problem import Problem
     from pumsearch.search.protocols import ScoreItem

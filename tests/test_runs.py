@@ -23,13 +23,14 @@ from pumsearch.runs.records import RecordLog, RunError, merge_record_files, pars
 from pumsearch.runs.report import build_report, make_figures, write_csv, write_json
 from pumsearch.runs.rundir import RunSpec, open_run_dir
 from pumsearch.runs.runner import execute_plans
-from pumsearch.runs.subsample import groups_from_tree, subsample
+from pumsearch.runs.subsample import group_rows, subsample
 from pumsearch.scorers.base import BatchedScorer
 from pumsearch.search.config import SearchConfig
 from pumsearch.search.problem import Problem
 from pumsearch.search.result import RECORD_FORMAT
 from pumsearch.search.selection import Candidate
 from pumsearch.search.tree import ROOT, SearchTree
+from pumsearch.strategies import DVTS, BestOfN
 from tests.helpers_runs import STEP_THEN_FINISH, AnswerTableScorer, build_tiny_llama, write_gsm8k_style
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,7 +250,8 @@ def test_dvts_style_subsampling_by_whole_subtrees_on_a_hand_built_tree() -> None
     b1 = tree.add_child(b, "b1 \\boxed{6}", num_tokens=5)  # candidate, wrong, score 0.9
     b2 = tree.add_child(b, "b2 \\boxed{6}", num_tokens=1)  # candidate, wrong, score 0.3
     cands = [Candidate(a1, "5", 0.2, True), Candidate(b1, "6", 0.9, False), Candidate(b2, "6", 0.3, False)]
-    groups = groups_from_tree(tree, cands, "subtrees")
+    dvts = DVTS(SearchConfig(strategy="dvts", budget=4, strategy_options={"beam_width": 2}))
+    groups = group_rows(tree, cands, dvts.subsample_groups(tree, cands))
     assert [g["tokens"] for g in groups] == [3 + 4 + 10, 2 + 5 + 1]
     block = {"unit": "subtrees", "budget_per_group": 2, "value_kind": "probability", "groups": groups}
     two = subsample(block, 2, "best")
@@ -265,7 +267,7 @@ def test_dvts_style_subsampling_by_whole_subtrees_on_a_hand_built_tree() -> None
     assert (
         subsample(block, 3, "best") is None and subsample(block, 6, "best") is None
     )  # not a multiple / too big
-    solutions = groups_from_tree(tree, cands, "solutions")
+    solutions = group_rows(tree, cands, BestOfN(SearchConfig()).subsample_groups(tree, cands))
     assert [g["tokens"] for g in solutions] == [7, 7, 3]
 
 
@@ -405,7 +407,7 @@ def test_sweep_dir_of_another_configuration_and_config_file(tmp_path: Path) -> N
     toml = tmp_path / "sweep.toml"
     toml.write_text(
         f'dataset = "{path}"\nstrategies = ["bon"]\nbudgets = [2, 4]\nmax-tokens = 64\n'
-        "temperature = 0.5\n[search]\nfilter_duplicates = true\n"
+        "temperature = 0.5\n[search]\nsystem_prompt = \"Be brief.\"\n"
     )
     out = tmp_path / "s"
     ok = cli("sweep", "--backend", "scripted", "--config", str(toml), "--budgets", "2", "--out", str(out))
@@ -414,7 +416,7 @@ def test_sweep_dir_of_another_configuration_and_config_file(tmp_path: Path) -> N
     config = json.loads(run.read_text())
     assert config["search"]["budget"] == 2  # the flag beat the file
     assert config["search"]["temperature"] == 0.5 and config["search"]["max_tokens"] == 64
-    assert config["search"]["filter_duplicates"] is True
+    assert config["search"]["system_prompt"] == "Be brief."
     refused = cli(
         "sweep", "--backend", "scripted", "--config", str(toml), "--max-tokens", "32", "--out", str(out)
     )

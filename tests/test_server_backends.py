@@ -82,7 +82,7 @@ async def test_prefixes_are_extended_by_generated_token_ids(server, policy_dir):
 
     config = SearchConfig(strategy="two-steps", budget=8, max_step_tokens=10, max_tokens=40, system_prompt="")
     engine = Engine(gen, concurrency=1)
-    (result,) = await engine.run([Problem("p1", "what is one")], TwoSteps(config), config)
+    (result,) = await engine.run([Problem("p1", "what is one")], TwoSteps(config))
     await gen.aclose()
 
     log = server.generate_log()
@@ -189,7 +189,7 @@ async def test_server_dying_mid_run_fails_later_problems_and_keeps_earlier_ones(
     finished = []
     problems = [Problem(f"p{i}", "what is one") for i in range(4)]
     outcomes = await Engine(gen, concurrency=1).run(
-        problems, BestOfN(config), config, on_result=lambda p, r, e: finished.append((p.id, e))
+        problems, BestOfN(config), on_result=lambda p, r, e: finished.append((p.id, e))
     )
     await gen.aclose()
     server.stop()

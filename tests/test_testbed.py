@@ -335,10 +335,13 @@ def test_testbed_chains_load_as_a_dataset():
 async def test_dvts_read_off_groups_whole_subtrees():
     """DVTS gives the root M children per subtree: a run at N records N/M read-off groups, and
     every generated token lies in exactly one of them."""
-    from pumsearch.runs.subsample import groups_from_tree, subsample
+    from pumsearch.runs.subsample import group_rows, subsample
+    from pumsearch.search.config import SearchConfig
+    from pumsearch.strategies import DVTS
 
     (result, *_) = await run_search("dvts", QUALITY_N, scorer="testbed-prm")
-    groups = groups_from_tree(result.tree, result.candidates, "subtrees")
+    dvts = DVTS(SearchConfig(strategy="dvts", budget=QUALITY_N))
+    groups = group_rows(result.tree, result.candidates, dvts.subsample_groups(result.tree, result.candidates))
     assert len(groups) == QUALITY_N // 4  # default beam width M = 4
     assert sum(g["tokens"] for g in groups) == result.counters.generated_tokens
     assert sum(len(g["candidates"]) for g in groups) == len(result.candidates)

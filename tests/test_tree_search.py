@@ -16,11 +16,10 @@ from helpers_search import depth_policy, hashed_value, problems, run, scripted_s
 
 from pumsearch.api import make_strategy
 from pumsearch.backends.scripted import ScriptedGenerator
-from pumsearch.search.config import SearchConfig
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import GenerationOutput, GenerationRequest
 from pumsearch.search.tree import ROOT, SearchTree
-from pumsearch.strategies import StrategyError
+from pumsearch.strategies import StrategyError, search_config
 
 
 def value(tree: SearchTree, node: int) -> float:
@@ -41,7 +40,7 @@ def step_nodes(tree: SearchTree) -> int:
 
 # -- beam search --------------------------------------------------------------------------------
 def test_beam_keeps_top_n_over_m_and_expands_each_m_times() -> None:
-    config = SearchConfig(strategy="beam", budget=8, beam_width=4)
+    config = search_config(strategy="beam", budget=8, beam_width=4)
     (result,), _ = run(problems(1), config, policy=depth_policy(4))
     tree = result.tree
     assert len(tree.children(ROOT)) == 8
@@ -70,7 +69,7 @@ def early_finish_policy(question: str, done: tuple[str, ...], rng: np.random.Gen
 
 
 def test_beam_retains_finished_beams_and_refills_the_round() -> None:
-    config = SearchConfig(strategy="beam", budget=8, beam_width=4)
+    config = search_config(strategy="beam", budget=8, beam_width=4)
     (result,), _ = run(problems(1), config, policy=early_finish_policy)
     tree = result.tree
     terminals = tree.terminals()
@@ -94,20 +93,20 @@ def test_beam_filter_duplicates_keeps_distinct_prefixes() -> None:
             return "done \\boxed{1}"
         return f"{'ab'[int(rng.integers(0, 2))]}{len(done)}\n\n"
 
-    config = SearchConfig(strategy="beam", budget=8, beam_width=2, filter_duplicates=True)
+    config = search_config(strategy="beam", budget=8, beam_width=2, filter_duplicates=True)
     (result,), _ = run(problems(1), config, policy=two_texts)
     tree = result.tree
     for depth in (1, 2):
         expanded = [n for n in at_depth(tree, depth) if tree.children(n)]
         assert len({tree.steps(n) for n in expanded}) == len(expanded)
-    plain = SearchConfig(strategy="beam", budget=8, beam_width=2)
+    plain = search_config(strategy="beam", budget=8, beam_width=2)
     (unfiltered,), _ = run(problems(1), plain, policy=two_texts)
     expanded = [n for n in at_depth(unfiltered.tree, 1) if unfiltered.tree.children(n)]
     assert len({unfiltered.tree.steps(n) for n in expanded}) < len(expanded)  # the filter mattered
 
 
 def test_beam_lookahead_ranks_by_the_lookahead_tip() -> None:
-    config = SearchConfig(strategy="beam", budget=4, beam_width=2, lookahead=1)
+    config = search_config(strategy="beam", budget=4, beam_width=2, lookahead=1)
     (result,), _ = run(problems(1), config, policy=depth_policy(4))
     tree = result.tree
     first = tree.children(ROOT)
@@ -120,20 +119,20 @@ def test_beam_lookahead_ranks_by_the_lookahead_tip() -> None:
 
 
 def test_beam_stops_at_the_depth_cap_within_budget() -> None:
-    config = SearchConfig(strategy="beam", budget=8, beam_width=4, max_depth=2)
+    config = search_config(strategy="beam", budget=8, beam_width=4, max_depth=2)
     strategy = make_strategy(config, True)
     (result,), _ = run(problems(1), config, policy=depth_policy(10))
     tree = result.tree
     assert max(a["depth"] for _, a in tree.iter_nodes()) == 2
     assert all(tree[n]["terminal"] for n in at_depth(tree, 2))
-    assert step_nodes(tree) <= strategy.budget_limit(config)
+    assert step_nodes(tree) <= strategy.budget_limit()
     assert len(result.candidates) == 8
 
 
 def test_beam_batches_a_round_of_all_problems_into_one_backend_call() -> None:
     generator = ScriptedGenerator(depth_policy(3))
     scorer = scripted_scorer()
-    config = SearchConfig(strategy="beam", budget=8, beam_width=4)
+    config = search_config(strategy="beam", budget=8, beam_width=4)
     results, engine = run(problems(3), config, generator, scorer)
     assert len(generator.calls) == 3  # three rounds, whatever the number of problems
     for call in generator.calls:
@@ -151,18 +150,18 @@ def test_beam_batches_a_round_of_all_problems_into_one_backend_call() -> None:
 @pytest.mark.parametrize(("budget", "width"), [(10, 4), (2, 4)])
 def test_beam_and_dvts_refuse_a_budget_that_is_no_multiple_of_the_width(strategy, budget, width) -> None:
     with pytest.raises(StrategyError, match="multiple of --beam-width"):
-        make_strategy(SearchConfig(strategy=strategy, budget=budget, beam_width=width), True)
+        make_strategy(search_config(strategy=strategy, budget=budget, beam_width=width), True)
 
 
 @pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts"])
 def test_tree_search_needs_a_scorer(strategy) -> None:
     with pytest.raises(StrategyError, match="needs a scorer"):
-        make_strategy(SearchConfig(strategy=strategy, budget=8), False)
+        make_strategy(search_config(strategy=strategy, budget=8), False)
 
 
 # -- DVTS ---------------------------------------------------------------------------------------
 def test_dvts_subtrees_are_disjoint_and_keep_their_best_child() -> None:
-    config = SearchConfig(strategy="dvts", budget=12, beam_width=4)
+    config = search_config(strategy="dvts", budget=12, beam_width=4)
     (result,), _ = run(problems(1), config, policy=depth_policy(4))
     tree = result.tree
     first = tree.children(ROOT)
@@ -201,7 +200,7 @@ def check_mcts_statistics(tree: SearchTree, own_value: Callable[[int], float]) -
 
 
 def test_mcts_visits_add_up_values_are_means_and_budget_holds() -> None:
-    config = SearchConfig(strategy="mcts", budget=4, mcts_steps_per_solution=6, expansions=2, mcts_parallel=3)
+    config = search_config(strategy="mcts", budget=4, mcts_steps_per_solution=6, expansions=2, mcts_parallel=3)
     (result,), _ = run(problems(1), config, policy=depth_policy(5))
     tree = result.tree
     check_mcts_statistics(tree, lambda n: value(tree, n))
@@ -216,7 +215,7 @@ def test_mcts_visits_add_up_values_are_means_and_budget_holds() -> None:
 
 def test_mcts_parallel_simulations_expand_distinct_leaves_in_one_call() -> None:
     generator = ScriptedGenerator(depth_policy(6))
-    config = SearchConfig(strategy="mcts", budget=4, mcts_steps_per_solution=4, expansions=2, mcts_parallel=2,
+    config = search_config(strategy="mcts", budget=4, mcts_steps_per_solution=4, expansions=2, mcts_parallel=2,
                           c_puct=10.0)
     run(problems(1), config, generator)
     assert len(generator.calls[0]) == 1  # the first round can only expand the root
@@ -225,7 +224,7 @@ def test_mcts_parallel_simulations_expand_distinct_leaves_in_one_call() -> None:
 
 
 def test_mcts_most_visited_path_is_the_answer() -> None:
-    config = SearchConfig(strategy="mcts", budget=4, mcts_steps_per_solution=8, expansions=2, mcts_parallel=2)
+    config = search_config(strategy="mcts", budget=4, mcts_steps_per_solution=8, expansions=2, mcts_parallel=2)
     (result,), _ = run(problems(1), config, policy=depth_policy(3))
     tree = result.tree
     node = ROOT
@@ -241,7 +240,7 @@ def test_mcts_unbounded_scorer_values_are_normalised() -> None:
     def raw(steps: tuple[str, ...]) -> float:
         return 200.0 * hashed_value(steps) - 50.0  # far outside [0, 1]
 
-    config = SearchConfig(strategy="mcts", budget=4, mcts_steps_per_solution=6, expansions=2, mcts_parallel=2)
+    config = search_config(strategy="mcts", budget=4, mcts_steps_per_solution=6, expansions=2, mcts_parallel=2)
     scorer = scripted_scorer(raw, value_kind="unbounded")
     (result,), _ = run(problems(1), config, scorer=scorer, policy=depth_policy(4))
     tree = result.tree
@@ -250,7 +249,7 @@ def test_mcts_unbounded_scorer_values_are_normalised() -> None:
 
 
 def test_mcts_verifier_terminal_reward_uses_ground_truth() -> None:
-    config = SearchConfig(strategy="mcts", budget=4, mcts_steps_per_solution=6, expansions=2, mcts_parallel=2,
+    config = search_config(strategy="mcts", budget=4, mcts_steps_per_solution=6, expansions=2, mcts_parallel=2,
                           terminal_reward="verifier")
     probs = [Problem("p0", "question", answer="2")]
     (result,), _ = run(probs, config, policy=depth_policy(2, answers=("1", "2")))
@@ -267,10 +266,10 @@ def test_mcts_verifier_terminal_reward_uses_ground_truth() -> None:
 # -- shared behaviour ---------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts"])
 def test_same_seed_same_tree_whatever_the_batch_mates(strategy) -> None:
-    config = SearchConfig(strategy=strategy, budget=8, beam_width=4, seed=3)
+    config = search_config(strategy=strategy, budget=8, beam_width=4, seed=3)
     (alone,), _ = run(problems(1), config, policy=depth_policy(3))
     together, _ = run(problems(3), config, policy=depth_policy(3))
-    other_seed, _ = run(problems(1), SearchConfig(strategy=strategy, budget=8, beam_width=4, seed=4),
+    other_seed, _ = run(problems(1), search_config(strategy=strategy, budget=8, beam_width=4, seed=4),
                         policy=depth_policy(3))
     texts = lambda r: [a["text"] for _, a in sorted(r.tree.iter_nodes())]  # noqa: E731
     assert texts(alone) == texts(together[0])
@@ -286,7 +285,7 @@ class SlowGenerator(ScriptedGenerator):
 
 @pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts"])
 def test_time_limit_returns_the_best_so_far_marked_cut_short(strategy) -> None:
-    config = SearchConfig(strategy=strategy, budget=8, beam_width=4, time_limit=0.25, mcts_parallel=1)
+    config = search_config(strategy=strategy, budget=8, beam_width=4, time_limit=0.25, mcts_parallel=1)
     started = time.monotonic()
     (result,), _ = run(problems(1), config, SlowGenerator(depth_policy(30)))
     assert time.monotonic() - started < 5

@@ -13,9 +13,9 @@ from helpers_search import scripted_scorer
 
 from pumsearch.api import asearch
 from pumsearch.backends.transformers_backend import TransformersGenerator
-from pumsearch.search.config import SearchConfig
 from pumsearch.search.problem import Problem
 from pumsearch.search.result import SearchResult
+from pumsearch.strategies import search_config
 
 PROBLEMS = [Problem("a", "what is 1 + 3"), Problem("b", "take the sum of 2 and 2"), Problem("c", "x = 4")]
 
@@ -34,7 +34,7 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> TransformersGenerator
 
 def search(generator: TransformersGenerator, strategy: str, seed: int,
            problems: list[Problem] = PROBLEMS) -> list[SearchResult]:
-    config = SearchConfig(strategy=strategy, seed=seed, temperature=1.0, max_tokens=32, max_step_tokens=10,
+    config = search_config(strategy=strategy, seed=seed, temperature=1.0, max_tokens=32, max_step_tokens=10,
                           max_depth=6, **SETTINGS[strategy])
     results = asyncio.run(asearch(problems, generator=generator, scorer=scripted_scorer(), config=config))
     for r in results:

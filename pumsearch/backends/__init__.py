@@ -1,14 +1,21 @@
-"""Generation backends. Heavy imports (torch, transformers, sglang) happen inside the loaders."""
+"""Generation backends, registered by name in ``pumsearch.registry.BACKENDS``.
+
+``load_generator(model, backend=NAME, ...)`` calls the registered loader; ``--backend`` lists and
+checks the same names, and the flags a backend takes come from its entry. Heavy imports (torch,
+transformers, sglang) happen inside the loaders. To add a backend, see docs/architecture.md.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pumsearch.backends.errors import BackendError, BackendUnavailable
+from pumsearch.models import is_alias, resolve_model_name
+from pumsearch.registry import BACKENDS, BackendEntry, register_backend
 from pumsearch.search.protocols import Generator
 
-BACKEND_NAMES = ["transformers", "sglang", "sglang-server", "openai"]
-SERVER_BACKENDS = ("sglang-server", "openai")
+# The backend flags of the command line a server backend takes (load_generator keywords).
+SERVER_FLAGS = ("url", "launch", "tokenizer", "max_concurrency", "request_timeout", "retries")
 _SERVER_OPTIONS = ("tokenizer", "max_concurrency", "request_timeout", "retries", "backoff")
 
 
@@ -24,58 +31,49 @@ def load_generator(
     launch: bool = False,
     **options: Any,
 ) -> Generator:
-    """A generator for ``model`` (a path, a hub name, or ``testbed:weak``/``testbed:strong``;
-    None means the embedded SmolLM2).
+    """A generator for ``model`` (a path, a hub name, or an alias such as ``testbed:weak``; None
+    means the embedded SmolLM2).
 
     ``backend``: transformers (default), sglang (in-process Engine; options tokenizer,
     mem_fraction_static, tp_size, dp_size and any other sglang ServerArgs), sglang-server (``url``, or
-    ``launch=True`` to start one for ``model``) or openai (``url``). Server options: tokenizer,
-    max_concurrency, request_timeout, retries, backoff (and api_key for openai; launch_args and
-    launch_timeout for --launch). ``backend="scripted"`` (hidden, for tests and CLI runs without a
-    model) gives the ScriptedGenerator with its default counting policy; ``model`` is ignored."""
-    if backend == "scripted":
-        from pumsearch.backends.scripted import ScriptedGenerator
-
-        return ScriptedGenerator(delay=float(options.get("delay", 0.0)))
-    if backend not in BACKEND_NAMES:
-        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_NAMES)}")
-    if backend == "transformers":
-        return _load_transformers(
-            model,
-            device=device,
-            dtype=dtype,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-            **options,
-        )
-    if backend == "sglang":
-        if model is None:
-            raise ValueError("--backend sglang needs --model (a path or hub name)")
-        from pumsearch.backends.sglang_engine import SGLangEngineGenerator
-
-        return SGLangEngineGenerator.load(model, trust_remote_code=trust_remote_code, **options)
-    if backend == "sglang-server":
-        return _load_sglang_server(
-            model, url=url, launch=launch, trust_remote_code=trust_remote_code, **options
-        )
-    if launch:
-        raise ValueError("--launch starts an SGLang server: use it with --backend sglang-server")
-    if url is None:
-        raise ValueError("--backend openai needs --url (the server's address, e.g. http://127.0.0.1:8000)")
-    from pumsearch.backends.openai_compat import OpenAICompatGenerator
-
-    return OpenAICompatGenerator.connect(url, model=model, trust_remote_code=trust_remote_code, **options)
+    ``launch=True`` to start one for ``model``) or openai (``url``), or any registered backend.
+    Server options: tokenizer, max_concurrency, request_timeout, retries, backoff (and api_key for
+    openai; launch_args and launch_timeout for --launch). ``backend="scripted"`` (hidden, for tests
+    and CLI runs without a model) gives the ScriptedGenerator with its default counting policy;
+    ``model`` is ignored."""
+    entry = BACKENDS.get(backend)
+    if entry.server:
+        options.update(url=url, launch=launch)
+    loader = entry.resolve()
+    return loader(model, device=device, dtype=dtype, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
+                  **options)
 
 
-def _load_transformers(
-    model: str | None,
-    *,
-    device: str,
-    dtype: str,
-    cache_dir: str | None,
-    trust_remote_code: bool,
-    **options: Any,
-) -> Generator:
+def backend_entry(name: str) -> BackendEntry:
+    """The registered backend ``name`` (ValueError naming the others when there is none)."""
+    return BACKENDS.get(name)
+
+
+def generator_options(backend: str, *, url: str | None = None, launch: bool = False, tokenizer: str | None = None,
+                      max_concurrency: int = 64, request_timeout: float = 600.0, retries: int = 3,
+                      delay: float = 0.0) -> dict[str, Any]:
+    """load_generator keywords for ``backend`` and the backend flags of the command line: the flags
+    the backend's entry takes, refusing --url and --launch where it is no server backend."""
+    entry = backend_entry(backend)
+    if (url or launch) and not entry.server:
+        servers = " or ".join(e.name for e in BACKENDS if e.server)
+        raise ValueError(f"--url and --launch are for --backend {servers}, not {backend}")
+    if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
+        raise ValueError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
+    given = {"url": url, "launch": launch, "tokenizer": tokenizer, "max_concurrency": max_concurrency,
+             "request_timeout": request_timeout, "retries": retries, "delay": delay}
+    return {"backend": backend, **{flag: given[flag] for flag in entry.flags}}
+
+
+# -- the built-in backends: every loader takes (model, *, device, dtype, cache_dir, trust_remote_code,
+# **options) and ignores what it has no use for ----------------------------------------------------
+def _load_transformers(model: str | None, *, device: str, dtype: str, cache_dir: str | None,
+                       trust_remote_code: bool, **options: Any) -> Generator:
     from pumsearch.backends.embedded import EMBEDDED_NAME, embedded_model_dir
     from pumsearch.backends.transformers_backend import TransformersGenerator
 
@@ -86,9 +84,7 @@ def _load_transformers(
         )
         generator.name = EMBEDDED_NAME
         return generator
-    if model.startswith("testbed:"):  # a shipped testbed policy, e.g. testbed:weak
-        from pumsearch.testbed import resolve_model_name
-
+    if is_alias(model):  # a registered alias, e.g. testbed:weak: loaded from its path, named as given
         generator = TransformersGenerator.load(resolve_model_name(model), device=device, dtype=dtype, **options)
         generator.name = model
         return generator
@@ -97,12 +93,24 @@ def _load_transformers(
     )
 
 
+def _load_sglang_engine(model: str | None, *, trust_remote_code: bool, device: str, dtype: str,
+                        cache_dir: str | None, **options: Any) -> Generator:
+    if model is None:
+        raise ValueError("--backend sglang needs --model (a path or hub name)")
+    from pumsearch.backends.sglang_engine import SGLangEngineGenerator
+
+    return SGLangEngineGenerator.load(model, trust_remote_code=trust_remote_code, **options)
+
+
 def _load_sglang_server(
     model: str | None,
     *,
     url: str | None,
     launch: bool,
     trust_remote_code: bool,
+    device: str,
+    dtype: str,
+    cache_dir: str | None,
     launch_args: list[str] | None = None,
     launch_timeout: float = 900.0,
     **options: Any,
@@ -131,4 +139,39 @@ def _load_sglang_server(
         raise
 
 
-__all__ = ["BACKEND_NAMES", "SERVER_BACKENDS", "BackendError", "BackendUnavailable", "load_generator"]
+def _load_openai(model: str | None, *, url: str | None, launch: bool, trust_remote_code: bool, device: str,
+                 dtype: str, cache_dir: str | None, **options: Any) -> Generator:
+    if launch:
+        raise ValueError("--launch starts an SGLang server: use it with --backend sglang-server")
+    if url is None:
+        raise ValueError("--backend openai needs --url (the server's address, e.g. http://127.0.0.1:8000)")
+    from pumsearch.backends.openai_compat import OpenAICompatGenerator
+
+    return OpenAICompatGenerator.connect(url, model=model, trust_remote_code=trust_remote_code, **options)
+
+
+def _load_scripted(model: str | None, *, delay: float = 0.0, **_common: Any) -> Generator:
+    from pumsearch.backends.scripted import ScriptedGenerator
+
+    return ScriptedGenerator(delay=float(delay))
+
+
+register_backend("transformers", _load_transformers, uses_dtype=True,
+                 help="batched sampling with transformers on CPU or GPU (model None: the embedded SmolLM2)")
+register_backend("sglang", _load_sglang_engine, flags=("tokenizer",),
+                 help="the in-process sglang.Engine (one GPU, or one node with tensor parallelism)")
+register_backend("sglang-server", _load_sglang_server, flags=SERVER_FLAGS,
+                 help="SGLang's native POST /generate over HTTP (--url, or --launch to start one)")
+register_backend("openai", _load_openai, flags=SERVER_FLAGS,
+                 help="POST /v1/completions of any OpenAI-compatible server (--url); prefixes go as text")
+register_backend("scripted", _load_scripted, flags=("delay",), recorded_name="scripted", hidden=True,
+                 help="a model-free generator that writes counting steps (tests and runs without a model)")
+
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "backend_entry",
+    "generator_options",
+    "load_generator",
+]

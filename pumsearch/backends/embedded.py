@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pumsearch.backends.transformers_backend import ModelLoadError
+from pumsearch.models import ModelLoadError
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

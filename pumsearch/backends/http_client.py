@@ -1,24 +1,22 @@
 """An httpx client for inference servers: bounded concurrency, timeouts, retries with backoff.
 
-Connection errors, timeouts and 5xx answers are retried (``retries`` times, backoff doubling from
-``backoff`` seconds); a 4xx answer is the caller's mistake and fails at once with the server's
-message. Every request counts its retries, and the client keeps the peak number of requests in
-flight, for the counters of each result.
+Retries follow pumsearch.http_common's rules (``retries`` times for connection errors, timeouts
+and 5xx answers; a 4xx fails at once with the server's message). Every request counts its
+retries, and the client keeps the peak number of requests in flight, for the counters of each
+result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from pumsearch.backends.errors import BackendError, BackendUnavailable
-
-RETRYABLE = (httpx.TransportError,)  # connect/read/write errors and timeouts, protocol errors
+from pumsearch.http_common import RETRYABLE, RetryableStatus, describe, json_or_raise
 
 
 @dataclass
@@ -26,30 +24,6 @@ class Reply:
     body: Any
     retries: int
     in_flight: int  # requests in flight when this one started (itself included)
-
-
-def server_message(response: httpx.Response, limit: int = 300) -> str:
-    """The error text a server sent (SGLang and OpenAI servers wrap it in {"error": ...})."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:limit].strip() or response.reason_phrase
-    if isinstance(body, dict):
-        err = body.get("error", body.get("message", body.get("detail", body)))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        return str(err)[:limit]
-    return str(body)[:limit]
-
-
-def describe(err: BaseException) -> str:
-    """A one-line description of a transport error (httpx messages can be empty)."""
-    text = str(err).strip()
-    kind = {httpx.ConnectError: "connection refused or unreachable", httpx.TimeoutException: "timed out"}
-    for cls, words in kind.items():
-        if isinstance(err, cls):
-            return f"{words}{f' ({text})' if text and words not in text else ''}"
-    return text or type(err).__name__
 
 
 class RetryingClient:
@@ -117,7 +91,7 @@ class RetryingClient:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 response = await client.post(path, json=payload)
-                return json_or_raise(response, url), attempt
+                return json_or_raise(response, url, BackendError), attempt
             except RETRYABLE as err:
                 last = describe(err)
             except RetryableStatus as err:
@@ -130,50 +104,3 @@ class RetryingClient:
             with contextlib.suppress(RuntimeError):  # its event loop is gone; the sockets went with it
                 await self._client.aclose()
             self._client = None
-
-
-class RetryableStatus(Exception):
-    """A 5xx answer: the server may recover, so the request is tried again."""
-
-
-def json_or_raise(response: httpx.Response, url: str, error: type[Exception] = BackendError) -> Any:
-    """The JSON body of a 2xx answer. A 5xx raises RetryableStatus; a 4xx is the caller's mistake
-    and raises ``error`` with the server's message, as does a body that is not JSON."""
-    if response.status_code >= 500:
-        raise RetryableStatus(f"HTTP {response.status_code}: {server_message(response)}")
-    if response.status_code >= 400:
-        raise error(f"{url} refused the request (HTTP {response.status_code}): {server_message(response)}")
-    try:
-        return response.json()
-    except ValueError:
-        raise error(f"malformed response from {url}: not JSON ({response.text[:80]!r})") from None
-
-
-def get_json_sync(url: str, *, timeout: float, retries: int, backoff: float, accept_404: bool = False) -> Any:
-    """A GET at start-up (health and model checks), with the same retry rules; None on 404 when
-    ``accept_404`` (so a caller can try an older endpoint name)."""
-    import time
-
-    last = ""
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
-        try:
-            response = httpx.get(url, timeout=timeout)
-        except RETRYABLE as err:
-            last = describe(err)
-            continue
-        if response.status_code >= 500:
-            last = f"HTTP {response.status_code}: {server_message(response)}"
-            continue
-        if response.status_code == 404 and accept_404:
-            return None
-        if response.status_code >= 400:
-            raise BackendError(f"{url} answered HTTP {response.status_code}: {server_message(response)}")
-        if not response.content:
-            return {}
-        try:
-            return response.json()
-        except json.JSONDecodeError:
-            return {"_text": response.text}
-    raise BackendUnavailable(f"no server answering at {url} ({last}); start one, or check --url")

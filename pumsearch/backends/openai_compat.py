@@ -16,88 +16,37 @@ from collections.abc import Sequence
 from typing import Any
 
 from pumsearch.backends.errors import BackendError
-from pumsearch.backends.http_client import RetryingClient, get_json_sync
-from pumsearch.backends.remote import TokenizerPrompts, load_tokenizer, same_model
+from pumsearch.backends.remote import ServerOptions, TokenizerPrompts
+from pumsearch.http_common import get_json_sync, same_model
+from pumsearch.models import load_tokenizer
 from pumsearch.search.protocols import Completion, GenerationOutput, GenerationRequest
 
 
 class OpenAICompatGenerator(TokenizerPrompts):
     takes_token_ids = False
 
-    def __init__(
-        self,
-        url: str,
-        tokenizer: Any,
-        *,
-        name: str,
-        served_model: str,
-        max_concurrency: int = 64,
-        request_timeout: float = 600.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        api_key: str | None = None,
-    ) -> None:
+    def __init__(self, url: str, tokenizer: Any, *, name: str, served_model: str,
+                 options: ServerOptions | None = None, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.tokenizer = tokenizer
         self.name = name
         self.served_model = served_model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self.client = RetryingClient(
-            self.url,
-            max_concurrency=max_concurrency,
-            timeout=request_timeout,
-            retries=retries,
-            backoff=backoff,
-            headers=headers,
-        )
+        self.client = (options or ServerOptions()).client(self.url, headers=headers)
 
     @classmethod
-    def connect(
-        cls,
-        url: str,
-        *,
-        model: str | None = None,
-        tokenizer: str | None = None,
-        max_concurrency: int = 64,
-        request_timeout: float = 600.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        api_key: str | None = None,
-        trust_remote_code: bool = False,
-    ) -> OpenAICompatGenerator:
-        """Check that the server serves ``model`` (GET /v1/models) and load the tokenizer."""
+    def connect(cls, url: str, *, model: str | None = None, tokenizer: str | None = None, api_key: str | None = None,
+                trust_remote_code: bool = False, **options: Any) -> OpenAICompatGenerator:
+        """Check that the server serves ``model`` (GET /v1/models) and load the tokenizer.
+        ``options``: ServerOptions fields (max_concurrency, request_timeout, retries, backoff)."""
         url = url.rstrip("/").removesuffix("/v1")
-        listing = get_json_sync(
-            f"{url}/v1/models", timeout=min(request_timeout, 30.0), retries=retries, backoff=backoff
-        )
+        settings = ServerOptions(**options)
+        listing = get_json_sync(f"{url}/v1/models", **settings.start_up_checks())
         served = [str(m.get("id")) for m in (listing or {}).get("data", []) if isinstance(m, dict)]
-        if model is not None:
-            match = next((s for s in served if same_model(model, s)), None)
-            if served and match is None:
-                raise BackendError(
-                    f"the server at {url} serves {', '.join(served)}, not {model!r}: "
-                    "point --url at the right server or fix --model"
-                )
-            served_model = match or model
-        elif len(served) == 1:
-            served_model = served[0]
-        else:
-            raise BackendError(
-                f"the server at {url} serves {len(served)} models ({', '.join(served) or 'none listed'})"
-                ": name one with --model"
-            )
+        served_model = pick_served_model(url, model, served)
         source = tokenizer or model or served_model
-        return cls(
-            url,
-            load_tokenizer(source, trust_remote_code=trust_remote_code),
-            name=model or served_model,
-            served_model=served_model,
-            max_concurrency=max_concurrency,
-            request_timeout=request_timeout,
-            retries=retries,
-            backoff=backoff,
-            api_key=api_key,
-        )
+        return cls(url, load_tokenizer(source, trust_remote_code=trust_remote_code), name=model or served_model,
+                   served_model=served_model, options=settings, api_key=api_key)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         replies = await asyncio.gather(*(self._one(req) for req in requests))
@@ -178,6 +127,25 @@ class OpenAICompatGenerator(TokenizerPrompts):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def pick_served_model(url: str, model: str | None, served: list[str]) -> str:
+    """The served model ``model`` names (a server that lists none is taken at its word), or the one
+    model the server lists when ``model`` is None."""
+    if model is not None:
+        match = next((s for s in served if same_model(model, s)), None)
+        if served and match is None:
+            raise BackendError(
+                f"the server at {url} serves {', '.join(served)}, not {model!r}: "
+                "point --url at the right server or fix --model"
+            )
+        return match or model
+    if len(served) == 1:
+        return served[0]
+    raise BackendError(
+        f"the server at {url} serves {len(served)} models ({', '.join(served) or 'none listed'})"
+        ": name one with --model"
+    )
 
 
 def share_tokens(completions: list[Completion], total: int) -> None:

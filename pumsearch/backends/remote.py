@@ -1,4 +1,4 @@
-"""What the server backends share: a local tokenizer for chat prompts, model-name checks, --launch.
+"""What the server backends share: how they talk to a server, chat prompts from a local tokenizer, --launch.
 
 A server takes prompts as text or token ids, but the chat template lives with the tokenizer, so
 the client loads the tokenizer locally (from --tokenizer, else --model, else the path the server
@@ -14,36 +14,33 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pumsearch.backends.errors import BackendError, require_sglang
+from pumsearch.backends.errors import BackendError, BackendUnavailable, require_sglang
+from pumsearch.backends.http_client import RetryingClient
 
 
-def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
+@dataclass(frozen=True)
+class ServerOptions:
+    """How a server backend talks to its server: requests in flight at once, seconds before one
+    times out, retries of a failed one and the first backoff (--max-concurrency, --request-timeout,
+    --retries)."""
 
-    from pumsearch.backends.transformers_backend import check_model_location
+    max_concurrency: int = 64
+    request_timeout: float = 600.0
+    retries: int = 3
+    backoff: float = 0.5
 
-    try:
-        check_model_location(name)
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise BackendError(
-            f"could not load the tokenizer {name!r} (needed for chat prompts): "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; "
-            "pass --tokenizer with a local path"
-        ) from None
+    def client(self, url: str, headers: dict[str, str] | None = None) -> RetryingClient:
+        return RetryingClient(url, max_concurrency=self.max_concurrency, timeout=self.request_timeout,
+                              retries=self.retries, backoff=self.backoff, headers=headers)
 
-
-def same_model(asked: str, served: str) -> bool:
-    """Whether a model name and the one a server reports name the same model: equal, or equal
-    last path components (a hub name against a local copy of it)."""
-
-    def last(name: str) -> str:
-        return Path(name.rstrip("/")).name.lower()
-
-    return asked.rstrip("/") == served.rstrip("/") or last(asked) == last(served)
+    def start_up_checks(self) -> dict[str, Any]:
+        """Keywords of the start-up GETs (health, served model): a shorter timeout, the same retries."""
+        return {"timeout": min(self.request_timeout, 30.0), "retries": self.retries, "backoff": self.backoff,
+                "error": BackendError, "unavailable": BackendUnavailable}
 
 
 class TokenizerPrompts:

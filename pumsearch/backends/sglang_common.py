@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pumsearch.backends.errors import BackendError
+from pumsearch.models import hash_seed
 from pumsearch.search.protocols import Completion, GenerationRequest, SamplingParams
 
 
@@ -36,8 +37,6 @@ def sglang_sampling_params(params: SamplingParams, seed: int | None) -> dict[str
 
 def sample_seeds(request: GenerationRequest) -> list[int]:
     """One seed per sample, the same ones the transformers backend derives."""
-    from pumsearch.backends.transformers_backend import hash_seed
-
     return [hash_seed(request.seed, j) % (2**31) for j in range(request.n)]
 
 

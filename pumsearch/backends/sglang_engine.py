@@ -27,13 +27,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pumsearch.backends.errors import BackendError, require_sglang
-from pumsearch.backends.remote import TokenizerPrompts, load_tokenizer
+from pumsearch.backends.remote import TokenizerPrompts
 from pumsearch.backends.sglang_common import (
     completion_from_sglang,
     prompt_counts,
     sample_seeds,
     sglang_sampling_params,
 )
+from pumsearch.models import load_tokenizer
 from pumsearch.search.protocols import GenerationOutput, GenerationRequest
 
 log = logging.getLogger(__name__)

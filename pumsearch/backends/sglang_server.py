@@ -16,61 +16,38 @@ from collections.abc import Sequence
 from typing import Any
 
 from pumsearch.backends.errors import BackendError
-from pumsearch.backends.http_client import RetryingClient, get_json_sync
-from pumsearch.backends.remote import LaunchedServer, TokenizerPrompts, load_tokenizer, same_model
+from pumsearch.backends.remote import LaunchedServer, ServerOptions, TokenizerPrompts
 from pumsearch.backends.sglang_common import (
     completion_from_sglang,
     prompt_counts,
     sample_seeds,
     sglang_sampling_params,
 )
+from pumsearch.http_common import same_model, served_model_info
+from pumsearch.models import load_tokenizer
 from pumsearch.search.protocols import GenerationOutput, GenerationRequest
 
 
 class SGLangServerGenerator(TokenizerPrompts):
     takes_token_ids = True
 
-    def __init__(
-        self,
-        url: str,
-        tokenizer: Any,
-        *,
-        name: str,
-        max_concurrency: int = 64,
-        request_timeout: float = 600.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        launched: LaunchedServer | None = None,
-    ) -> None:
+    def __init__(self, url: str, tokenizer: Any, *, name: str, options: ServerOptions | None = None,
+                 launched: LaunchedServer | None = None) -> None:
         self.url = url.rstrip("/")
         self.tokenizer = tokenizer
         self.name = name
-        self.client = RetryingClient(
-            self.url,
-            max_concurrency=max_concurrency,
-            timeout=request_timeout,
-            retries=retries,
-            backoff=backoff,
-        )
+        self.client = (options or ServerOptions()).client(self.url)
         self.launched = launched
 
     @classmethod
-    def connect(
-        cls,
-        url: str,
-        *,
-        model: str | None = None,
-        tokenizer: str | None = None,
-        max_concurrency: int = 64,
-        request_timeout: float = 600.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        launched: LaunchedServer | None = None,
-        trust_remote_code: bool = False,
-    ) -> SGLangServerGenerator:
-        """Check the server (health, served model) and load the tokenizer for chat prompts."""
+    def connect(cls, url: str, *, model: str | None = None, tokenizer: str | None = None,
+                launched: LaunchedServer | None = None, trust_remote_code: bool = False,
+                **options: Any) -> SGLangServerGenerator:
+        """Check the server (health, served model) and load the tokenizer for chat prompts.
+        ``options``: ServerOptions fields (max_concurrency, request_timeout, retries, backoff)."""
         url = url.rstrip("/")
-        served = server_model_path(url, timeout=min(request_timeout, 30.0), retries=retries, backoff=backoff)
+        settings = ServerOptions(**options)
+        served = server_model_path(url, settings)
         if model is not None and served is not None and not same_model(model, served):
             raise BackendError(
                 f"the server at {url} serves {served!r}, not {model!r}: "
@@ -80,16 +57,8 @@ class SGLangServerGenerator(TokenizerPrompts):
         source = tokenizer or model or served
         if source is None:
             raise BackendError(f"the server at {url} does not say which model it serves: pass --tokenizer")
-        return cls(
-            url,
-            load_tokenizer(source, trust_remote_code=trust_remote_code),
-            name=name or source,
-            max_concurrency=max_concurrency,
-            request_timeout=request_timeout,
-            retries=retries,
-            backoff=backoff,
-            launched=launched,
-        )
+        return cls(url, load_tokenizer(source, trust_remote_code=trust_remote_code), name=name or source,
+                   options=settings, launched=launched)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         jobs = [self._sample(req, seed) for req in requests for seed in sample_seeds(req)]
@@ -134,19 +103,15 @@ class SGLangServerGenerator(TokenizerPrompts):
             self.launched = None
 
 
-def server_model_path(url: str, *, timeout: float, retries: int, backoff: float) -> str | None:
-    """Wait for /health, then read the served model's path from /model_info (/get_model_info on
-    older SGLang versions). None where the server does not say (sglang-router may not)."""
-    get_json_sync(f"{url}/health", timeout=timeout, retries=retries, backoff=backoff)
-    for path in ("/model_info", "/get_model_info"):
-        info = get_json_sync(
-            f"{url}{path}", timeout=timeout, retries=retries, backoff=backoff, accept_404=True
+def server_model_path(url: str, options: ServerOptions) -> str | None:
+    """The served model's path (None where the server does not say); refuses an embedding/reward
+    model server, which cannot generate."""
+    info = served_model_info(url, **options.start_up_checks())
+    if info is None:
+        return None
+    if info.get("is_generation") is False:
+        raise BackendError(
+            f"the server at {url} serves {info['model_path']!r} as an embedding/reward "
+            "model (--is-embedding); it cannot generate"
         )
-        if isinstance(info, dict) and info.get("model_path"):
-            if info.get("is_generation") is False:
-                raise BackendError(
-                    f"the server at {url} serves {info['model_path']!r} as an embedding/reward "
-                    "model (--is-embedding); it cannot generate"
-                )
-            return str(info["model_path"])
-    return None
+    return str(info["model_path"])

@@ -15,76 +15,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from pumsearch.models import ModelLoadError, hash_seed, load_pretrained, resolve_device, resolve_dtype
 from pumsearch.search.protocols import Completion, GenerationOutput, GenerationRequest
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16", "auto": "auto"}
-
-
-class ModelLoadError(ValueError):
-    """The model could not be found or loaded (the message says what to fix)."""
-
-
-def resolve_dtype(name: str, device: str) -> Any:
-    import torch
-
-    key = DTYPES.get(name.lower())
-    if key is None:
-        raise ModelLoadError(f"unknown dtype {name!r}: use float32, bfloat16, float16 or auto")
-    if key == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, key)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible: use --device cpu")
-    return device
-
-
-def looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
-
-
-def check_model_location(name: str) -> None:
-    """Clear errors for a missing path or a directory that holds no model."""
-    if looks_like_path(name):
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise ModelLoadError(f"model path {name} does not exist")
-        if path.is_dir() and not (path / "config.json").exists():
-            raise ModelLoadError(f"{name} is not a model directory (no config.json in it)")
-
-
-def load_pretrained(name: str, *, dtype: Any, device: str, trust_remote_code: bool = False,
-                    model_class: Any = None, **kwargs: Any) -> tuple[Any, Any]:
-    """Load a tokenizer and model from a path or hub name, turning hub failures into clear errors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    check_model_location(name)
-    model_class = model_class or AutoModelForCausalLM
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
-        model = model_class.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
-    except OSError as err:
-        if looks_like_path(name):
-            raise ModelLoadError(f"could not load the model at {name}: {err}") from None
-        raise ModelLoadError(
-            f"could not load {name!r} from the Hugging Face hub (offline, or no such model?). "
-            "Download it first or pass a local path."
-        ) from None
-    model.to(device)
-    model.eval()
-    return tokenizer, model
 
 
 @dataclass
@@ -265,14 +201,6 @@ def cache_keyword(model: Any) -> str:
     """transformers 5.x renames ``past_key_values`` to ``cache``; use whichever forward takes."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-def hash_seed(seed: int | None, index: int) -> int:
-    """A per-sample seed from the request seed and the sample's index."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([(seed or 0) & 0xFFFFFFFFFFFFFFFF, index]).generate_state(1, np.uint64)[0]
-               & 0x7FFFFFFFFFFFFFFF)
 
 
 def sample_next(logits: Any, temperature: Any, top_p: Any, greedy: list[bool], generators: list[Any]) -> list[int]:

@@ -30,16 +30,12 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def _resolve(name: str) -> str | None:
-    """'embedded' is the bundled SmolLM2; testbed:NAME is a shipped testbed policy (when present)."""
+    """'embedded' is the bundled SmolLM2; a registered alias (testbed:NAME) is its model's path."""
     if name == "embedded":
         return None
-    if name.startswith("testbed:"):
-        try:
-            from pumsearch.testbed import resolve_model_name  # type: ignore[import-not-found]
-        except ImportError:
-            raise ValueError(f"{name}: this installation has no testbed (pumsearch.testbed)") from None
-        return resolve_model_name(name)
-    return name
+    from pumsearch.models import resolve_model_name
+
+    return resolve_model_name(name)
 
 
 def _names(value: str) -> list[str]:
@@ -54,16 +50,19 @@ def _ints(value: str | None) -> tuple[int, ...]:
 
 
 def _record_name(given: str, resolved: str) -> str:
-    """How the adapter config names its base: testbed aliases and hub names as given, local
+    """How the adapter config names its base: aliases (testbed:NAME) and hub names as given, local
     directories as absolute paths (a relative one would break when loaded from elsewhere)."""
-    if given.startswith("testbed:") or not Path(resolved).exists():
+    from pumsearch.models import is_alias
+
+    if is_alias(given) or not Path(resolved).exists():
         return given
     return str(Path(resolved).resolve())
 
 
 @pum_app.command("label")
 def label_cmd(
-    dataset: Annotated[str, typer.Option(help="JSON-lines file (id, question, answer) or testbed:SPEC.")],
+    dataset: Annotated[str, typer.Option(help="A data set as for `pumsearch run --dataset`: math500, gsm8k, a "
+                                              "JSON-lines file (id, question, answer), testbed:SPEC, ...")],
     policy: Annotated[str, typer.Option(help="Policy model(s) to sample trajectories from, comma-separated "
                                              "(paths, hub names, testbed:NAME, embedded).")],
     students: Annotated[str, typer.Option(help="Student models, comma-separated, weak to strong.")],
@@ -94,14 +93,15 @@ def label_cmd(
 ) -> None:
     """Sample trajectories, cut prefixes, estimate each prefix's gain for every student."""
     try:
-        from pumsearch.pum.label import LabelSettings, label_to_file, load_problems
+        from pumsearch.datasets import load_problems
+        from pumsearch.pum.label import LabelSettings, label_to_file
 
         settings = LabelSettings(trajectories=trajectories, cuts=cuts, cut_lengths=_ints(cut_lengths),
                                  include_complete=complete, rollouts=rollouts, temperature=temperature,
                                  policy_temperature=policy_temperature, top_p=top_p, max_tokens=max_tokens,
                                  token_cap=token_cap, standardise=standardise, seed=seed, rollout_seed=rollout_seed,
                                  step_delimiter=step_delimiter)
-        problems = load_problems(dataset, limit)
+        problems = load_problems(dataset, limit=limit)
         policies = _load_generators(_names(policy), device, dtype)
         student_gens = _load_generators(_names(students), device, dtype)
         counts = asyncio.run(label_to_file(problems, policies, student_gens, settings, out, chunk=chunk,

@@ -29,12 +29,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pumsearch.scorers.rollout import RolloutPrefix, solve_rates
 from pumsearch.search.budget import Budget
 from pumsearch.search.config import DEFAULT_SYSTEM_PROMPT, SearchConfig
 from pumsearch.search.context import SearchContext
 from pumsearch.search.engine import Engine
 from pumsearch.search.grading import Grader, default_grader, extract_answer
-from pumsearch.search.problem import Problem
+from pumsearch.search.problem import Problem, require_answers
 from pumsearch.search.protocols import Completion, Generator
 from pumsearch.search.result import SearchResult
 
@@ -53,8 +54,8 @@ class LabelError(ValueError):
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """Every choice of the labelling run. The paper's values are unknown except where noted
-    (REFERENCE.md); the defaults are ours and documented in docs/pum-training.md."""
+    """Every choice of the labelling run. The paper leaves most values open; the defaults are ours
+    and documented in docs/pum-training.md."""
 
     trajectories: int = 4  # per policy and problem
     cuts: int = 3  # evenly spaced cut lengths per problem, when cut_lengths is empty
@@ -186,6 +187,7 @@ class _SampleJob:
     distinct cap, all at once, so they still batch together)."""
 
     name = "pum-label"
+    config: SearchConfig  # the sampling settings, set by _run_job
 
     def __init__(self, todo: dict[str, list[tuple[str, list[int] | None]]], k: int,
                  caps: dict[str, list[int]] | None = None) -> None:
@@ -194,7 +196,7 @@ class _SampleJob:
         self.caps = caps
         self.done: dict[str, list[list[Completion]]] = {}
 
-    def make_budget(self, config: SearchConfig) -> Budget:
+    def make_budget(self) -> Budget:
         return Budget(limit=2**62, unit="samples")
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
@@ -226,7 +228,8 @@ async def _sample_capped(ctx: SearchContext, prefixes: list[tuple[str, list[int]
 async def _run_job(generator: Generator, problems: Sequence[Problem], job: _SampleJob, config: SearchConfig,
                    grader: Grader) -> None:
     engine = Engine(generator, grader=grader, concurrency=max(len(problems), 1))
-    results = await engine.run(problems, job, config)
+    job.config = config
+    results = await engine.run(problems, job)
     for problem, outcome in zip(problems, results, strict=True):
         if isinstance(outcome, BaseException):
             raise LabelError(f"sampling failed for problem {problem.id!r} with {generator.name}: {outcome}")
@@ -274,9 +277,8 @@ async def label_problems(problems: Sequence[Problem], policies: Sequence[Generat
     """Label a chunk of problems; one record per problem (see docs/pum-training.md)."""
     if not policies or not students:
         raise LabelError("labelling needs at least one policy (--policy) and one student (--students)")
-    for problem in problems:
-        if problem.answer is None:
-            raise LabelError(f"problem {problem.id!r} has no reference answer: labels need graded rollouts")
+    require_answers(problems, who="labelling (rollouts are graded)", fix="label problems with answers",
+                    error=LabelError)
     grader = grader or default_grader()
     trajectories = await _sample_trajectories(problems, policies, settings, grader)
     prefixes = {p.id: _prefixes_for(trajectories[p.id], policies, settings) for p in problems}
@@ -337,40 +339,45 @@ async def _student_rates(s: int, student: Generator, problems: Sequence[Problem]
                          trajectories: dict[str, list[Trajectory]], prefixes: dict[str, list[Prefix]],
                          policies: Sequence[Generator], settings: LabelSettings, grader: Grader,
                          baselines: dict[str, list[float]], cost: dict[str, dict[str, Any]]) -> None:
-    """Solve rates of one student for every open prefix (and the empty one) of every problem."""
+    """Solve rates of one student for every prefix (and the empty one) of every problem."""
     shares = {g.name: _same_tokenizer(g, student) for g in policies}
-    todo: dict[str, list[tuple[str, list[int] | None]]] = {}
+    asked: list[RolloutPrefix] = []
+    left: list[int] = []  # tokens each open prefix leaves its rollouts (token_cap "solution")
     for problem in problems:
-        open_prefixes = [p for p in prefixes[problem.id] if not p.complete]
-        todo[problem.id] = [("", None)] + [
-            (p.text, p.token_ids if shares[trajectories[problem.id][p.trajectory].policy] else None)
-            for p in open_prefixes]
+        asked.append(RolloutPrefix(problem, ""))  # the empty prefix: the student's baseline
+        left.append(settings.max_tokens)
+        for pre in prefixes[problem.id]:
+            ids = pre.token_ids if shares[trajectories[problem.id][pre.trajectory].policy] else None
+            asked.append(RolloutPrefix(problem, pre.text, pre.complete, ids))
+            if not pre.complete:
+                left.append(settings.max_tokens - pre.length)
     seed = settings.seed if settings.rollout_seed is None else settings.rollout_seed
     config = _config(settings, settings.temperature, seed=seed * 1000 + 500 + s)
-    caps = None
-    if settings.token_cap == "solution":  # what is left of max_tokens after each prefix
-        caps = {p.id: [settings.max_tokens] + [settings.max_tokens - pre.length for pre in prefixes[p.id]
-                                               if not pre.complete] for p in problems}
-    job = _SampleJob(todo, settings.rollouts, caps)
-    await _run_job(student, problems, job, config, grader)
-    grading = []
+
+    async def sample(open_prefixes: list[RolloutPrefix]) -> list[list[Completion]]:
+        """Every open prefix's rollouts through one engine run (problem by problem, as asked)."""
+        todo: dict[str, list[tuple[str, list[int] | None]]] = {p.id: [] for p in problems}
+        caps: dict[str, list[int]] = {p.id: [] for p in problems}
+        for pre, cap in zip(open_prefixes, left, strict=True):
+            todo[pre.problem.id].append((pre.text, None if pre.token_ids is None else list(pre.token_ids)))
+            caps[pre.problem.id].append(cap)
+        job = _SampleJob(todo, settings.rollouts, caps if settings.token_cap == "solution" else None)
+        await _run_job(student, problems, job, config, grader)
+        return [completions for p in problems for completions in job.done[p.id]]
+
+    rates = iter(await solve_rates(asked, sample, grader))
     for problem in problems:
-        for (text, _), completions in zip(todo[problem.id], job.done[problem.id], strict=True):
-            grading += [(extract_answer(text + c.text), problem.answer) for c in completions]
-    verdicts = iter(grader.grade_many(grading))
-    for problem in problems:
-        rates = []
-        for completions in job.done[problem.id]:
-            rates.append(sum(next(verdicts) for _ in completions) / max(len(completions), 1))
-        baselines[problem.id].append(rates[0])
-        open_rates = iter(rates[1:])
+        base = next(rates)
+        baselines[problem.id].append(base.rate)
+        mine = [base]
         for pre in prefixes[problem.id]:
-            own = trajectories[problem.id][pre.trajectory].correct
-            pre.solve_rates.append(float(bool(own)) if pre.complete else next(open_rates))
+            rate = next(rates)
+            pre.solve_rates.append(rate.rate)
+            mine.append(rate)
         cost[problem.id]["students"].append({
             "student": student.name,
-            "rollouts": sum(len(c) for c in job.done[problem.id]),
-            "generated_tokens": sum(c.num_tokens for cs in job.done[problem.id] for c in cs),
+            "rollouts": sum(r.rollouts for r in mine),
+            "generated_tokens": sum(r.tokens for r in mine),
         })
 
 
@@ -458,28 +465,3 @@ async def label_to_file(problems: Sequence[Problem], policies: Sequence[Generato
         if on_chunk is not None:
             on_chunk(min(start + chunk, len(todo)), len(todo))
     return {"skipped": len(done & set(ids)), "labelled": len(todo), "total": len(problems)}
-
-
-def load_problems(source: str, limit: int | None = None) -> list[Problem]:
-    """Problems from ``testbed:SPEC`` or a JSON-lines file (fields id, question or problem, answer;
-    lines without an id get ``<file stem>:<line>``)."""
-    if source.startswith("testbed:"):
-        from pumsearch.testbed import testbed_problems  # type: ignore[import-not-found]
-
-        problems = testbed_problems(source.removeprefix("testbed:"))
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise LabelError(f"data set {source} is not a file: give a JSON-lines file or testbed:SPEC")
-        problems = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                question = row.get("question") or row.get("problem")
-                problems.append(Problem(str(row.get("id") or f"{path.stem}:{number}"), question,
-                                        None if row.get("answer") is None else str(row["answer"])))
-            except (json.JSONDecodeError, AttributeError, ValueError) as err:
-                raise LabelError(f"{path}:{number} is not a problem line ({err})") from None
-    return problems[:limit] if limit is not None else problems

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pumsearch.pum.pairs import Pair
-from pumsearch.scorers.hf import DEFAULT_SYSTEM_PROMPT as PAPER_SYSTEM_PROMPT  # what the pum scorer renders
+from pumsearch.scorers.hf import SCORER_SYSTEM_PROMPT as PAPER_SYSTEM_PROMPT  # what the pum scorer renders
 from pumsearch.scorers.pum import quiet_tied_embeddings
 
 READ_POSITION = "last_non_pad_token"
@@ -193,7 +193,7 @@ class PUMModel:
         import torch
         from peft import get_peft_model
 
-        from pumsearch.backends.transformers_backend import load_pretrained
+        from pumsearch.models import load_pretrained
 
         self.settings = settings
         self.base = base

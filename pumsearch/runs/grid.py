@@ -9,8 +9,8 @@ from typing import Any
 
 from pumsearch.runs.records import RunError
 from pumsearch.runs.rundir import RunSpec
-from pumsearch.runs.subsample import subsample_unit
 from pumsearch.search.config import SearchConfig
+from pumsearch.strategies import Strategy, get_strategy
 
 _SCORER_ITEM = re.compile(r"^(?P<name>[A-Za-z_][\w.-]*)(?::(?P<format>[\w.-]+))?(?:=(?P<path>.+))?$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
@@ -137,11 +137,11 @@ def plan_grid(
     settings: dict[str, Any],
     dataset: dict[str, Any],
     model: dict[str, Any],
+    strategy_options: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[RunPlan], list[str]]:
-    """The runs of a sweep, and notes on combinations left out. Subsampled strategies (bon,
-    dvts) run once at the largest budget they can read the others off; the rest run per budget."""
-    from pumsearch.strategies import get_strategy
-
+    """The runs of a sweep, and notes on combinations left out. ``settings``: the SearchConfig
+    fields the grid shares; ``strategy_options``: each strategy's own, by name. A strategy that subsamples
+    (bon, dvts) runs once at the largest budget it can read the others off; the rest run per budget."""
     plans: list[RunPlan] = []
     notes: list[str] = []
     for scorer in scorers:
@@ -151,25 +151,24 @@ def plan_grid(
                 notes.append(f"{strategy} needs a scorer: left out with scorer 'none'")
                 continue
             for seed in seeds:
-                base = SearchConfig(
-                    **{**settings, "strategy": strategy, "budget": max(budgets), "seed": seed}
-                )
-                plans.extend(_plans_for(out, cls, base, budgets, scorer, dataset, model))
+                base = SearchConfig(**{**settings, "strategy": strategy, "budget": max(budgets), "seed": seed,
+                                       "strategy_options": (strategy_options or {}).get(strategy, {})})
+                plans.extend(_plans_for(out, cls(base), budgets, scorer, dataset, model))
     return plans, notes
 
 
 def _plans_for(
     out: Path,
-    cls: type,
-    base: SearchConfig,
+    strategy: Strategy,
     budgets: list[int],
     scorer: ScorerSpec | None,
     dataset: dict[str, Any],
     model: dict[str, Any],
 ) -> list[RunPlan]:
-    unit = subsample_unit(cls, base.strategy)
+    base = strategy.config
+    unit = strategy.subsample_unit
+    per_group = strategy.budget_per_group()
     scorer_dict = scorer.to_dict() if scorer else None
-    per_group = 1 if unit != "subtrees" else base.beam_width
     read_off = [b for b in budgets if unit and b % per_group == 0 and b >= per_group]
     plans = []
     if read_off:
@@ -189,11 +188,9 @@ def single_plan(
 ) -> RunPlan:
     """``pumsearch run``: one configuration in ``out`` itself (subsampled strategies still record
     their groups, so report can read smaller budgets off the run later)."""
-    from pumsearch.strategies import get_strategy
-
-    unit = subsample_unit(get_strategy(config.strategy), config.strategy)
-    per_group = 1 if unit != "subtrees" else config.beam_width
-    sub = {"unit": unit, "budget_per_group": per_group} if unit else None
+    strategy = get_strategy(config.strategy)(config)
+    unit = strategy.subsample_unit
+    sub = {"unit": unit, "budget_per_group": strategy.budget_per_group()} if unit else None
     spec = RunSpec(
         config, dataset, model, scorer.to_dict() if scorer else None, [config.budget] if unit else None, sub
     )

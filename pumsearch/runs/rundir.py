@@ -19,17 +19,55 @@ import json
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pumsearch.runs.records import RECORDS_GLOB, RecordLog, RunError, merge_record_files, records_file_name
 from pumsearch.search.config import SearchConfig
+from pumsearch.search.result import tree_file_name
 
 RUN_FORMAT = "pumsearch-run"
 RUN_VERSION = 1
+TREES_DIR = "trees"
 PACKAGES = ("pumsearch", "torch", "transformers", "math-verify", "sglang", "numpy")
+
+# The strategy settings that were SearchConfig fields when run keys were first made. Every serialized
+# configuration keeps them, flat, with these values (the defaults then) unless the run's own strategy
+# sets them, so run directories made before strategies owned their settings keep their keys. A
+# built-in strategy's default must stay equal to its value here (tests/test_strategy_settings.py).
+# Options of a strategy that are not named here are serialized under "extra".
+FLAT_STRATEGY_SETTINGS: dict[str, Any] = {
+    "beam_width": 4, "lookahead": 0, "filter_duplicates": False, "c_puct": 1.0, "expansions": 2,
+    "mcts_steps_per_solution": 8, "terminal_reward": "scorer", "mcts_parallel": 4,
+}
+_CORE_FIELDS = tuple(f.name for f in fields(SearchConfig) if f.name != "strategy_options")
+
+
+def search_to_dict(config: SearchConfig) -> dict[str, Any]:
+    """The search settings as config.json (and the run key) holds them: the shared settings, the
+    flat strategy settings and the strategy's other options under "extra"."""
+    options = config.strategy_options
+    return {
+        **{name: getattr(config, name) for name in _CORE_FIELDS},
+        **FLAT_STRATEGY_SETTINGS,
+        **{k: v for k, v in options.items() if k in FLAT_STRATEGY_SETTINGS},
+        "extra": {k: v for k, v in sorted(options.items()) if k not in FLAT_STRATEGY_SETTINGS},
+    }
+
+
+def search_from_dict(data: dict[str, Any]) -> SearchConfig:
+    """The inverse of search_to_dict (flat settings at their placeholder values are left unset)."""
+    data = dict(data)
+    options = dict(data.pop("extra", None) or {})
+    for name, placeholder in FLAT_STRATEGY_SETTINGS.items():
+        if name in data and (value := data.pop(name)) != placeholder:
+            options[name] = value
+    unknown = set(data) - set(_CORE_FIELDS)
+    if unknown:
+        raise RunError(f"unknown search settings: {', '.join(sorted(unknown))}")
+    return SearchConfig(**data, strategy_options=options)
 
 
 @dataclass
@@ -47,7 +85,7 @@ class RunSpec:
         """What the key covers. The budgets read off a subsampled run are not in it: a sweep may
         add budgets below the largest N without redoing that run."""
         return {
-            "search": self.search.to_dict(),
+            "search": search_to_dict(self.search),
             "dataset": self.dataset,
             "model": self.model,
             "scorer": self.scorer,
@@ -76,7 +114,7 @@ def config_hash(data: Any) -> str:
 
 def spec_from_config(data: dict[str, Any]) -> RunSpec:
     return RunSpec(
-        search=SearchConfig.from_dict(data["search"]),
+        search=search_from_dict(data["search"]),
         dataset=data["dataset"],
         model=data["model"],
         scorer=data.get("scorer"),
@@ -149,9 +187,9 @@ class RunDir:
     def records_glob(self) -> list[Path]:
         return sorted(self.path.glob(RECORDS_GLOB))
 
-    @property
-    def trees_dir(self) -> Path:
-        return self.path / "trees"
+    def tree_file(self, problem_id: str) -> str:
+        """Where a problem's tree goes, relative to the directory (as its record names it)."""
+        return f"{TREES_DIR}/{tree_file_name(problem_id)}"
 
     def records(self) -> dict[str, dict[str, Any]]:
         return merge_record_files(self.records_glob)

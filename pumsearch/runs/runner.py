@@ -16,11 +16,13 @@ from typing import Any, Protocol
 from pumsearch.runs.grid import RunPlan, ScorerSpec
 from pumsearch.runs.records import RunError
 from pumsearch.runs.rundir import RunDir, open_run_dir
-from pumsearch.runs.subsample import groups_from_tree
-from pumsearch.search.problem import Problem
+from pumsearch.runs.subsample import group_rows
+from pumsearch.search.engine import Engine
+from pumsearch.search.problem import Problem, require_answers
 from pumsearch.search.protocols import Generator, Scorer
-from pumsearch.search.result import SearchResult, make_failed_record, make_record, tree_file_name
+from pumsearch.search.result import SearchResult, make_failed_record, make_record
 from pumsearch.search.selection import select_candidate
+from pumsearch.strategies import Strategy, make_strategy
 
 
 class RunProgress(Protocol):
@@ -30,17 +32,12 @@ class RunProgress(Protocol):
 
     def record(self, record: dict[str, Any]) -> None: ...
 
-    def end(self) -> None: ...
-
 
 class NoProgress:
     def begin(self, label: str, total: int, already_done: int) -> None:
         pass
 
     def record(self, record: dict[str, Any]) -> None:
-        pass
-
-    def end(self) -> None:
         pass
 
 
@@ -75,9 +72,11 @@ class Tally:
         return self.generated_tokens / elapsed if elapsed > 0 else 0.0
 
 
-def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str) -> dict[str, Any]:
+def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str,
+                  strategy: Strategy | None = None) -> dict[str, Any]:
     """pass@N (any finished candidate correct) and maj@N (the majority answer correct), the run
-    key, and for subsampled strategies the groups smaller budgets are read off."""
+    key, and for subsampled strategies the groups smaller budgets are read off (``strategy`` says
+    which nodes make each group)."""
     cands = result.candidates
     graded = result.correct is not None or any(c.correct is not None for c in cands)
     majority = select_candidate(cands, "majority", value_kind) if cands else None
@@ -88,10 +87,12 @@ def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str) -> dic
     }
     sub = run_dir.spec.subsample
     if sub:
+        if strategy is None:
+            raise ValueError("a subsampled run's records need the strategy that made them")
         extra["subsample"] = {
             **sub,
             "value_kind": value_kind,
-            "groups": groups_from_tree(result.tree, cands, sub["unit"]),
+            "groups": group_rows(result.tree, cands, strategy.subsample_groups(result.tree, cands)),
         }
     return extra
 
@@ -134,17 +135,10 @@ async def execute_run(
     extra_config: dict[str, Any] | None = None,
 ) -> Tally:
     """Run one configuration over ``problems`` into ``plan.path`` (resuming what is there)."""
-    from pumsearch.api import make_strategy
-    from pumsearch.search.engine import Engine
-
     progress = progress or NoProgress()
     if scorer is not None and scorer.needs_reference:
-        missing = [p.id for p in problems if p.answer is None]
-        if missing:
-            raise RunError(
-                f"scorer {scorer.identity} needs reference answers, but {len(missing)} problem(s) "
-                f"have none (first: {missing[0]!r}); give --answer-field or drop that scorer"
-            )
+        require_answers(problems, who=f"scorer {scorer.identity}", fix="give --answer-field or drop that scorer",
+                        error=RunError)
     run_dir = open_run_dir(plan.path, plan.spec, extra_config)
     config = plan.spec.search
     strategy = make_strategy(config, scorer is not None)
@@ -159,7 +153,7 @@ async def execute_run(
 
     def on_result(problem: Problem, result: SearchResult | None, err: BaseException | None) -> None:
         if result is not None:
-            tree_rel = f"trees/{tree_file_name(problem.id)}"
+            tree_rel = run_dir.tree_file(problem.id)
             result.tree.save(run_dir.path / tree_rel, result.summary())
             record = make_record(
                 result,
@@ -168,13 +162,13 @@ async def execute_run(
                 budget=config.budget,
                 seed=config.seed,
                 started_at=time.time() - result.counters.wall_time,
-                extra=record_extras(result, run_dir, value_kind),
+                extra=record_extras(result, run_dir, value_kind, strategy),
             )
         else:
             record = make_failed_record(
                 problem,
                 f"{type(err).__name__}: {err}",
-                strategy=config.strategy,
+                strategy=strategy.name,
                 scorer=scorer_label,
                 budget=config.budget,
                 seed=config.seed,
@@ -189,11 +183,10 @@ async def execute_run(
     try:
         if todo:
             engine = Engine(generator, scorer, concurrency=concurrency, batch_tokens=batch_tokens)
-            await engine.run(todo, strategy, config, on_result=on_result)
+            await engine.run(todo, strategy, on_result=on_result)
         interrupted = False
     finally:  # also on Ctrl-C (cancellation): what finished is on disk; say so in the summary
         log.close()
-        progress.end()
         run_dir.write_summary(
             summarise(
                 run_dir,

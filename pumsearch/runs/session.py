@@ -7,24 +7,28 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pumsearch.runs.grid import RunPlan, ScorerSpec, shard_problems
 from pumsearch.runs.records import RunError
-from pumsearch.runs.rundir import config_hash, describe_difference, write_json_atomic
+from pumsearch.runs.rundir import FLAT_STRATEGY_SETTINGS, config_hash, describe_difference, write_json_atomic
 from pumsearch.runs.runner import RunProgress, Tally, default_scorer_loader, execute_plans
 from pumsearch.search.config import SearchConfig
 from pumsearch.search.problem import Problem
 
 SWEEP_FORMAT = "pumsearch-sweep"
-SEARCH_FIELDS = {f.name for f in fields(SearchConfig)} - {"extra"}
+# The search settings sweep.json's base always held (before the other search flags, which join it only
+# when set to something other than their default, so sweep directories made before them resume).
+SWEEP_BASE_SETTINGS = ("temperature", "top_p", "max_tokens", "max_step_tokens", "step_delimiter", "aggregate",
+                       "select", "beam_width", "max_depth", "time_limit")
 
 
-def read_config_file(path: Path, allowed: set[str]) -> dict[str, Any]:
+def read_config_file(path: Path, allowed: set[str], search_names: set[str]) -> dict[str, Any]:
     """A TOML file of option values (names as the flags, dashes or underscores); a ``[search]``
-    table may set any SearchConfig field. Unknown names are refused."""
+    table may set any of ``search_names`` (the search settings, the built-in strategies' ones
+    included) that the command has. Unknown names are refused."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -37,14 +41,24 @@ def read_config_file(path: Path, allowed: set[str]) -> dict[str, Any]:
         if name == "search" and isinstance(value, dict):
             for sub, sub_value in value.items():
                 sub_name = sub.replace("-", "_")
-                if sub_name not in SEARCH_FIELDS:
+                if sub_name not in search_names:
                     raise RunError(f"{path}: unknown search setting {sub!r} in [search]")
+                if sub_name not in allowed:
+                    raise RunError(f"{path}: this command takes no {sub!r} (a sweep takes lists: strategies, "
+                                   "budgets, seeds)")
                 flat[sub_name] = sub_value
             continue
-        if name not in allowed and name not in SEARCH_FIELDS:
+        if name not in allowed:
             raise RunError(f"{path}: unknown option {key!r} (use the names of the command's flags)")
         flat[name] = value
     return flat
+
+
+def sweep_base_settings(flat: dict[str, Any]) -> dict[str, Any]:
+    """The search settings of a sweep's base (sweep.json): those it always held, and any other at a
+    value other than its default."""
+    defaults = {**vars(SearchConfig()), **FLAT_STRATEGY_SETTINGS}
+    return {k: v for k, v in flat.items() if k in SWEEP_BASE_SETTINGS or k not in defaults or v != defaults[k]}
 
 
 def model_identity(
@@ -53,8 +67,11 @@ def model_identity(
     """How records (and run keys) name the policy: an absolute path for local models, else the hub or
     embedded name; a server's address only when no --model names what it serves. dtype only where the
     backend uses it (transformers); the tokenizer only when given, as it decides the prompts."""
-    if backend == "scripted":
-        return {"backend": backend, "name": "scripted", "dtype": None}
+    from pumsearch.backends import backend_entry
+
+    entry = backend_entry(backend)
+    if entry.recorded_name is not None:
+        return {"backend": backend, "name": entry.recorded_name, "dtype": None}
     if model is None and url is not None:
         name = url.rstrip("/")
     elif model is None:
@@ -63,7 +80,7 @@ def model_identity(
         name = f"embedded:{EMBEDDED_NAME}"
     else:
         name = _local_or_named(model)
-    identity: dict[str, Any] = {"backend": backend, "name": name, "dtype": dtype if backend == "transformers" else None}
+    identity: dict[str, Any] = {"backend": backend, "name": name, "dtype": dtype if entry.uses_dtype else None}
     if tokenizer is not None:
         identity["tokenizer"] = _local_or_named(tokenizer)
     return identity

@@ -3,7 +3,9 @@
 Best-of-N at N = 4..256 needs no reruns: the first n of N independent solutions are a sample of
 n solutions, so one run at the largest N gives every smaller budget (search-and-learn does the
 same). DVTS is subsampled by whole subtrees: N/M independent subtrees of width M, so budget n
-keeps the first n/M subtrees. Both fit one generic shape, recorded per problem:
+keeps the first n/M subtrees. A strategy opts in by declaring its ``subsample_unit``, what one
+group costs (``budget_per_group``) and which nodes make each group (``subsample_groups``); every
+such strategy fits one generic shape, recorded per problem:
 
     {"unit": "solutions" | "subtrees", "budget_per_group": 1 | M, "value_kind": ...,
      "groups": [{"tokens": T, "candidates": [{"answer", "score", "correct"}, ...]}, ...]}
@@ -20,49 +22,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
-
 from pumsearch.search.selection import Candidate, select_candidate
-from pumsearch.search.tree import ROOT, SearchTree
+from pumsearch.search.tree import SearchTree
 
-SUBSAMPLED_BY_DEFAULT = {"bon": "solutions", "dvts": "subtrees"}
 SELECTIONS = ("best", "majority", "weighted")
 
 
-def subsample_unit(strategy_cls: type, name: str) -> str | None:
-    """How a strategy's runs subsample: its ``subsample_unit`` class attribute, else by name."""
-    return getattr(strategy_cls, "subsample_unit", None) or SUBSAMPLED_BY_DEFAULT.get(name)
-
-
-def groups_from_tree(tree: SearchTree, candidates: Sequence[Candidate], unit: str) -> list[dict[str, Any]]:
-    """The record's groups: one per solution, or one per subtree under the root, in id order."""
-
-    def cand_row(c: Candidate) -> dict[str, Any]:
-        return {"answer": c.answer, "score": c.score, "correct": c.correct}
-
-    if unit == "solutions":
-        return [
-            {"tokens": sum(tree[n]["num_tokens"] for n in tree.path(c.node)), "candidates": [cand_row(c)]}
-            for c in candidates
-        ]
-    if unit == "subtrees":
-        # DVTS gives the root M children per subtree and tags each with ``subtree``: those M are one
-        # group. A root child without the tag is a subtree of its own.
-        tops: dict[Any, list[int]] = {}
-        for top in tree.children(ROOT):
-            tag = tree[top].get("subtree")
-            tops.setdefault(("tag", tag) if tag is not None else ("node", top), []).append(top)
-        groups = []
-        for roots in tops.values():
-            members = set(roots).union(*(nx.descendants(tree.graph, top) for top in roots))
-            groups.append(
-                {
-                    "tokens": sum(tree[n]["num_tokens"] for n in members),
-                    "candidates": [cand_row(c) for c in candidates if c.node in members],
-                }
-            )
-        return groups
-    raise ValueError(f"unknown subsample unit {unit!r}: use solutions or subtrees")
+def group_rows(tree: SearchTree, candidates: Sequence[Candidate], groups: Sequence[Sequence[int]]
+               ) -> list[dict[str, Any]]:
+    """The record's groups: for each group of nodes (a strategy's ``subsample_groups``), the tokens
+    generated inside it and the candidates that end in it."""
+    rows = []
+    for group in groups:
+        members = set(group)
+        rows.append({
+            "tokens": sum(tree[n]["num_tokens"] for n in members),
+            "candidates": [{"answer": c.answer, "score": c.score, "correct": c.correct,
+                            "vote_class": c.vote_class, "parsed": c.parsed}
+                           for c in candidates if c.node in members],
+        })
+    return rows
 
 
 @dataclass
@@ -96,7 +75,7 @@ def subsample(block: dict[str, Any], budget: int, select: str) -> Subsampled | N
     if groups is None:
         return None
     cands = [
-        Candidate(i, c["answer"], c["score"], c["correct"])
+        Candidate(i, c["answer"], c["score"], c["correct"], c.get("vote_class"), c.get("parsed"))
         for i, c in enumerate(c for g in groups for c in g["candidates"])
     ]
     kind = block.get("value_kind", "probability")

@@ -1,22 +1,46 @@
-"""Scorers behind one batched, cached interface (see scorers/base.py and docs/scorers.md).
+"""Scorers behind one batched, cached interface (see scorers/base.py and docs/scorers.md), registered
+by name in ``pumsearch.registry.SCORERS``.
 
-``load_scorer(name, **options)`` builds any of them. Common options: ``model`` (checkpoint path;
-for ``rollout`` comma-separated student models), ``base`` (PUM base model override), ``device``,
-``dtype``, ``prm_format`` (qwen, shepherd, rlhflow), ``system_prompt``. PUM: ``activation``,
-``read_offset``, ``merge``. Rollout: ``students`` (Generator objects), ``k``, ``temperature``,
-``top_p``, ``max_tokens``, ``seed``. Wrapper: ``batch_tokens``, ``max_batch_items``,
-``cache_size``. Model imports happen only when a scorer is built.
+``load_scorer(name, **options)`` builds any registered scorer. Common options: ``model`` (checkpoint
+path; for ``rollout`` comma-separated student models), ``base`` (PUM base model override),
+``device``, ``dtype``, ``prm_format`` (see ``pumsearch.scorers.prm.PRM_FORMATS``),
+``system_prompt``. PUM: ``activation``, ``read_offset``, ``merge``. Rollout: ``students``
+(Generator objects), ``k``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``. Wrapper:
+``batch_tokens``, ``max_batch_items``, ``cache_size``. Model imports happen only when a scorer is
+built. To add a scorer, see docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
+from pumsearch.registry import SCORERS, ScorerEntry, register_scorer
 from pumsearch.scorers.base import AsyncModelScorer, BatchedScorer, ModelScorer, ScorerError
 
 WRAPPER_OPTIONS = ("batch_tokens", "max_batch_items", "cache_size")
+# load_scorer fills these itself; they are no user options
+_SUPPLIED = {"step_delimiter", "grader", "students"}
+
+register_scorer("pum", "pumsearch.scorers.pum:load_pum",
+                help="Prefix Utility Model checkpoint (zhiqix/PUM layout): one unbounded value per prefix")
+register_scorer("prm", "pumsearch.scorers.prm:load_prm",
+                help="step-level process reward model (--prm-format): a probability per step")
+register_scorer("orm", "pumsearch.scorers.orm:load_orm", served="pumsearch.scorers.orm_http:load_orm_http",
+                help="outcome reward model (sequence classifier), local or served by SGLang (--scorer-url)")
+register_scorer("verifier", "pumsearch.scorers.verifier:VerifierScorer",
+                help="ground truth: 1 when the prefix's answer matches the reference, else 0")
+register_scorer("rollout", "pumsearch.scorers.rollout:load_rollout",
+                help="Monte-Carlo prefix gain from student rollouts (expensive; needs reference answers)")
+
+
+def scorer_names() -> list[str]:
+    """Every registered scorer's name, in registration order."""
+    return SCORERS.names()
+
+
+def scorer_entry(name: str) -> ScorerEntry:
+    return SCORERS.get(name, error=ScorerError)
 
 
 def _call(loader: Any, name: str, options: dict[str, Any]) -> Any:
@@ -33,55 +57,35 @@ def _drop_unset(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-_LOADERS = {  # name -> (module, the function or class that builds it)
-    "pum": ("pumsearch.scorers.pum", "load_pum"),
-    "prm": ("pumsearch.scorers.prm", "load_prm"),
-    "orm": ("pumsearch.scorers.orm", "load_orm"),
-    "verifier": ("pumsearch.scorers.verifier", "VerifierScorer"),
-    "rollout": ("pumsearch.scorers.rollout", "load_rollout"),
-    "testbed-prm": ("pumsearch.testbed.scorers", "TestbedPRM"),  # the testbed's exact step PRM
-}
-
-
-SCORER_NAMES = list(_LOADERS)
-
-
-def _loader(name: str) -> Any:
-    """The function (or class) that builds scorer ``name``; its module is imported, no model is loaded."""
-    if name not in _LOADERS:
-        raise ScorerError(f"unknown scorer {name!r}: use one of {', '.join(SCORER_NAMES)}")
-    module, attribute = _LOADERS[name]
-    return getattr(importlib.import_module(module), attribute)
-
-
 def scorer_option_names(name: str) -> set[str]:
     """The options ``load_scorer(name, ...)`` takes, read off its loader without loading a model (so a
-    command can refuse a flag before it loads anything). ``model`` is the checkpoint; ``url`` (orm)
-    a served reward model; the wrapper options go to every scorer."""
-    params = set(inspect.signature(_loader(name)).parameters) - {"step_delimiter", "grader", "students"}
+    command can refuse a flag before it loads anything). ``model`` is the checkpoint; ``url`` a served
+    model (scorers registered with a ``served`` loader); the wrapper options go to every scorer."""
+    entry = scorer_entry(name)
+    params = set(inspect.signature(entry.resolve()).parameters) - _SUPPLIED
     if "path" in params:
         params = (params - {"path"}) | {"model"}
-    if name == "orm":
+    if entry.served is not None:
         params.add("url")
     return params | set(WRAPPER_OPTIONS)
 
 
 def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: Any) -> BatchedScorer:
-    """Build a scorer by name, wrapped in the shared batching and caching layer. ``url`` (with
-    ``orm``) scores through a reward model served by SGLang (--scorer-url); ``model`` names it."""
+    """Build a scorer by name, wrapped in the shared batching and caching layer. ``url`` scores
+    through a model behind a server (--scorer-url: ``orm`` over SGLang's /classify); ``model`` names it."""
     options = _drop_unset(options)
     wrapper = {k: options.pop(k) for k in WRAPPER_OPTIONS if k in options}
     inner: ModelScorer | AsyncModelScorer
     url = options.pop("url", None)
-    if url is not None:  # --scorer-url: a reward model served by SGLang's /classify
-        if name != "orm":
-            raise ScorerError(f"--scorer-url works with --scorer orm, not {name!r}")
-        from pumsearch.scorers.orm_http import load_orm_http
-
+    if url is not None:  # --scorer-url: a reward model behind a server
+        served = [e.name for e in SCORERS.entries(hidden=True) if e.served is not None]
+        if name not in served:
+            raise ScorerError(f"--scorer-url works with --scorer {' or '.join(served)}, not {name!r}")
         model = options.pop("model", None)
-        inner = load_orm_http(str(url), model=str(model) if model else None, step_delimiter=step_delimiter)
+        load_served = scorer_entry(name).resolve_served()
+        inner = load_served(str(url), model=str(model) if model else None, step_delimiter=step_delimiter)
         return BatchedScorer(inner, **wrapper)
-    loader = _loader(name)
+    loader = scorer_entry(name).resolve()
     accepted = inspect.signature(loader).parameters
     if "step_delimiter" in accepted:
         options.setdefault("step_delimiter", step_delimiter)
@@ -92,11 +96,12 @@ def load_scorer(name: str, *, step_delimiter: str = "\n\n", **options: Any) -> B
 
 
 __all__ = [
-    "SCORER_NAMES",
     "AsyncModelScorer",
     "BatchedScorer",
     "ModelScorer",
     "ScorerError",
     "load_scorer",
+    "register_scorer",
+    "scorer_names",
     "scorer_option_names",
 ]

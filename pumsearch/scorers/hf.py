@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pumsearch.backends.transformers_backend import (
-    ModelLoadError,
-    load_pretrained,
-    resolve_device,
-    resolve_dtype,
-)
+from pumsearch.models import load_pretrained, resolve_device, resolve_dtype
 from pumsearch.scorers.base import ScorerError
 from pumsearch.search.protocols import ScoreItem
 
-DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+# The system prompt the released PUM (zhiqix/PUM model card) and Qwen2.5-Math-PRM score under, and
+# the rollout scorer's students solve under. The policy's default is SearchConfig.system_prompt.
+SCORER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def load_backbone(path: str, *, device: str, dtype: str, model_class: Any = None) -> tuple[Any, Any, str]:
@@ -191,10 +188,9 @@ def read_checkpoint_tensors(folder: Path, names: Sequence[str]) -> dict[str, Any
 
 
 __all__ = [
-    "DEFAULT_SYSTEM_PROMPT",
+    "SCORER_SYSTEM_PROMPT",
     "Encoded",
     "EncodingCache",
-    "ModelLoadError",
     "chat_text",
     "encode_with_offsets",
     "load_backbone",

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from pumsearch.backends.errors import BackendError
-from pumsearch.backends.http_client import RETRYABLE, RetryableStatus, describe, get_json_sync, json_or_raise
+from pumsearch.http_common import RETRYABLE, RetryableStatus, describe, json_or_raise, same_model, served_model_info
+from pumsearch.models import load_tokenizer
 from pumsearch.scorers.base import ScorerError
 from pumsearch.search.protocols import Score, ScoreItem
 
@@ -81,7 +81,7 @@ class OrmHttpScorer:
                 last = describe(err)
             except RetryableStatus as err:
                 last = str(err)
-        raise BackendError(f"the reward model server {url} failed after {self.retries + 1} attempts: {last}")
+        raise ScorerError(f"the reward model server {url} failed after {self.retries + 1} attempts: {last}")
 
     def close(self) -> None:
         self._client.close()
@@ -97,23 +97,15 @@ def load_orm_http(
     timeout: float = 300.0,
 ) -> OrmHttpScorer:
     """Connect to a reward-model server: check /health and that it serves an embedding model."""
-    from pumsearch.backends.remote import load_tokenizer, same_model
-
     url = url.rstrip("/")
-    get_json_sync(f"{url}/health", timeout=min(timeout, 30.0), retries=retries, backoff=0.5)
-    served = None
-    for path in ("/model_info", "/get_model_info"):
-        info = get_json_sync(
-            f"{url}{path}", timeout=min(timeout, 30.0), retries=retries, backoff=0.5, accept_404=True
+    info = served_model_info(url, timeout=min(timeout, 30.0), retries=retries, backoff=0.5, error=ScorerError,
+                             unavailable=ScorerError)
+    served = str(info["model_path"]) if info is not None else None
+    if info is not None and info.get("is_generation") is True:
+        raise ScorerError(
+            f"the server at {url} serves {served!r} as a generation model; "
+            "serve the reward model with --is-embedding"
         )
-        if isinstance(info, dict) and info.get("model_path"):
-            served = str(info["model_path"])
-            if info.get("is_generation") is True:
-                raise ScorerError(
-                    f"the server at {url} serves {served!r} as a generation model; "
-                    "serve the reward model with --is-embedding"
-                )
-            break
     if model is not None and served is not None and not same_model(model, served):
         raise ScorerError(f"the reward-model server at {url} serves {served!r}, not {model!r}")
     name = model or served

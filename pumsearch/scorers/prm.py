@@ -12,21 +12,24 @@
   prefixed by the question and a space) answered by an assistant "+"; the step's score is P("+")
   against "-" from the logits that predict that "+" (the position just before it).
 
-Steps are stripped of surrounding whitespace before tags are added (the formats were trained on
-stripped steps; a stray space would change how the tag tokenizes). Tags are located by the
-character where they were inserted, so a step that itself contains "+" or the tag text cannot
-shift the read positions. ``Score.value`` is the last step's value; whole-solution aggregation
-(last/min/prod/mean) is ``--aggregate``'s job.
+Formats are registered in ``PRM_FORMATS`` (``register_prm_format``). Steps are stripped of
+surrounding whitespace before tags are added (the formats were trained on stripped steps; a stray
+space would change how the tag tokenizes). Tags are located by the character where they were
+inserted, so a step that itself contains "+" or the tag text cannot shift the read positions.
+``Score.value`` is the last step's value; whole-solution aggregation (last/min/prod/mean) is
+``--aggregate``'s job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from pumsearch.registry import Entry, Registry
 from pumsearch.scorers.base import ScorerError
 from pumsearch.scorers.hf import (
-    DEFAULT_SYSTEM_PROMPT,
+    SCORER_SYSTEM_PROMPT,
     Encoded,
     EncodingCache,
     chat_text,
@@ -42,7 +45,6 @@ from pumsearch.scorers.hf import (
 )
 from pumsearch.search.protocols import Score, ScoreItem
 
-PRM_FORMATS = ("qwen", "shepherd", "rlhflow")
 QWEN_TAG = "<extra_0>"
 SHEPHERD_TAG = " ки"
 QWEN_HEAD_NAMES = ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias")
@@ -196,7 +198,7 @@ class QwenPRM(PRMScorer):
     fmt = "qwen"
 
     def __init__(
-        self, tokenizer: Any, model: Any, head: Any, *, path: str, system_prompt: str = DEFAULT_SYSTEM_PROMPT
+        self, tokenizer: Any, model: Any, head: Any, *, path: str, system_prompt: str = SCORER_SYSTEM_PROMPT
     ) -> None:
         self.tag_id = single_token_id(tokenizer, QWEN_TAG, f"prm:qwen:{path}")
         self.head = head
@@ -258,6 +260,17 @@ def build_qwen_head(folder: Any, hidden_size: int, dtype: Any, device: Any) -> A
     return head.to(device=device, dtype=dtype).eval()
 
 
+# -- formats ------------------------------------------------------------------------------------------
+# A format loader: (path, *, device, dtype, system_prompt, step_joiner) -> PRMScorer, for a checkpoint
+# directory that exists. To add a format, see docs/architecture.md.
+PRM_FORMATS: Registry[Entry] = Registry("--prm-format")
+
+
+def register_prm_format(name: str, loader: Any, *, help: str, replace: bool = False) -> None:
+    """Make ``--prm-format NAME`` (``prm_format=NAME``) load checkpoints with ``loader``."""
+    PRM_FORMATS.add(Entry(name, help, loader), replace=replace)
+
+
 def load_prm(
     path: str | None,
     *,
@@ -267,33 +280,46 @@ def load_prm(
     system_prompt: str | None = None,
     step_joiner: str = "\n",
 ) -> PRMScorer:
-    if prm_format not in PRM_FORMATS:
-        raise ScorerError(f"unknown --prm-format {prm_format!r}: use one of {', '.join(PRM_FORMATS)}")
-    folder = require_dir(path, f"prm ({prm_format})")
+    loader = PRM_FORMATS.get(prm_format, error=ScorerError).resolve()
+    require_dir(path, f"prm ({prm_format})")
     assert path is not None
-    if prm_format == "qwen":
-        from transformers import Qwen2Model
+    return loader(path, device=device, dtype=dtype, system_prompt=system_prompt, step_joiner=step_joiner)
 
-        config = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
-        if config.get("model_type") not in (None, "qwen2"):
-            raise ScorerError(
-                f"{path}: --prm-format qwen expects a Qwen2 checkpoint, found model_type "
-                f"{config.get('model_type')!r}"
-            )
-        from transformers.utils import logging as hf_logging
 
-        previous = hf_logging.get_verbosity()
-        # the score.* tensors are "unexpected" to Qwen2Model: they are loaded below, by name
-        hf_logging.set_verbosity_error()
-        try:
-            tokenizer, model, device = load_backbone(path, device=device, dtype=dtype, model_class=Qwen2Model)
-        finally:
-            hf_logging.set_verbosity(previous)
-        head = build_qwen_head(folder, model.config.hidden_size, next(model.parameters()).dtype, device)
-        return QwenPRM(
-            tokenizer, model, head, path=path, system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT
+def _load_qwen(path: str, *, device: str, dtype: str, system_prompt: str | None, step_joiner: str) -> PRMScorer:
+    from transformers import Qwen2Model
+
+    folder = Path(path).expanduser()
+    config = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    if config.get("model_type") not in (None, "qwen2"):
+        raise ScorerError(
+            f"{path}: --prm-format qwen expects a Qwen2 checkpoint, found model_type "
+            f"{config.get('model_type')!r}"
         )
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    # the score.* tensors are "unexpected" to Qwen2Model: they are loaded below, by name
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer, model, device = load_backbone(path, device=device, dtype=dtype, model_class=Qwen2Model)
+    finally:
+        hf_logging.set_verbosity(previous)
+    head = build_qwen_head(folder, model.config.hidden_size, next(model.parameters()).dtype, device)
+    return QwenPRM(tokenizer, model, head, path=path, system_prompt=system_prompt or SCORER_SYSTEM_PROMPT)
+
+
+def _load_shepherd(path: str, *, device: str, dtype: str, system_prompt: str | None, step_joiner: str) -> PRMScorer:
     tokenizer, model, _ = load_backbone(path, device=device, dtype=dtype)
-    if prm_format == "shepherd":
-        return ShepherdPRM(tokenizer, model, path=path, step_joiner=step_joiner)
+    return ShepherdPRM(tokenizer, model, path=path, step_joiner=step_joiner)
+
+
+def _load_rlhflow(path: str, *, device: str, dtype: str, system_prompt: str | None, step_joiner: str) -> PRMScorer:
+    tokenizer, model, _ = load_backbone(path, device=device, dtype=dtype)
     return RLHFlowPRM(tokenizer, model, path=path)
+
+
+register_prm_format("qwen", _load_qwen, help="Qwen2.5-Math-PRM: <extra_0> after each step, a two-class head")
+register_prm_format("shepherd", _load_shepherd, help="Math-Shepherd: ' ки' after each step, P('+') against '-'")
+register_prm_format("rlhflow", _load_rlhflow,
+                    help="RLHFlow Llama3.1-8B-PRM: each step a user turn answered by '+', P('+') against '-'")

@@ -24,9 +24,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pumsearch.models import resolve_model_name
 from pumsearch.scorers.base import ScorerError
 from pumsearch.scorers.hf import (
-    DEFAULT_SYSTEM_PROMPT,
+    SCORER_SYSTEM_PROMPT,
     Encoded,
     EncodingCache,
     chat_text,
@@ -53,7 +54,7 @@ class PUMScorer:
         head: Any,
         *,
         path: str,
-        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        system_prompt: str | None = SCORER_SYSTEM_PROMPT,
         step_delimiter: str = "\n\n",
         read_offset: int = 0,
     ) -> None:
@@ -231,12 +232,8 @@ def quiet_tied_embeddings() -> Iterator[None]:
 
 
 def resolve_base(base: str) -> str:
-    """A ``testbed:NAME`` base (recorded by ``pumsearch pum train --base testbed:strong``) is the
-    shipped testbed policy's directory; any other name is used as given."""
-    if not base.startswith("testbed:"):
-        return base
-    from pumsearch.testbed import resolve_model_name
-
+    """The base model's path where the adapter names it by a registered alias (``testbed:strong``,
+    as ``pumsearch pum train --base testbed:strong`` records it); any other name as given."""
     try:
         return resolve_model_name(base)
     except ValueError as err:
@@ -249,7 +246,7 @@ def load_pum(
     base: str | None = None,
     device: str = "cpu",
     dtype: str = "float32",
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: str | None = SCORER_SYSTEM_PROMPT,
     activation: str | None = None,
     read_offset: int = 0,
     step_delimiter: str = "\n\n",

@@ -19,13 +19,65 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from pumsearch.registry import BACKENDS
 from pumsearch.scorers.base import ScorerError
-from pumsearch.scorers.hf import DEFAULT_SYSTEM_PROMPT
+from pumsearch.scorers.hf import SCORER_SYSTEM_PROMPT
 from pumsearch.search.grading import Grader, default_grader, extract_answer
-from pumsearch.search.protocols import GenerationRequest, Generator, SamplingParams, Score, ScoreItem
+from pumsearch.search.problem import Problem
+from pumsearch.search.protocols import (
+    Completion,
+    GenerationRequest,
+    Generator,
+    SamplingParams,
+    Score,
+    ScoreItem,
+)
+
+
+@dataclass
+class RolloutPrefix:
+    """A prefix whose solve rate is wanted. ``text`` is what a continuation extends: answers are read
+    from ``text`` + the continuation. A ``complete`` prefix is a finished solution, graded by its own
+    answer with no rollouts. ``token_ids``: the prefix in the student's tokenizer, where known."""
+
+    problem: Problem
+    text: str
+    complete: bool = False
+    token_ids: Sequence[int] | None = None
+
+
+@dataclass(frozen=True)
+class SolveRate:
+    rate: float  # share of the rollouts (or the finished answer) graded right
+    rollouts: int
+    tokens: int  # tokens the rollouts generated
+
+
+Sampler = Callable[[list[RolloutPrefix]], Awaitable[list[list[Completion]]]]
+
+
+async def solve_rates(prefixes: Sequence[RolloutPrefix], sample: Sampler, grader: Grader) -> list[SolveRate]:
+    """The solve rate q(x, p) of each prefix against its problem's reference answer: the share of the
+    continuations ``sample`` draws (one call for every open prefix, in order) that reach a right
+    answer; 1 or 0 for a complete prefix. Everything is graded in one call, off the event loop.
+    The rollout scorer and PUM labelling both estimate solve rates here."""
+    open_prefixes = [p for p in prefixes if not p.complete]
+    drawn = await sample(open_prefixes) if open_prefixes else []
+    if len(drawn) != len(open_prefixes):
+        raise ScorerError(f"{len(open_prefixes)} prefixes were rolled out, but {len(drawn)} answers came back")
+    pairs = [(extract_answer(p.text + c.text), p.problem.answer)
+             for p, completions in zip(open_prefixes, drawn, strict=True) for c in completions]
+    pairs += [(extract_answer(p.text), p.problem.answer) for p in prefixes if p.complete]
+    verdicts = iter(await asyncio.to_thread(grader.grade_many, pairs) if pairs else [])
+    rolled = iter([
+        SolveRate(sum(next(verdicts) for _ in completions) / max(len(completions), 1), len(completions),
+                  sum(c.num_tokens for c in completions))
+        for completions in drawn
+    ])
+    return [SolveRate(float(next(verdicts)), 0, 0) if p.complete else next(rolled) for p in prefixes]
 
 
 @dataclass(frozen=True)
@@ -46,7 +98,7 @@ class RolloutScorer:
         students: Sequence[Generator],
         *,
         settings: RolloutSettings | None = None,
-        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        system_prompt: str | None = SCORER_SYSTEM_PROMPT,
         step_delimiter: str = "\n\n",
         grader: Grader | None = None,
     ) -> None:
@@ -69,9 +121,7 @@ class RolloutScorer:
     # -- requests -------------------------------------------------------------------------------
     def _prompt(self, student: Generator, item: ScoreItem) -> str:
         prompt, _ = student.chat_prompt(item.problem.question, self.system_prompt)
-        if not item.steps:
-            return prompt
-        return prompt + self.step_delimiter.join(item.steps) + self.step_delimiter
+        return prompt + self._head(item)
 
     def _seed(self, student_index: int, item: ScoreItem) -> int:
         text = "\x1f".join([str(self.settings.seed), str(student_index), item.problem.question, *item.steps])
@@ -131,31 +181,23 @@ class RolloutScorer:
         """Solve rates of student ``s`` for ``items`` (its missing baselines computed on the way)."""
         todo_base = [e for key, e in empties.items() if (*key, s) not in self._baselines]
         rolled = list(dict.fromkeys([i for i in items if not i.complete] + todo_base))
-        outputs = await self.students[s].generate([self._request(s, i) for i in rolled]) if rolled else []
-        texts: list[list[str]] = []
-        for item, out in zip(rolled, outputs, strict=True):
-            head = self.step_delimiter.join(item.steps) + self.step_delimiter if item.steps else ""
-            texts.append([head + c.text for c in out.completions])
-        pairs = [
-            (extract_answer(t), i.problem.answer) for i, ts in zip(rolled, texts, strict=True) for t in ts
-        ]
         finished = [i for i in items if i.complete]
-        pairs += [(extract_answer(self.step_delimiter.join(i.steps)), i.problem.answer) for i in finished]
-        verdicts = await asyncio.to_thread(self.grader.grade_many, pairs) if pairs else []
-        rate_of: dict[ScoreItem, float] = {}
-        tokens_of: dict[ScoreItem, int] = {}
-        cursor = 0
-        for item, out in zip(rolled, outputs, strict=True):
-            n = len(out.completions)
-            rate_of[item] = sum(verdicts[cursor : cursor + n]) / max(n, 1)
-            tokens_of[item] = sum(c.num_tokens for c in out.completions)
-            cursor += n
-        for item in finished:
-            rate_of[item], tokens_of[item] = float(verdicts[cursor]), 0
-            cursor += 1
+        asked = [RolloutPrefix(i.problem, self._head(i)) for i in rolled]
+        asked += [RolloutPrefix(i.problem, self.step_delimiter.join(i.steps), complete=True) for i in finished]
+
+        async def sample(open_prefixes: list[RolloutPrefix]) -> list[list[Completion]]:
+            # the open prefixes are ``rolled``, in order: one generate call for all of them
+            outputs = await self.students[s].generate([self._request(s, i) for i in rolled])
+            return [out.completions for out in outputs]
+
+        rates = dict(zip(rolled + finished, await solve_rates(asked, sample, self.grader), strict=True))
         for e in todo_base:
-            self._baselines[(e.problem.question, e.problem.answer, s)] = rate_of[e]
-        return [rate_of[i] for i in items], [tokens_of[i] for i in items]
+            self._baselines[(e.problem.question, e.problem.answer, s)] = rates[e].rate
+        return [rates[i].rate for i in items], [rates[i].tokens for i in items]
+
+    def _head(self, item: ScoreItem) -> str:
+        """The prefix as the text a continuation extends."""
+        return self.step_delimiter.join(item.steps) + self.step_delimiter if item.steps else ""
 
     def close(self) -> None:
         pass
@@ -172,7 +214,7 @@ def load_rollout(
     top_p: float = 1.0,
     max_tokens: int = 1024,
     seed: int = 0,
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: str | None = SCORER_SYSTEM_PROMPT,
     step_delimiter: str = "\n\n",
     grader: Grader | None = None,
 ) -> RolloutScorer:
@@ -184,10 +226,10 @@ def load_rollout(
                 "the rollout scorer needs student models: pass --scorer-model A[,B,...] "
                 "(paths, hub names or 'embedded')"
             )
-        from pumsearch.backends import load_generator
-
+        load = BACKENDS.get("transformers").resolve()  # registered by pumsearch.backends
         names = [n.strip() for n in model.split(",") if n.strip()]
-        students = [load_generator(None if n == "embedded" else n, device=device, dtype=dtype) for n in names]
+        students = [load(None if n == "embedded" else n, device=device, dtype=dtype, cache_dir=None,
+                         trust_remote_code=False) for n in names]
     settings = RolloutSettings(
         k=int(k),
         temperature=float(temperature),

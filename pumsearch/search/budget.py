@@ -60,7 +60,7 @@ class Counters:
 
 @dataclass
 class Budget:
-    """How much a search may spend, in the strategy's own unit (DESIGN.md, Budget).
+    """How much a search may spend, in the strategy's own unit (``Strategy.budget_unit``).
 
     ``limit`` counts units (solutions for bon, step expansions for tree search); the token cap
     and time limit are optional. The context calls ``charge`` before each expansion.

@@ -1,10 +1,11 @@
-"""The resolved settings of one search (every CLI sampling and strategy flag lives here)."""
+"""The settings of one search: those every strategy shares, which strategy runs, and that strategy's
+own settings (``strategy_options``, typed and checked by the strategy's ``Settings``; see
+pumsearch.strategies.base). Each field's ``help`` is its command-line help: every field is a flag
+of ``solve``, ``run`` and ``sweep`` and a key of a TOML ``--config`` file."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Aggregate = Literal["last", "min", "prod", "mean"]
@@ -18,32 +19,30 @@ DEFAULT_SYSTEM_PROMPT = (
 
 @dataclass
 class SearchConfig:
-    """Settings shared by every strategy; strategy-specific ones are ignored where unused."""
+    """Settings shared by every strategy, the strategy's name and its own options."""
 
-    strategy: str = "bon"
-    budget: int = 8
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_tokens: int = 512  # per solution
-    max_step_tokens: int = 256
-    step_delimiter: str = "\n\n"
-    stop_at_boxed: bool = True  # a step stating a \boxed{} answer ends the solution (tree search)
-    seed: int = 0
-    aggregate: Aggregate = "last"
-    select: Select | None = None  # None: best with a scorer, majority without
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    # tree search
-    beam_width: int = 4
-    max_depth: int = 40
-    lookahead: int = 0
-    filter_duplicates: bool = False
-    c_puct: float = 1.0
-    expansions: int = 2
-    mcts_steps_per_solution: int = 8
-    terminal_reward: Literal["scorer", "verifier"] = "scorer"
-    mcts_parallel: int = 4
-    time_limit: float | None = None  # seconds per problem
-    extra: dict[str, Any] = field(default_factory=dict)
+    strategy: str = field(default="bon", metadata={"help": "A built-in strategy or package.module:ClassName."})
+    budget: int = field(default=8, metadata={"help": "N: the budget, in the strategy's unit (docs/strategies.md)."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_tokens: int = field(default=512, metadata={"help": "Token cap per solution."})
+    max_step_tokens: int = field(default=256, metadata={"help": "Token cap per step (tree search)."})
+    step_delimiter: str = field(default="\n\n", metadata={"help": "String that ends a step."})
+    stop_at_boxed: bool = field(default=True, metadata={
+        "help": "A step stating a \\boxed{} answer ends the solution (tree search)."})
+    seed: int = field(default=0, metadata={"help": "Run seed."})
+    aggregate: Aggregate = field(default="last", metadata={
+        "help": "Step scores to solution score: last, min, prod, mean."})
+    select: Select | None = field(default=None, metadata={
+        "help": "best, majority or weighted (default: best with a scorer, majority without)."})
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={
+        "help": "System prompt of the policy's chat template ('' for none)."})
+    max_depth: int = field(default=40, metadata={"help": "Depth cap in steps (tree search)."})
+    time_limit: float | None = field(default=None, metadata={
+        "help": "Seconds per problem; then the best so far, marked cut short."})
+    # the strategy's own settings, KEY -> value (--strategy-option KEY=VALUE); unset ones take the
+    # defaults of the strategy's Settings
+    strategy_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -62,17 +61,3 @@ class SearchConfig:
             raise ValueError(f"unknown select {self.select!r}: use best, majority or weighted")
         if not self.step_delimiter:
             raise ValueError("the step delimiter must not be empty")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown search settings: {', '.join(sorted(unknown))}")
-        return cls(**data)
-
-    def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

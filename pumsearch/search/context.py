@@ -8,8 +8,8 @@ solutions into one answer. See docs/strategies.md.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,7 +27,14 @@ from pumsearch.search.protocols import (
     ValueKind,
 )
 from pumsearch.search.result import SearchResult
-from pumsearch.search.selection import Candidate, aggregate_steps, normalise_per_problem, select_candidate
+from pumsearch.search.selection import (
+    Candidate,
+    Choice,
+    aggregate_steps,
+    choose,
+    classify_answers,
+    normalise_per_problem,
+)
 from pumsearch.search.tree import ROOT, SearchTree
 
 GenerateFn = Callable[[list[GenerationRequest], Counters], Awaitable[list[GenerationOutput]]]
@@ -52,10 +59,13 @@ class SearchContext:
         scorer_value_kind: ValueKind = "probability",
         grader: Grader | None = None,
         budget: Budget | None = None,
+        strategy_name: str | None = None,
+        node_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.problem = problem
         self.config = config
-        self.tree = SearchTree(problem)
+        self.strategy_name = strategy_name or config.strategy  # what the result names the strategy
+        self.tree = SearchTree(problem, node_defaults=node_defaults)
         self.budget = budget or Budget(limit=config.budget)
         self.rng = np.random.default_rng(problem_seed(config.seed, problem.id))
         self.counters = Counters()
@@ -258,20 +268,24 @@ class SearchContext:
         how = select or self.default_select()
         if how in ("best", "weighted") and not self.has_scorer:
             how = "majority"
+        if self._grader is not None:  # votes count classes of equivalent answers (math-verify)
+            await asyncio.to_thread(classify_answers, candidates, self._grader)
         forced = [c for c in candidates if c.node == chosen_node] if chosen_node is not None else []
-        chosen = forced[0] if forced else select_candidate(list(candidates), how, self.scorer_value_kind)
+        choice = Choice(forced[0]) if forced else choose(list(candidates), how, self.scorer_value_kind)
+        chosen = choice.candidate
         await self.grade_terminals()
         for cand in candidates:
             cand.correct = self.tree[cand.node]["correct"]
         result = SearchResult(
             problem=self.problem,
-            strategy=self.config.strategy,
+            strategy=self.strategy_name,
             tree=self.tree,
             answer=chosen.answer if chosen else None,
             chosen_node=chosen.node if chosen else None,
             candidates=list(candidates),
             counters=self.counters,
             cut_short=self.budget.cut_short,
+            selection_note=choice.note,
         )
         if self.problem.answer is not None:  # no answer at all to a problem with a reference is wrong
             result.correct = chosen is not None and bool(self.tree[chosen.node]["correct"])

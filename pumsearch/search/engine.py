@@ -27,11 +27,13 @@ from pumsearch.search.result import SearchResult
 
 
 class SearchStrategy(Protocol):
-    """What the engine needs of a strategy (strategies.base.Strategy implements it)."""
+    """What the engine needs of a strategy (strategies.base.Strategy implements it). The strategy
+    holds the settings it searches with, so there is one config per run."""
 
     name: str
+    config: SearchConfig
 
-    def make_budget(self, config: SearchConfig) -> Budget: ...
+    def make_budget(self) -> Budget: ...
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult: ...
 
@@ -228,7 +230,8 @@ class Engine:
                 p.future.set_result(result)
 
     # -- running searches -----------------------------------------------------------------------
-    def make_context(self, problem: Problem, config: SearchConfig, budget: Budget) -> SearchContext:
+    def make_context(self, problem: Problem, strategy: SearchStrategy, budget: Budget) -> SearchContext:
+        config = strategy.config
         return SearchContext(
             problem,
             config,
@@ -239,18 +242,20 @@ class Engine:
             scorer_value_kind=self.scorer.value_kind if self.scorer is not None else "probability",
             grader=self.grader,
             budget=budget,
+            strategy_name=strategy.name,
+            node_defaults=getattr(strategy, "node_defaults", None),  # optional: its own node statistics
         )
 
-    async def search_one(self, problem: Problem, strategy: SearchStrategy, config: SearchConfig) -> SearchResult:
+    async def search_one(self, problem: Problem, strategy: SearchStrategy) -> SearchResult:
         search_id = next(self._ids)
         _search_id.set(search_id)
         self._live.add(search_id)
         started = time.perf_counter()
         try:
-            budget = strategy.make_budget(config)
-            budget.time_limit = config.time_limit
+            budget = strategy.make_budget()
+            budget.time_limit = strategy.config.time_limit
             budget.start()
-            ctx = self.make_context(problem, config, budget)
+            ctx = self.make_context(problem, strategy, budget)
             try:
                 result = await strategy.search(problem, ctx)
             except BudgetExhausted as err:  # the strategy did not handle it: return the best so far
@@ -268,12 +273,12 @@ class Engine:
         self,
         problems: Sequence[Problem],
         strategy: SearchStrategy,
-        config: SearchConfig,
         on_result: OnResult | None = None,
     ) -> list[SearchResult | BaseException]:
-        """Search every problem, at most ``concurrency`` at once. A failing problem yields its
-        exception in place of a result; the others carry on. ``on_result`` is called as each
-        problem finishes (for progress bars and record writing)."""
+        """Search every problem with ``strategy`` (and the settings it holds), at most
+        ``concurrency`` at once. A failing problem yields its exception in place of a result; the
+        others carry on. ``on_result`` is called as each problem finishes (for progress bars and
+        record writing)."""
         gate = asyncio.Semaphore(self.concurrency)
         started = time.perf_counter()
         if any(p.answer is not None for p in problems):
@@ -282,7 +287,7 @@ class Engine:
         async def one(problem: Problem) -> SearchResult | BaseException:
             async with gate:
                 try:
-                    outcome: SearchResult | BaseException = await self.search_one(problem, strategy, config)
+                    outcome: SearchResult | BaseException = await self.search_one(problem, strategy)
                 except Exception as err:
                     outcome = err
             if on_result is not None:

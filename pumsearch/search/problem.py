@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,3 +31,19 @@ class Problem:
             answer=data.get("answer"),
             metadata=dict(data.get("metadata") or {}),
         )
+
+
+def require_answers(problems: Problem | Sequence[Problem], *, who: str, fix: str,
+                    error: Callable[[str], Exception] = ValueError) -> None:
+    """Refuse, before anything runs, what grades against reference answers (``who``: a scorer that
+    needs them, the verifier as MCTS's terminal reward) where a problem has none. ``problems``: one
+    question, or a data set (the message then counts the problems without one); ``fix`` says what
+    to pass."""
+    if isinstance(problems, Problem):
+        if problems.answer is None:
+            raise error(f"{who} needs the reference answer: {fix}")
+        return
+    missing = [p.id for p in problems if p.answer is None]
+    if missing:
+        raise error(f"{who} needs reference answers, but {len(missing)} problem(s) have none "
+                    f"(first: {missing[0]!r}); {fix}")

@@ -29,6 +29,7 @@ class SearchResult:
     counters: Counters = field(default_factory=Counters)
     cut_short: bool = False
     cut_reason: str | None = None
+    selection_note: str | None = None  # why the answer was not chosen by the rule asked for
 
     @property
     def chosen_steps(self) -> tuple[str, ...]:
@@ -60,56 +61,51 @@ def make_record(
 ) -> dict[str, Any]:
     """The versioned record for one finished problem. ``extra`` adds fields (runs add pass_at_n,
     maj_at_n, run_key and, for subsampled strategies, subsample: see docs/evaluation.md)."""
-    return _with_extra({
-        "format": RECORD_FORMAT,
-        "version": RECORD_VERSION,
-        "problem_id": result.problem.id,
-        "status": "ok",
-        "error": None,
-        "question": result.problem.question,
-        "prediction": result.answer,
-        "reference": result.problem.answer,
-        "correct": result.correct,
-        "strategy": result.strategy,
-        "scorer": scorer,
-        "budget": budget,
-        "seed": seed,
-        "num_candidates": len(result.candidates),
-        "cut_short": result.cut_short,
-        "counters": result.counters.to_dict(),
-        "timings": {"started_at": started_at, "finished_at": time.time(), "wall_time": result.counters.wall_time},
-        "tree_file": tree_file,
-        "metadata": result.problem.metadata,
-    }, extra)
+    timings = {"started_at": started_at, "finished_at": time.time(), "wall_time": result.counters.wall_time}
+    return _record(result.problem, status="ok", error=None, prediction=result.answer, correct=result.correct,
+                   strategy=result.strategy, scorer=scorer, budget=budget, seed=seed,
+                   num_candidates=len(result.candidates), cut_short=result.cut_short,
+                   selection_note=result.selection_note, counters=result.counters, timings=timings,
+                   tree_file=tree_file, extra=extra)
 
 
 def make_failed_record(problem: Problem, error: str, *, strategy: str, scorer: str | None, budget: int,
                        seed: int, started_at: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of a problem whose search failed for good; a rerun retries it."""
-    return _with_extra({
+    finished_at = time.time()
+    timings = {"started_at": started_at, "finished_at": finished_at, "wall_time": finished_at - started_at}
+    return _record(problem, status="failed", error=error, prediction=None, correct=None, strategy=strategy,
+                   scorer=scorer, budget=budget, seed=seed, num_candidates=0, cut_short=False, selection_note=None,
+                   counters=Counters(), timings=timings, tree_file=None, extra=extra)
+
+
+def _record(problem: Problem, *, status: str, error: str | None, prediction: str | None, correct: bool | None,
+            strategy: str, scorer: str | None, budget: int, seed: int, num_candidates: int, cut_short: bool,
+            selection_note: str | None, counters: Counters, timings: dict[str, float], tree_file: str | None,
+            extra: dict[str, Any] | None) -> dict[str, Any]:
+    """Every record's fields, in the order records are written (docs/records.md)."""
+    record = {
         "format": RECORD_FORMAT,
         "version": RECORD_VERSION,
         "problem_id": problem.id,
-        "status": "failed",
+        "status": status,
         "error": error,
         "question": problem.question,
-        "prediction": None,
+        "prediction": prediction,
         "reference": problem.answer,
-        "correct": None,
+        "correct": correct,
         "strategy": strategy,
         "scorer": scorer,
         "budget": budget,
         "seed": seed,
-        "num_candidates": 0,
-        "cut_short": False,
-        "counters": Counters().to_dict(),
-        "timings": {"started_at": started_at, "finished_at": time.time(), "wall_time": time.time() - started_at},
-        "tree_file": None,
+        "num_candidates": num_candidates,
+        "cut_short": cut_short,
+        "selection_note": selection_note,
+        "counters": counters.to_dict(),
+        "timings": timings,
+        "tree_file": tree_file,
         "metadata": problem.metadata,
-    }, extra)
-
-
-def _with_extra(record: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    }
     clash = set(extra or {}) & set(record)
     if clash:
         raise ValueError(f"extra record fields would overwrite standard ones: {', '.join(sorted(clash))}")

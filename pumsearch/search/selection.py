@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pumsearch.search.grading import normalise_answer
+from pumsearch.search.grading import Grader, vote_key
 from pumsearch.search.protocols import ValueKind
 
 
@@ -41,37 +41,96 @@ def normalise_per_problem(values: Sequence[float], kind: ValueKind) -> list[floa
 
 @dataclass
 class Candidate:
-    """A finished solution: its leaf node, extracted answer and aggregated score."""
+    """A finished solution: its leaf node, extracted answer and aggregated score, and where its
+    answer stands in a vote (``classify_answers``; both None until classified)."""
 
     node: int
     answer: str | None
     score: float | None = None
     correct: bool | None = None
+    vote_class: int | None = None  # equivalence class of the answer; None: no answer, no vote
+    parsed: bool | None = None  # math-verify read the answer (False: it votes as its string)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen candidate, and a note where the rule asked for could not apply as asked."""
+
+    candidate: Candidate | None
+    note: str | None = None
+
+
+SELECTIONS = ("best", "majority", "weighted")
+NO_ANSWER = "no candidate stated an answer: chosen by score, then order"
+NONE_PARSED = "no answer could be parsed: chosen by score, then order"
+NONE_SCORED = "no candidate was scored: chosen by order"
+NO_WEIGHTS = "no answering candidate was scored: majority vote instead of weighted"
+
+
+def classify_answers(candidates: Sequence[Candidate], grader: Grader) -> None:
+    """Set each candidate's vote class from the grader's equivalence classes (math-verify)."""
+    classes = grader.answer_classes([c.answer for c in candidates])
+    for cand, cls in zip(candidates, classes, strict=True):
+        cand.vote_class, cand.parsed = cls.group, cls.parsed
+
+
+def _vote_classes(candidates: Sequence[Candidate]) -> list[int | None]:
+    """The grader's classes where every candidate was classified, else (candidates built by hand,
+    records written before classes were recorded) one class per normalised string."""
+    if all(c.parsed is not None for c in candidates):
+        return [c.vote_class for c in candidates]
+    ids: dict[str, int] = {}
+    keys = [vote_key(c.answer) for c in candidates]
+    return [None if k is None else ids.setdefault(k, len(ids)) for k in keys]
+
+
+def _best(candidates: Sequence[Candidate], among: Sequence[int]) -> Candidate:
+    """Scored before unscored (a missing score never wins), then the higher score, then a stated
+    answer, then the earlier candidate."""
+
+    def rank(i: int) -> tuple[bool, float, bool, int]:
+        score = candidates[i].score
+        return score is not None, score if score is not None else 0.0, vote_key(candidates[i].answer) is not None, -i
+
+    return candidates[max(among, key=rank)]
+
+
+def choose(candidates: Sequence[Candidate], how: str, kind: ValueKind = "probability") -> Choice:
+    """best: highest score; majority: the largest class of equivalent answers; weighted: the class
+    with the highest sum of normalised scores. Missing or empty answers cast no vote, unscored
+    candidates no weight. Ties go to the class seen first; within the winning class, the
+    best-scored candidate is returned (the first where none is scored)."""
+    if how not in SELECTIONS:
+        raise ValueError(f"unknown select {how!r}: use best, majority or weighted")
+    if not candidates:
+        return Choice(None)
+    everyone = range(len(candidates))
+    scored = [i for i in everyone if candidates[i].score is not None]
+    if how == "best":
+        return Choice(_best(candidates, everyone), None if scored else NONE_SCORED)
+    class_of = {i: k for i, k in enumerate(_vote_classes(candidates)) if k is not None}  # the voters
+    if not class_of:
+        return Choice(_best(candidates, everyone), NO_ANSWER)
+    if all(candidates[i].parsed is False for i in class_of):
+        return Choice(_best(candidates, list(class_of)), NONE_PARSED)
+    note = None
+    if how == "weighted" and not class_of.keys() & set(scored):
+        how, note = "majority", NO_WEIGHTS
+    if how == "majority":
+        weights = dict.fromkeys(class_of, 1.0)
+    else:  # normalised over every scored candidate of the problem; an unscored one has no weight
+        values = normalise_per_problem([float(candidates[i].score or 0.0) for i in scored], kind)
+        weights = {i: w for i, w in zip(scored, values, strict=True) if i in class_of}
+    totals: dict[int, float] = {}
+    first_seen: dict[int, int] = {}
+    for i, k in class_of.items():
+        first_seen.setdefault(k, i)
+        if i in weights:
+            totals[k] = totals.get(k, 0.0) + weights[i]
+    winner = max(totals, key=lambda k: (totals[k], -first_seen[k]))
+    return Choice(_best(candidates, [i for i, k in class_of.items() if k == winner]), note)
 
 
 def select_candidate(candidates: Sequence[Candidate], how: str, kind: ValueKind = "probability") -> Candidate | None:
-    """best: highest score; majority: most frequent answer; weighted: highest sum of normalised
-    scores per distinct answer. Answers compare by their normalised string. Ties go to the
-    candidate seen first; within the winning answer, the best-scored candidate is returned."""
-    if not candidates:
-        return None
-    scores = [c.score if c.score is not None else 0.0 for c in candidates]
-    if how == "best":
-        best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
-        return candidates[best]
-    weights = [1.0] * len(candidates) if how == "majority" else normalise_per_problem(scores, kind)
-    if how not in ("majority", "weighted"):
-        raise ValueError(f"unknown select {how!r}: use best, majority or weighted")
-    totals: dict[str, float] = {}
-    first_seen: dict[str, int] = {}
-    for i, cand in enumerate(candidates):
-        key = normalise_answer(cand.answer)
-        if key is None:
-            continue
-        totals[key] = totals.get(key, 0.0) + weights[i]
-        first_seen.setdefault(key, i)
-    if not totals:  # nobody stated an answer: fall back to the best-scored candidate
-        return select_candidate(candidates, "best", kind)
-    winner = max(totals, key=lambda k: (totals[k], -first_seen[k]))
-    members = [i for i, c in enumerate(candidates) if normalise_answer(c.answer) == winner]
-    return candidates[max(members, key=lambda i: (scores[i], -i))]
+    """The candidate ``choose`` picks (see there)."""
+    return choose(candidates, how, kind).candidate

@@ -9,8 +9,9 @@ is readable by anything that reads node-link JSON. File format (documented in do
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,6 @@ def _new_node_attrs(**overrides: Any) -> dict[str, Any]:
         "correct": None,  # graded against the reference, where known
         "scores": {},  # scorer identity -> value of the prefix ending here
         "step_scores": {},  # scorer identity -> per-step values (step PRMs)
-        "visits": 0,  # MCTS statistics
-        "value_sum": 0.0,
         "logprob": None,
     }
     attrs.update(overrides)
@@ -44,21 +43,27 @@ def _new_node_attrs(**overrides: Any) -> dict[str, Any]:
 
 
 class SearchTree:
-    """A problem's search tree. Strategies add nodes through the SearchContext."""
+    """A problem's search tree. Strategies add nodes through the SearchContext. ``node_defaults``:
+    attributes a strategy gives every node of its trees (its ``Strategy.node_defaults``)."""
 
-    def __init__(self, problem: Problem, graph: nx.DiGraph | None = None) -> None:
+    def __init__(self, problem: Problem, graph: nx.DiGraph | None = None, *,
+                 node_defaults: Mapping[str, Any] | None = None) -> None:
         self.problem = problem
+        self.node_defaults = dict(node_defaults or {})
         self.graph = graph if graph is not None else nx.DiGraph()
         if graph is None:
-            self.graph.add_node(ROOT, **_new_node_attrs())
+            self.graph.add_node(ROOT, **self._new_node_attrs())
         self._next_id = max(self.graph.nodes, default=-1) + 1
+
+    def _new_node_attrs(self, **overrides: Any) -> dict[str, Any]:
+        return _new_node_attrs(**{**copy.deepcopy(self.node_defaults), **overrides})
 
     # -- building -------------------------------------------------------------------------------
     def add_child(self, parent: int, text: str, **attrs: Any) -> int:
         node = self._next_id
         self._next_id += 1
         depth = self.graph.nodes[parent]["depth"] + 1
-        self.graph.add_node(node, **_new_node_attrs(text=text, depth=depth, **attrs))
+        self.graph.add_node(node, **self._new_node_attrs(text=text, depth=depth, **attrs))
         self.graph.add_edge(parent, node)
         return node
 

@@ -1,4 +1,5 @@
-"""Step-level beam search and DVTS, with search-and-learn semantics (REFERENCE.md).
+"""Step-level beam search and DVTS, with the semantics of huggingface/search-and-learn
+(src/sal/search/beam_search.py and diverse_verifier_tree_search.py).
 
 Beam search, budget N and beam width M: the root is expanded N times by one step; every round
 the open prefixes are scored, the best N/M are kept and the N expansions of the next round are
@@ -24,15 +25,31 @@ Budget unit: step expansions. A round costs at most N x (1 + L) of them and ther
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import networkx as nx
 
 from pumsearch.search.budget import BudgetExhausted
-from pumsearch.search.config import SearchConfig
 from pumsearch.search.context import SearchContext
 from pumsearch.search.problem import Problem
 from pumsearch.search.result import SearchResult
-from pumsearch.search.tree import ROOT
-from pumsearch.strategies.base import Strategy, StrategyError
+from pumsearch.search.selection import Candidate
+from pumsearch.search.tree import ROOT, SearchTree
+from pumsearch.strategies.base import Strategy, StrategyError, StrategySettings
+
+
+@dataclass(frozen=True)
+class StepSearchSettings(StrategySettings):
+    """The settings beam search and DVTS share."""
+
+    beam_width: int = field(default=4, metadata={"help": "M: children per kept prefix."})
+    lookahead: int = field(default=0, metadata={"help": "Greedy steps looked ahead before ranking."})
+
+
+@dataclass(frozen=True)
+class BeamSettings(StepSearchSettings):
+    filter_duplicates: bool = field(default=False, metadata={"help": "Drop prefixes with identical text."})
 
 
 class _StepSearch(Strategy):
@@ -40,10 +57,12 @@ class _StepSearch(Strategy):
 
     requires_scorer: ClassVar[bool] = True
     budget_unit: ClassVar[str] = "step expansions"
+    Settings: ClassVar[type[StrategySettings]] = StepSearchSettings
+    settings: StepSearchSettings
 
     def validate(self, has_scorer: bool) -> None:
         super().validate(has_scorer)
-        n, m = self.config.budget, self.config.beam_width
+        n, m = self.config.budget, self.settings.beam_width
         if m < 1:
             raise StrategyError(f"--beam-width must be at least 1 (got {m})")
         if n < m or n % m:
@@ -54,11 +73,11 @@ class _StepSearch(Strategy):
             )
         if self.config.max_depth < 1:
             raise StrategyError(f"--max-depth must be at least 1 (got {self.config.max_depth})")
-        if self.config.lookahead < 0:
-            raise StrategyError(f"--lookahead must be 0 or more (got {self.config.lookahead})")
+        if self.settings.lookahead < 0:
+            raise StrategyError(f"--lookahead must be 0 or more (got {self.settings.lookahead})")
 
-    def budget_limit(self, config: SearchConfig) -> int:
-        return config.budget * config.max_depth * (1 + config.lookahead)
+    def budget_limit(self) -> int:
+        return self.config.budget * self.config.max_depth * (1 + self.settings.lookahead)
 
     async def evaluate(self, ctx: SearchContext, children: Sequence[int]) -> dict[int, float]:
         """Score ``children`` (through their lookahead tips where --lookahead > 0) in one call;
@@ -71,7 +90,7 @@ class _StepSearch(Strategy):
 
     async def _lookahead(self, ctx: SearchContext, children: Sequence[int]) -> dict[int, int]:
         tips = {c: c for c in children}
-        for _ in range(self.config.lookahead):
+        for _ in range(self.settings.lookahead):
             open_children = [c for c in children if not ctx.tree[tips[c]]["terminal"]]
             if not open_children:
                 break
@@ -111,6 +130,8 @@ def unique_by_text(ctx: SearchContext, nodes: Sequence[int]) -> list[int]:
 
 class BeamSearch(_StepSearch):
     name: ClassVar[str] = "beam"
+    Settings: ClassVar[type[StrategySettings]] = BeamSettings
+    settings: BeamSettings
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
         completed: list[int] = []
@@ -126,7 +147,7 @@ class BeamSearch(_StepSearch):
         return result
 
     async def _rounds(self, ctx: SearchContext, completed: list[int], scores: dict[int, float]) -> None:
-        n, keep = self.config.budget, self.config.budget // self.config.beam_width
+        n, keep = self.config.budget, self.config.budget // self.settings.beam_width
         live, counts = [ROOT], [n]
         while live and len(completed) < n:
             children = [c for kids in await ctx.expand(live, counts) for c in kids]
@@ -136,7 +157,7 @@ class BeamSearch(_StepSearch):
             scores.update(await self.evaluate(ctx, children))
             completed.extend(c for c in children if ctx.tree[c]["terminal"])
             open_children = [c for c in children if not ctx.tree[c]["terminal"]]
-            if self.config.filter_duplicates:
+            if self.settings.filter_duplicates:
                 open_children = unique_by_text(ctx, open_children)
             live = rank(open_children, scores)[:keep]
             counts = share(n, len(live)) if live else []
@@ -144,9 +165,24 @@ class BeamSearch(_StepSearch):
 
 class DVTS(_StepSearch):
     name: ClassVar[str] = "dvts"
+    # N/M independent subtrees of width M: budget n keeps the first n/M of them
+    subsample_unit: ClassVar[str | None] = "subtrees"
+
+    def budget_per_group(self) -> int:
+        return self.settings.beam_width
+
+    def subsample_groups(self, tree: SearchTree, candidates: Sequence[Candidate]) -> list[list[int]]:
+        """One group per subtree: the root's M children tagged with its index (``subtree``) and every
+        node below them, in id order. A root child without the tag is a subtree of its own."""
+        tops: dict[Any, list[int]] = {}
+        for top in tree.children(ROOT):
+            tag = tree[top].get("subtree")
+            tops.setdefault(("tag", tag) if tag is not None else ("node", top), []).append(top)
+        return [sorted(set(roots).union(*(nx.descendants(tree.graph, top) for top in roots)))
+                for roots in tops.values()]
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
-        subtrees = self.config.budget // self.config.beam_width
+        subtrees = self.config.budget // self.settings.beam_width
         tips = [ROOT] * subtrees
         last_children: list[list[int]] = [[] for _ in range(subtrees)]
         reason = None
@@ -161,7 +197,7 @@ class DVTS(_StepSearch):
         return result
 
     async def _rounds(self, ctx: SearchContext, tips: list[int], last_children: list[list[int]]) -> None:
-        width = self.config.beam_width
+        width = self.settings.beam_width
         alive = list(range(len(tips)))  # every subtree starts at the root
         while alive:
             new = await ctx.expand([tips[s] for s in alive], width)

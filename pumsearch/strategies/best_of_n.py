@@ -14,6 +14,7 @@ from pumsearch.strategies.base import Strategy
 class BestOfN(Strategy):
     name: ClassVar[str] = "bon"
     budget_unit: ClassVar[str] = "solutions"
+    subsample_unit: ClassVar[str | None] = "solutions"  # the first n of N solutions are a run at n
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
         (leaves,) = await ctx.expand([ROOT], self.config.budget, until="end")

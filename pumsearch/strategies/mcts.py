@@ -30,17 +30,29 @@ up. A selected leaf that is already finished is re-evaluated with its stored val
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from pumsearch.search.budget import BudgetExhausted
-from pumsearch.search.config import SearchConfig
 from pumsearch.search.context import SearchContext
 from pumsearch.search.problem import Problem
 from pumsearch.search.result import SearchResult
 from pumsearch.search.tree import ROOT
-from pumsearch.strategies.base import Strategy, StrategyError
+from pumsearch.strategies.base import Strategy, StrategyError, StrategySettings
 
 MAX_IDLE_ROUNDS = 64  # rounds in a row that only revisit finished leaves before the search gives up
+
+
+@dataclass(frozen=True)
+class MCTSSettings(StrategySettings):
+    c_puct: float = field(default=1.0, metadata={"help": "PUCT exploration constant."})
+    expansions: int = field(default=2, metadata={"help": "Children per expanded leaf."})
+    mcts_steps_per_solution: int = field(default=8, metadata={"help": "S: step expansions per unit of budget."})
+    terminal_reward: Literal["scorer", "verifier"] = field(default="scorer", metadata={
+        "help": "Value of a finished prefix: scorer or verifier (ground truth; needs the reference answer)."})
+    mcts_parallel: int = field(default=4, metadata={"help": "Simulations selected per batched round."})
 
 
 def virtual_loss(attrs: dict[str, Any]) -> int:
@@ -51,25 +63,32 @@ class MCTS(Strategy):
     name: ClassVar[str] = "mcts"
     requires_scorer: ClassVar[bool] = True
     budget_unit: ClassVar[str] = "step expansions"
+    Settings: ClassVar[type[StrategySettings]] = MCTSSettings
+    settings: MCTSSettings
+    # every node's statistics (the rest: mcts_value, evaluations and virtual_loss, set as the search goes)
+    node_defaults: ClassVar[Mapping[str, Any]] = types.MappingProxyType({"visits": 0, "value_sum": 0.0})
 
     def validate(self, has_scorer: bool) -> None:
         super().validate(has_scorer)
-        c = self.config
-        counts = {"--expansions": c.expansions, "--mcts-parallel": c.mcts_parallel,
-                  "--mcts-steps-per-solution": c.mcts_steps_per_solution, "--max-depth": c.max_depth}
+        s = self.settings
+        counts = {"--expansions": s.expansions, "--mcts-parallel": s.mcts_parallel,
+                  "--mcts-steps-per-solution": s.mcts_steps_per_solution, "--max-depth": self.config.max_depth}
         for flag, value in counts.items():
             if value < 1:
                 raise StrategyError(f"{flag} must be at least 1 (got {value})")
-        if c.c_puct < 0:
-            raise StrategyError(f"--c-puct must be 0 or more (got {c.c_puct})")
-        if c.terminal_reward not in ("scorer", "verifier"):
-            raise StrategyError(f"unknown --terminal-reward {c.terminal_reward!r}: use scorer or verifier")
+        if s.c_puct < 0:
+            raise StrategyError(f"--c-puct must be 0 or more (got {s.c_puct})")
+        if s.terminal_reward not in ("scorer", "verifier"):
+            raise StrategyError(f"unknown --terminal-reward {s.terminal_reward!r}: use scorer or verifier")
 
-    def budget_limit(self, config: SearchConfig) -> int:
-        return config.budget * config.mcts_steps_per_solution
+    def needs_reference(self) -> str | None:
+        return "--terminal-reward verifier" if self.settings.terminal_reward == "verifier" else None
+
+    def budget_limit(self) -> int:
+        return self.config.budget * self.settings.mcts_steps_per_solution
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
-        run = _MctsRun(ctx, self.config)
+        run = _MctsRun(ctx, self.settings, self.config.select)
         reason = None
         try:
             await run.loop()
@@ -84,9 +103,10 @@ class MCTS(Strategy):
 class _MctsRun:
     """One problem's search (the Strategy object is shared by all problems of a run)."""
 
-    def __init__(self, ctx: SearchContext, config: SearchConfig) -> None:
+    def __init__(self, ctx: SearchContext, settings: MCTSSettings, select: str | None) -> None:
         self.ctx = ctx
-        self.config = config
+        self.settings = settings
+        self.select = select
         self.tree = ctx.tree
         self.low = math.inf  # running range of raw values, for unbounded scorers
         self.high = -math.inf
@@ -136,7 +156,7 @@ class _MctsRun:
                      priors: list[float] = priors) -> float:
                 child = self.tree[children[i]]
                 n_child = child["visits"] + virtual_loss(child)
-                explore = self.config.c_puct * priors[i] * math.sqrt(n_parent) / (1 + n_child)
+                explore = self.settings.c_puct * priors[i] * math.sqrt(n_parent) / (1 + n_child)
                 return self.q(children[i]) + explore
 
             node = children[max(range(len(children)), key=lambda i: (puct(i), -i))]
@@ -154,10 +174,10 @@ class _MctsRun:
     def select_round(self) -> tuple[list[list[int]], list[list[int]]]:
         """Up to --mcts-parallel simulations: paths to open leaves to expand, and to finished
         leaves to re-evaluate. Open leaves are capped by what the budget can still pay for."""
-        affordable = self.ctx.budget.remaining // self.config.expansions
+        affordable = self.ctx.budget.remaining // self.settings.expansions
         to_expand: list[list[int]] = []
         to_revisit: list[list[int]] = []
-        for _ in range(self.config.mcts_parallel):
+        for _ in range(self.settings.mcts_parallel):
             path = self.select_path()
             leaf = path[-1]
             if leaf == ROOT or not self.tree[leaf]["terminal"]:
@@ -174,11 +194,11 @@ class _MctsRun:
     async def loop(self) -> None:
         idle = 0
         while idle < MAX_IDLE_ROUNDS:
-            if self.ctx.budget.remaining < self.config.expansions or not self.has_open_leaf():
+            if self.ctx.budget.remaining < self.settings.expansions or not self.has_open_leaf():
                 return
             to_expand, to_revisit = self.select_round()
             leaves = [p[-1] for p in to_expand]
-            children = await self.ctx.expand(leaves, self.config.expansions) if leaves else []
+            children = await self.ctx.expand(leaves, self.settings.expansions) if leaves else []
             new = [c for kids in children for c in kids]
             if new:
                 await self.ctx.score(new)
@@ -201,7 +221,7 @@ class _MctsRun:
         raw = 0.0 if raw is None else raw
         if self.ctx.scorer_value_kind != "probability":
             self.low, self.high = min(self.low, raw), max(self.high, raw)
-        if self.config.terminal_reward == "verifier" and self.tree[node]["terminal"]:
+        if self.settings.terminal_reward == "verifier" and self.tree[node]["terminal"]:
             verdict = await self.ctx.grade(node)
             if verdict is not None:
                 low, high = self.value_range()
@@ -228,8 +248,8 @@ class _MctsRun:
 
     async def finish(self) -> SearchResult:
         candidates = self.ctx.candidates()
-        if self.config.select is not None:
-            return await self.ctx.finish(candidates, self.config.select)
+        if self.select is not None:
+            return await self.ctx.finish(candidates, self.select)
         leaf = self.most_visited_leaf()
         chosen = leaf if leaf != ROOT and self.tree[leaf]["terminal"] else None
         return await self.ctx.finish(candidates, "best", chosen_node=chosen)

@@ -1,12 +1,19 @@
 """A CPU research testbed: synthetic multi-step arithmetic, small trained policies, exact scorers.
 
-Heavy modules (torch, transformers) are imported only by ``train`` and the policy loaders.
+Importing it registers what it brings (``pumsearch`` does so on import): the ``testbed:`` data sets
+(``--dataset testbed:standard``), the ``testbed:`` models (``--model testbed:weak``, each scored by
+the shipped testbed PUM when no scorer is named) and the ``testbed-prm`` scorer. Heavy modules
+(torch, transformers) are imported only by ``train`` and the policy loaders.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pumsearch.datasets import register_dataset_prefix
+from pumsearch.models import register_model_prefix
+from pumsearch.registry import register_scorer
+from pumsearch.search.problem import Problem
 from pumsearch.testbed.tasks import NAMED_CONFIGS, Chain, TaskSpec, parse_spec, testbed_problems
 
 POLICY_DIR = Path(__file__).parent / "policies"
@@ -49,6 +56,19 @@ def default_scorer_for(model: str | None) -> tuple[str, str] | None:
     if not is_testbed_policy(model) or not (PUM_DIR / "value_head.pt").is_file():
         return None
     return "pum", str(PUM_DIR)
+
+
+def chain_problems(spec: str) -> list[Problem]:
+    """``testbed:<config>``: synthetic arithmetic chains (docs/testbed.md), generated on the fly."""
+    return testbed_problems(spec or "standard")
+
+
+register_dataset_prefix("testbed", chain_problems,
+                        help="synthetic arithmetic chains: testbed:standard, testbed:ops=3-4,n=200,...")
+register_model_prefix("testbed", lambda name: str(policy_path(name)), default_scorer=default_scorer_for,
+                      help="a shipped testbed policy: testbed:weak or testbed:strong")
+register_scorer("testbed-prm", "pumsearch.testbed.scorers:TestbedPRM",
+                help="the testbed's exact step-correctness PRM (testbed questions only, no model)")
 
 
 __all__ = [

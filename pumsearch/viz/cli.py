@@ -56,7 +56,7 @@ def tree_outline(tree: Any, width: int, chosen: set[int]) -> list[str]:
             tags.append(f"answer={attrs['answer']}")
         if attrs["correct"] is not None:
             tags.append("correct" if attrs["correct"] else "wrong")
-        if attrs["visits"]:
+        if attrs.get("visits"):  # MCTS trees only
             tags.append(f"visits={attrs['visits']}")
         mark = "*" if node in chosen else "-"
         tag_text = " ".join(t for t in tags if t)

@@ -12,10 +12,9 @@ import html
 import json
 import math
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from pumsearch.search.tree import ROOT, SearchTree, load_tree
+from pumsearch.search.tree import ROOT, SearchTree
 
 VIEWER_FORMAT = "pumsearch-viewer"
 # Node attributes the viewer shows; token ids are left out (large, and unreadable as numbers).
@@ -104,14 +103,3 @@ def render_trees_html(trees: list[tuple[SearchTree, dict[str, Any] | None, str]]
         single = len(trees) == 1
         title = f"pumsearch tree: {trees[0][0].problem.id}" if single else f"pumsearch: {len(trees)} trees"
     return page_html(title, payload, _VIEWER_BODY, "viewer.js", "pumsearch-data")
-
-
-def write_tree_html(files: list[Path], out: Path, title: str | None = None) -> Path:
-    """Read tree files and write one viewer page to ``out``."""
-    trees = []
-    for file in files:
-        tree, result = load_tree(file)
-        trees.append((tree, result, Path(file).name))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_trees_html(trees, title), encoding="utf-8")
-    return out

@@ -1,0 +1,223 @@
+"""What ``pumsearch run``, ``sweep`` and ``report`` do once their options are read: plan the runs,
+refuse what cannot work before anything is loaded or written, run with a progress bar, print the
+report (docs/evaluation.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pumsearch.cli_common import UsageError, console, err_console, quiet_transformers
+from pumsearch.cli_options import CommandLine, options_per_scorer
+
+
+def run_command(opts: CommandLine) -> None:
+    from pumsearch.runs.grid import parse_scorer_specs, single_plan
+    from pumsearch.strategies import make_strategy
+
+    dataset, shard, model_id = _prepare(opts)
+    specs = parse_scorer_specs(opts["scorer"]) if opts["scorer"] else [None]
+    if len(specs) != 1:
+        raise UsageError("run takes one --scorer; use sweep --scorers for several")
+    (scorer_spec,) = _with_scorer_options(specs, opts.scorer(), "--scorer")
+    config = opts.search_config()
+    make_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
+    problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
+    plan = single_plan(opts["out"], config, scorer_spec, dataset.identity(), model_id)
+    _open_and_execute([plan], problems, opts, shard)
+
+
+def sweep_command(opts: CommandLine) -> None:
+    from pumsearch.runs.grid import parse_int_list, parse_scorer_specs, plan_grid
+    from pumsearch.runs.session import check_sweep_dir, sweep_base_settings
+    from pumsearch.strategies import make_strategy
+
+    dataset, shard, model_id = _prepare(opts)
+    strategies = [s.strip() for s in str(opts["strategies"]).split(",") if s.strip()]
+    if not strategies:
+        raise UsageError("give --strategies, e.g. bon,beam")
+    budgets = parse_int_list(opts["budgets"], "--budgets", minimum=1)
+    seeds = parse_int_list(opts["seeds"], "--seeds")
+    scorers = _with_scorer_options(parse_scorer_specs(opts["scorers"]), opts.scorer(), "--scorers")
+    options = opts.strategy_options(strategies)
+    plans, notes = plan_grid(opts["out"], strategies=strategies, budgets=budgets, scorers=scorers, seeds=seeds,
+                             settings=opts.search_settings(),
+                             strategy_options=dict(zip(strategies, options, strict=True)),
+                             dataset=dataset.identity(), model=model_id)
+    for plan in plans:  # refuse bad settings (e.g. N not a multiple of M) before loading anything
+        make_strategy(plan.spec.search, plan.scorer is not None)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if not plans:
+        raise UsageError("the grid is empty: every strategy needs a scorer that --scorers does not give")
+    problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
+    base = {"settings": sweep_base_settings(opts.flat_settings(options)),
+            "dataset": dataset.identity(), "model": model_id}
+    keyed = {s.spec: s.keyed_options() for s in scorers if s is not None and s.keyed_options()}
+    if keyed:  # only when set, so sweep directories made before these flags keep their key
+        base["scorer_options"] = keyed
+    grid = {"strategies": strategies, "budgets": budgets, "scorers": [s.spec if s else "none" for s in scorers],
+            "seeds": seeds}
+    _open_and_execute(plans, problems, opts, shard, before_open=lambda: check_sweep_dir(opts["out"], base, grid))
+
+
+def _prepare(opts: CommandLine) -> tuple[Any, tuple[int, int] | None, dict[str, Any]]:
+    from pumsearch.runs.grid import parse_shard
+    from pumsearch.runs.session import DatasetChoice, model_identity, parse_ids
+
+    if not opts["dataset"]:
+        raise UsageError("give --dataset (math500, gsm8k, a .jsonl path, or hf:NAME)")
+    if opts["out"] is None:
+        raise UsageError("give --out: the directory the records go to")
+    dataset = DatasetChoice(opts["dataset"], opts["question_field"], opts["answer_field"], opts["id_field"],
+                            opts["limit"], opts["offset"], parse_ids(opts["ids"]))
+    shard = parse_shard(opts["shard"])
+    backend = opts.backend()
+    model_id = model_identity(opts["model"], backend["backend"], backend["dtype"], url=backend.get("url"),
+                              tokenizer=backend.get("tokenizer"))
+    return dataset, shard, model_id
+
+
+def _with_scorer_options(specs: list[Any], options: dict[str, Any], scorer_flag: str) -> list[Any]:
+    """The scorer specs with the --scorer-* options each takes (refusing one that none takes)."""
+    named = [s for s in specs if s is not None]
+    per_scorer = iter(options_per_scorer([s.name for s in named], options, scorer_flag=scorer_flag))
+    return [None if s is None else replace(s, options=next(per_scorer)) for s in specs]
+
+
+def _check_references(plans: Sequence[Any], problems: Sequence[Any], scorers: dict[str, Any]) -> None:
+    """A strategy setting or a scorer that needs reference answers refuses a dataset without them."""
+    from pumsearch.search.problem import require_answers
+    from pumsearch.strategies import make_strategy
+
+    needs = {make_strategy(pl.spec.search, pl.scorer is not None).needs_reference() for pl in plans} - {None}
+    for need in sorted(needs):
+        require_answers(problems, who=need, fix="give --answer-field", error=UsageError)
+    for spec, scorer in scorers.items():
+        if scorer.needs_reference:
+            require_answers(problems, who=f"scorer {spec}", fix="give --answer-field or drop that scorer",
+                            error=UsageError)
+
+
+def _open_and_execute(plans: list[Any], problems: list[Any], opts: CommandLine, shard: tuple[int, int] | None,
+                      before_open: Callable[[], None] | None = None) -> None:
+    """Load the scorers, open the run directories (refusing one of another configuration), load the
+    policy, run. Scorers load first, so a bad checkpoint or option leaves no directory behind."""
+    from pumsearch.runs.rundir import open_run_dir
+    from pumsearch.runs.session import close_scorers, load_policy, load_scorers, run_plans
+
+    _check_references(plans, problems, {})
+    quiet_transformers()
+    with console.status("loading the scorers...") if any(pl.scorer for pl in plans) else contextlib.nullcontext():
+        scorers = load_scorers([pl.scorer for pl in plans], plans[0].spec.search.step_delimiter)
+    try:
+        _check_references(plans, problems, scorers)
+        if before_open is not None:
+            before_open()
+        for plan in plans:
+            open_run_dir(plan.path, plan.spec)
+        with console.status("loading the model..."):
+            generator = load_policy(opts["model"], opts.backend())
+    except BaseException:
+        close_scorers(scorers)  # from here on run_plans closes them
+        raise
+    progress = RichProgress()
+    try:
+        with progress:
+            run_plans(plans, problems, generator, progress=progress, concurrency=opts["concurrency"],
+                      batch_tokens=opts["batch_tokens"], shard=shard, scorers=scorers)
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted:[/] finished problems are saved in {opts['out']}; "
+                          "rerun the same command to resume", highlight=False)
+        raise typer.Exit(130) from None
+    for plan in plans:
+        summary = json.loads((plan.path / "summary.json").read_text())
+        console.print(f"{plan.label}: {summary['problems_finished']} finished, {summary['problems_failed']} "
+                      f"failed, accuracy {_fmt(summary['accuracy'])} -> {plan.path}", highlight=False, markup=False)
+
+
+class RichProgress:
+    """A rich progress bar per run, with live accuracy and generated tokens per second."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("acc {task.fields[acc]}"), TextColumn("{task.fields[tps]} tok/s"),
+                                 TimeElapsedColumn(), console=err_console)
+        self.task: Any = None
+        self.tally: Any = None
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def begin(self, label: str, total: int, already_done: int) -> None:
+        from pumsearch.runs.runner import Tally
+
+        self.tally = Tally()
+        self.task = self.progress.add_task(escape(label), total=total, completed=already_done, acc="-",
+                                           tps="-")
+
+    def record(self, record: dict[str, Any]) -> None:
+        self.tally.add(record)
+        acc = self.tally.accuracy
+        self.progress.update(self.task, advance=1, acc="-" if acc is None else f"{acc:.3f}",
+                             tps=f"{self.tally.tokens_per_second:.1f}")
+
+
+# -- report -----------------------------------------------------------------------------------------
+def report_command(dirs: list[Path], csv_out: Path | None, json_out: Path | None, plots: Path | None,
+                   no_plots: bool) -> None:
+    from pumsearch.runs import report as rep
+
+    result = rep.build_report(dirs)
+    print_report(result)
+    if csv_out:
+        rep.write_csv(result, csv_out)
+        console.print(f"table written to {csv_out}", highlight=False, markup=False)
+    if json_out:
+        rep.write_json(result, json_out)
+        console.print(f"report written to {json_out}", highlight=False, markup=False)
+    if not no_plots:
+        for path in rep.save_figures(rep.make_figures(result), plots or dirs[0] / "plots"):
+            console.print(f"plot written to {path}", highlight=False, markup=False)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_report(result: Any) -> None:
+    table = Table(title="accuracy by configuration and budget")
+    for col in ("dataset", "strategy", "scorer", "select", "N", "seeds", "n", "accuracy", "± se", "pass@N",
+                "maj@N", "tokens", "wall s", "config"):
+        left = col in ("dataset", "strategy", "scorer", "select")
+        table.add_column(col, justify="left" if left else "right")
+    for r in result.rows:
+        table.add_row(escape(r.dataset), escape(r.strategy), escape(r.scorer), r.select,
+                      f"{r.budget}{'*' if r.subsampled else ''}", str(r.seeds), str(r.n), _fmt(r.accuracy),
+                      _fmt(r.se), _fmt(r.pass_at_n), _fmt(r.maj_at_n), _fmt(r.mean_tokens, 1),
+                      _fmt(r.mean_wall_time, 2), r.family[:8])
+    console.print(table)
+    if any(r.subsampled for r in result.rows):
+        console.print("* read off a run at a larger N (subsampled)", highlight=False, markup=False)
+    if result.breakdown:
+        sub = Table(title="accuracy by level and subject")
+        for col in ("strategy", "scorer", "select", "N", "field", "value", "n", "accuracy"):
+            sub.add_column(col)
+        for b in result.breakdown:
+            sub.add_row(escape(b["strategy"]), escape(b["scorer"]), b["select"], str(b["budget"]), b["field"],
+                        escape(str(b["value"])), str(b["n"]), _fmt(b["accuracy"]))
+        console.print(sub)

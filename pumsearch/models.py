@@ -1,0 +1,184 @@
+"""Models by name, for every layer that loads one: backends, scorers and PUM training.
+
+- **Names.** A model is a path, a hub name, or an alias under a registered prefix (the testbed
+  registers ``testbed:``, so ``testbed:weak`` names a shipped policy). ``resolve_model_name`` turns
+  an alias into its path; a prefix may also name the scorer its models get when none is named.
+- **Loading.** ``load_pretrained`` (tokenizer and model) and ``load_tokenizer``, with one clear line
+  for a missing path, a directory without a model, or a hub name that cannot be fetched; remote
+  code runs only when asked for.
+- **Where and how.** ``resolve_device`` (``auto``, a CUDA device that is not there) and
+  ``resolve_dtype`` (names and aliases; ``auto`` is bfloat16 on CUDA, float32 elsewhere).
+- **Seeds.** ``hash_seed``: a request's seed and a sample's index give the sample its own seed, so
+  draws never depend on what else shares a batch (every backend derives the same ones).
+
+torch and transformers are imported inside the functions: importing this module is light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pumsearch.registry import Entry, Registry
+
+
+class ModelLoadError(ValueError):
+    """The model could not be found or loaded (the message says what to fix)."""
+
+
+# -- aliases under registered prefixes ------------------------------------------------------------
+DefaultScorer = Callable[[str], "tuple[str, str] | None"]
+
+
+@dataclass(frozen=True)
+class ModelPrefix(Entry):
+    """``<name>:<rest>`` names a model: ``target(rest)`` is its path (ValueError for an unknown rest).
+    ``default_scorer(model)``, where set, is (scorer, scorer model) for a model of this family given
+    by any spelling (alias or path), or None."""
+
+    default_scorer: DefaultScorer | None = None
+
+
+MODEL_PREFIXES: Registry[ModelPrefix] = Registry("model prefix")
+
+
+def register_model_prefix(prefix: str, resolve: Callable[[str], str], *, help: str,
+                          default_scorer: DefaultScorer | None = None, replace: bool = False) -> None:
+    """Make ``<prefix>:<rest>`` name the model at ``resolve(rest)`` wherever a model is named."""
+    if not prefix or ":" in prefix:
+        raise ValueError(f"a model prefix must be a non-empty name without ':' (got {prefix!r})")
+    MODEL_PREFIXES.add(ModelPrefix(prefix, help, resolve, default_scorer=default_scorer), replace=replace)
+
+
+def is_alias(name: str | None) -> bool:
+    """Whether ``name`` is ``<prefix>:<rest>`` under a registered prefix."""
+    prefix, sep, _ = (name or "").partition(":")
+    return bool(sep) and prefix in MODEL_PREFIXES
+
+
+def resolve_model_name(name: str) -> str:
+    """An alias's path (the prefix's resolver raises ValueError for an unknown alias); any other
+    name unchanged."""
+    if not is_alias(name):
+        return name
+    prefix, _, rest = name.partition(":")
+    return str(MODEL_PREFIXES.get(prefix).resolve()(rest))
+
+
+def default_scorer_for(model: str | None) -> tuple[str, str] | None:
+    """The scorer a registered model family brings along when no scorer is named: the first answer
+    of the prefixes' ``default_scorer`` rules, or None."""
+    if not model:
+        return None
+    for entry in MODEL_PREFIXES:
+        found = entry.default_scorer(model) if entry.default_scorer is not None else None
+        if found is not None:
+            return found
+    return None
+
+
+# -- locating and loading --------------------------------------------------------------------------
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "auto": "auto"}
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    import torch
+
+    key = DTYPES.get(name.lower())
+    if key is None:
+        raise ModelLoadError(f"unknown dtype {name!r}: use float32, bfloat16, float16 or auto")
+    if key == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, key)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible: use --device cpu")
+    return device
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
+
+
+def check_model_location(name: str) -> None:
+    """Clear errors for a missing path or a directory that holds no model."""
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"model path {name} does not exist")
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ModelLoadError(f"{name} is not a model directory (no config.json in it)")
+
+
+def load_pretrained(name: str, *, dtype: Any, device: str, trust_remote_code: bool = False,
+                    model_class: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+    """Load a tokenizer and model from a path or hub name, turning hub failures into clear errors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_location(name)
+    model_class = model_class or AutoModelForCausalLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+        model = model_class.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as err:
+        if looks_like_path(name):
+            raise ModelLoadError(f"could not load the model at {name}: {err}") from None
+        raise ModelLoadError(
+            f"could not load {name!r} from the Hugging Face hub (offline, or no such model?). "
+            "Download it first or pass a local path."
+        ) from None
+    model.to(device)
+    model.eval()
+    return tokenizer, model
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
+    """A tokenizer alone, for a model that runs elsewhere (a server renders no chat prompts for us)."""
+    from transformers import AutoTokenizer
+
+    try:
+        check_model_location(name)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"could not load the tokenizer {name!r} (needed for chat prompts): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; "
+            "pass --tokenizer with a local path"
+        ) from None
+
+
+# -- seeds ------------------------------------------------------------------------------------------
+def hash_seed(seed: int | None, index: int) -> int:
+    """A per-sample seed from the request seed and the sample's index."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([(seed or 0) & 0xFFFFFFFFFFFFFFFF, index]).generate_state(1, np.uint64)[0]
+               & 0x7FFFFFFFFFFFFFFF)
+
+
+__all__ = [
+    "DTYPES",
+    "MODEL_PREFIXES",
+    "ModelLoadError",
+    "ModelPrefix",
+    "check_model_location",
+    "default_scorer_for",
+    "hash_seed",
+    "is_alias",
+    "load_pretrained",
+    "load_tokenizer",
+    "looks_like_path",
+    "register_model_prefix",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_model_name",
+]

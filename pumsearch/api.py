@@ -33,7 +33,7 @@ def with_default_scorer(
     model: str | None, scorer: str | Scorer | None, scorer_model: str | None
 ) -> tuple[str | Scorer | None, str | None]:
     """The scorer and scorer model as given; when neither is given, the one ``model``'s registered
-    family brings (a shipped testbed policy: the shipped testbed PUM; see
+    family brings (a shipped testbed policy: the exact testbed PRM; see
     pumsearch.models.default_scorer_for)."""
     if scorer is not None or scorer_model is not None or not model:
         return scorer, scorer_model
@@ -85,11 +85,11 @@ def solve(
     """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...) and
     the strategy's own settings (beam_width, c_puct...; see ``search_config``). ``scorer_model`` etc.
     are the --scorer-* flags; ``scorer_options`` takes any other scorer option. With no ``scorer`` and
-    ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the shipped testbed PUM
-    scores (see ``with_default_scorer``)."""
+    ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the testbed's default
+    scorer scores (the exact PRM; see ``with_default_scorer``)."""
     config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
-    if generator is None:  # a testbed policy with no scorer named gets the shipped testbed PUM
+    if generator is None:  # a testbed policy with no scorer named gets the testbed's default scorer
         scorer, scorer_model = with_default_scorer(model, scorer, scorer_model)
     flags = {"model": scorer_model, "base": scorer_base, "device": scorer_device, "dtype": scorer_dtype,
              "prm_format": prm_format}

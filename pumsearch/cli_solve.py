@@ -25,13 +25,15 @@ def solve_command(opts: CommandLine) -> None:
 
     scorer, as_json = opts["scorer"], opts["as_json"]
     scorer_flags = opts.scorer()
-    if scorer is None and opts["scorer_model"] is None:  # a testbed policy brings its own PUM
+    if scorer is None and opts["scorer_model"] is None:  # a testbed policy brings its default scorer
         scorer, scorer_model = with_default_scorer(opts["model"], scorer, None)
         if scorer is not None:
-            scorer_flags["model"] = scorer_model
+            if scorer_model is not None:  # a checkpoint named by the default (a PUM's)
+                scorer_flags["model"] = scorer_model
             if not as_json:
-                err_console.print(f"[yellow]note:[/] no --scorer given: using the shipped testbed PUM "
-                                  f"({escape(str(scorer_model))})", highlight=False)
+                named = f"{scorer} ({scorer_model})" if scorer_model else str(scorer)
+                err_console.print(f"[yellow]note:[/] no --scorer given: using the model's default scorer "
+                                  f"{escape(named)}", highlight=False)
     per_scorer = options_per_scorer([scorer] if scorer else [], scorer_flags)
     result, config = _solve(opts, scorer, per_scorer[0] if per_scorer else {})
     started = time.time() - result.counters.wall_time

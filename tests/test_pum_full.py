@@ -38,7 +38,7 @@ def fixed_pairs() -> list[Pair]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_models import build_tiny_causal_lm
+    from tests.tiny_models import build_tiny_causal_lm
 
     torch.set_num_threads(1)
     return build_tiny_causal_lm(tmp_path_factory.mktemp("pum-full") / "base", "qwen3")

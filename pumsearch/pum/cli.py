@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from pumsearch.cli_common import fail, user_errors
+from pumsearch.cli_common import THREADS_HELP, fail, user_errors
+from pumsearch.models import use_cpu_threads
 
 pum_app = typer.Typer(help="Train your own Prefix Utility Model: label, pairs, train (docs/pum-training.md).",
                       no_args_is_help=True)
@@ -90,9 +91,11 @@ def label_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16, ...")] = "float32",
     step_delimiter: Delimiter = "\n\n",
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
     """Sample trajectories, cut prefixes, estimate each prefix's gain for every student."""
     try:
+        use_cpu_threads(threads)
         from pumsearch.datasets import load_problems
         from pumsearch.pum.label import LabelSettings, label_to_file
 
@@ -191,7 +194,7 @@ def train_cmd(
     keep: Annotated[str, typer.Option(help="last epoch, or best held-out pairwise accuracy.")] = "last",
     batch_order: Annotated[str, typer.Option(help="random, or problem: each batch holds whole problems' pairs, "
                                                   "whose shared prefixes run once (faster).")] = "random",
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     seed: Seed = 0,
     step_delimiter: Delimiter = "\n\n",
 ) -> None:
@@ -207,10 +210,7 @@ def train_cmd(
                                  max_length=max_length, max_steps=max_steps, weight_decay=weight_decay,
                                  schedule=schedule, keep=keep, batch_order=batch_order, seed=seed,
                                  step_delimiter=step_delimiter)
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        use_cpu_threads(threads)
         resolved = _resolve(base)
         if resolved is None:
             raise ValueError("--base needs a model path or name")

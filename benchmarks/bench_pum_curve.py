@@ -47,7 +47,7 @@ async def beam_accuracy(checkpoint: Path, args: argparse.Namespace) -> dict[str,
     """Beam search with the PUM on the test chains: accuracy per seed and pooled (± one SE)."""
     from pumsearch.api import asearch, resolve_scorer
     from pumsearch.backends import load_generator
-    from pumsearch.search.config import SearchConfig
+    from pumsearch.strategies import search_config
     from pumsearch.testbed import testbed_problems
 
     problems = testbed_problems(args.beam_spec)
@@ -55,8 +55,8 @@ async def beam_accuracy(checkpoint: Path, args: argparse.Namespace) -> dict[str,
     outcomes: list[float] = []
     per_seed = {}
     for seed in args.beam_seeds:
-        config = SearchConfig(strategy="beam", budget=args.beam, beam_width=4, temperature=0.8, max_tokens=96,
-                              max_step_tokens=24, seed=seed)
+        config = search_config(strategy="beam", budget=args.beam, beam_width=4, temperature=0.8, max_tokens=96,
+                               max_step_tokens=24, max_depth=40, seed=seed)
         scorer = resolve_scorer("pum", config, model=str(checkpoint))
         results = await asearch(problems, generator=generator, scorer=scorer, config=config)
         await scorer.aclose()
@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.5)
     parser.add_argument("--min-confidence", type=float, default=0.9)
     parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--keep", default="last", help="last, or best (picks the epoch on the held-out pairs "
+                        "it then reports: optimistic)")
     parser.add_argument("--beam", type=int, default=0, help="beam N on test chains per point (0: none)")
     parser.add_argument("--beam-spec", default="standard")
     parser.add_argument("--beam-seeds", type=ints, default=[0, 1, 2])
@@ -98,7 +100,7 @@ def main() -> None:
     extra = [p for path in args.extra for p in read_pairs(path)]
     order, extra_order = train_side_order(pairs, args.val_fraction), train_side_order(extra, args.val_fraction)
     settings = TrainSettings(mode=args.mode, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
-                             batch_pairs=args.batch_pairs, schedule=args.schedule, keep="best",
+                             batch_pairs=args.batch_pairs, schedule=args.schedule, keep=args.keep,
                              batch_order="problem", val_fraction=args.val_fraction)
     store = args.out / "curve.json"
     curve = json.loads(store.read_text()) if store.exists() else {"points": {}}

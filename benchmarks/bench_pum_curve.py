@@ -12,7 +12,9 @@ its held-out pairs.
     python benchmarks/bench_pum_curve.py --labels labels.jsonl --points 150,500,1000 \\
         --base testbed:strong --mode full --out /tmp/curve
 
-Writes <out>/curve.json (one entry per point) and, per point, the checkpoint <out>/P/.
+Writes <out>/curve.json (one entry per point) and, per point, the checkpoint <out>/P/; with
+``--plot``, the curve as a PNG. Listed points are (re)trained, the others in curve.json kept, so
+``--points "" --plot curve.png`` only draws.
 """
 
 from __future__ import annotations
@@ -69,6 +71,38 @@ async def beam_accuracy(checkpoint: Path, args: argparse.Namespace) -> dict[str,
             "se": round(se, 4)}
 
 
+def plot_curve(curve: dict[str, Any], path: Path, reference: dict[str, Any] | None) -> None:
+    """Held-out pairwise accuracy (left) and beam accuracy (right) against labelled train problems;
+    ``reference`` (bench_pum_pairs.py's JSON) adds the exact PRM's pairwise accuracy and the label ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(curve["points"].values(), key=lambda e: e["train_problems"])
+    xs = [e["train_problems"] for e in points]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(xs, [e["held_out_accuracy"] for e in points], marker="o", label="PUM")
+    if reference is not None:
+        for name, style in (("exact_prm", ":"), ("exact_prm_half", "-."), ("ceiling", "--")):
+            value = reference["accuracy"].get(name, {}).get("all")
+            if value is not None:
+                axes[0].axhline(value, linestyle=style, color="grey", label=name)
+    axes[0].set_ylabel("held-out pairwise accuracy")
+    beams = [e for e in points if "beam" in e]
+    if beams:
+        axes[1].errorbar([e["train_problems"] for e in beams], [e["beam"]["accuracy"] for e in beams],
+                         yerr=[e["beam"]["se"] for e in beams], marker="o", capsize=3, label="beam with the PUM")
+        axes[1].set_ylabel(f"beam accuracy, N = {beams[0]['beam']['n']}")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled train problems")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", type=Path, required=True)
@@ -89,6 +123,8 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=0, help="beam N on test chains per point (0: none)")
     parser.add_argument("--beam-spec", default="standard")
     parser.add_argument("--beam-seeds", type=ints, default=[0, 1, 2])
+    parser.add_argument("--reference", type=Path, default=None, help="bench_pum_pairs.py JSON for the plot's lines")
+    parser.add_argument("--plot", type=Path, default=None, help="write the curve plot here (PNG)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import torch
@@ -128,6 +164,9 @@ def main() -> None:
         curve["points"][str(point)] = entry
         store.write_text(json.dumps(curve, indent=2) + "\n")
         print(json.dumps({k: v for k, v in entry.items() if k != "history"}))
+    if args.plot is not None:
+        reference = json.loads(args.reference.read_text()) if args.reference else None
+        plot_curve(curve, args.plot, reference)
 
 
 if __name__ == "__main__":

@@ -79,18 +79,13 @@ class TrainSettings:
     batch_order: str = "random"  # problem: a batch holds whole problems' pairs (shared prefixes run once)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise TrainError(f"unknown --mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if self.tie_loss not in TIE_LOSSES:
-            raise TrainError(f"unknown --tie-loss {self.tie_loss!r}: use one of {', '.join(TIE_LOSSES)}")
-        if self.activation not in ACTIVATIONS:
-            raise TrainError(f"unknown --activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
-        if self.keep not in KEEP:
-            raise TrainError(f"unknown --keep {self.keep!r}: use one of {', '.join(KEEP)}")
-        if self.batch_order not in BATCH_ORDERS:
-            raise TrainError(f"unknown --batch-order {self.batch_order!r}: use one of {', '.join(BATCH_ORDERS)}")
-        if self.schedule not in SCHEDULES:
-            raise TrainError(f"unknown --schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        choices = (("mode", MODES), ("tie_loss", TIE_LOSSES), ("activation", ACTIVATIONS), ("keep", KEEP),
+                   ("batch_order", BATCH_ORDERS), ("schedule", SCHEDULES))
+        for name, allowed in choices:
+            value = getattr(self, name)
+            if value not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise TrainError(f"unknown {flag} {value!r}: use one of {', '.join(allowed)}")
         if self.keep == "best" and self.val_fraction == 0:
             raise TrainError("--keep best needs held-out problems: set --val-fraction above 0")
         if not 0 <= self.val_fraction < 1:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -71,9 +72,11 @@ async def beam_accuracy(checkpoint: Path, args: argparse.Namespace) -> dict[str,
             "se": round(se, 4)}
 
 
-def plot_curve(curve: dict[str, Any], path: Path, reference: dict[str, Any] | None) -> None:
+def plot_curve(curve: dict[str, Any], path: Path, reference: dict[str, Any] | None,
+               beam_lines: dict[str, float]) -> None:
     """Held-out pairwise accuracy (left) and beam accuracy (right) against labelled train problems;
-    ``reference`` (bench_pum_pairs.py's JSON) adds the exact PRM's pairwise accuracy and the label ceiling."""
+    ``reference`` (bench_pum_pairs.py's JSON) adds the exact PRM's pairwise accuracy and the label
+    ceiling, ``beam_lines`` other methods' accuracy at the same N (measured elsewhere)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,6 +97,8 @@ def plot_curve(curve: dict[str, Any], path: Path, reference: dict[str, Any] | No
         axes[1].errorbar([e["train_problems"] for e in beams], [e["beam"]["accuracy"] for e in beams],
                          yerr=[e["beam"]["se"] for e in beams], marker="o", capsize=3, label="beam with the PUM")
         axes[1].set_ylabel(f"beam accuracy, N = {beams[0]['beam']['n']}")
+    for (name, value), style in zip(beam_lines.items(), itertools.cycle((":", "-.", "--")), strict=False):
+        axes[1].axhline(value, linestyle=style, color="grey", label=name)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("labelled train problems")
@@ -125,6 +130,8 @@ def main() -> None:
     parser.add_argument("--beam-seeds", type=ints, default=[0, 1, 2])
     parser.add_argument("--reference", type=Path, default=None, help="bench_pum_pairs.py JSON for the plot's lines")
     parser.add_argument("--plot", type=Path, default=None, help="write the curve plot here (PNG)")
+    parser.add_argument("--beam-line", action="append", default=[], help="NAME=ACCURACY: a reference line "
+                        "on the beam panel (e.g. the exact PRM's beam accuracy at the same N)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import torch
@@ -166,7 +173,8 @@ def main() -> None:
         print(json.dumps({k: v for k, v in entry.items() if k != "history"}))
     if args.plot is not None:
         reference = json.loads(args.reference.read_text()) if args.reference else None
-        plot_curve(curve, args.plot, reference)
+        lines = {name: float(value) for name, _, value in (line.rpartition("=") for line in args.beam_line)}
+        plot_curve(curve, args.plot, reference, lines)
 
 
 if __name__ == "__main__":

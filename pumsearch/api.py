@@ -40,7 +40,7 @@ class SearchDefault:
     scorer_model: str | None
     strategy: str | None  # run this strategy instead of the one asked for; None: as asked
     note: str
-    from_family: bool = False  # the model's own scorer (a testbed policy's PUM), not the search's rule
+    from_family: bool = False  # the model's own scorer (a testbed policy's exact PRM), not the search's rule
 
 
 # A strategy that needs a scorer, with none named and none the model's family brings, scores by the
@@ -69,8 +69,8 @@ UNKNOWN_LOGPROBS = "a generator object may return no token log-probabilities (pa
 
 def search_default(model: str | None, strategy: str, backend: str | None = "transformers") -> SearchDefault | None:
     """What a search with ``strategy`` and no scorer named runs with: the scorer ``model``'s
-    registered family brings (a shipped testbed policy: the shipped testbed PUM; see
-    pumsearch.models.default_scorer_for); else, for a strategy that needs a scorer, the confidence
+    registered family brings (a shipped testbed policy: the exact testbed PRM, the best measured
+    scorer that ships; see pumsearch.testbed.DEFAULT_SCORER); else, for a strategy that needs a scorer, the confidence
     scorer where it was measured to help (MEASURED_WITH_CONFIDENCE) and ``backend`` returns token
     log-probabilities (None: unknown, a generator object), or Best-of-N with majority vote instead;
     None when the strategy runs as asked without one (Best-of-N: majority vote)."""
@@ -81,8 +81,9 @@ def search_default(model: str | None, strategy: str, backend: str | None = "tran
     family = default_scorer_for(model)
     if family is not None:
         name, path = family
-        return SearchDefault(name, path, None, f"no --scorer: {model} brings its own scorer, --scorer {name} "
-                                               f"--scorer-model {path}; name another with --scorer", True)
+        named = f"--scorer {name}" + (f" --scorer-model {path}" if path else "")
+        return SearchDefault(name, path, None, f"no --scorer: {model} brings its own scorer, {named}; "
+                                               "name another with --scorer", True)
     cls = get_strategy(strategy)
     if not cls.requires_scorer:
         return None
@@ -158,18 +159,18 @@ def solve(
     """Search one question. ``settings`` are SearchConfig fields (strategy, budget, temperature...) and
     the strategy's own settings (beam_width, c_puct...; see ``search_config``). ``scorer_model`` etc.
     are the --scorer-* flags; ``scorer_options`` takes any other scorer option. With no ``scorer`` and
-    ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the shipped testbed PUM
-    scores; a strategy that needs a scorer takes ``search_default``'s (the confidence scorer, or
+    ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the testbed's default
+    scorer (the exact PRM) scores; a strategy that needs a scorer takes ``search_default``'s (the confidence scorer, or
     Best-of-N with majority vote where that was not measured to help or ``generator`` is an object
     of unknown log-probabilities), with a UserWarning that says so."""
     config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
-    if scorer is None and scorer_model is None:  # a testbed policy's PUM; a tree search: see search_default
+    if scorer is None and scorer_model is None:  # a testbed policy's default; a tree search: see search_default
         default = search_default(model if generator is None else None, config.strategy,
                                  "transformers" if generator is None else None)
         if default is not None:
             scorer, scorer_model, config = default.scorer, default.scorer_model, apply_default(config, default)
-            if not default.from_family:  # a testbed policy's PUM is what it is for; the rest: say so
+            if not default.from_family:  # a testbed policy's own scorer is what it is for; the rest: say so
                 warnings.warn(default.note, UserWarning, stacklevel=2)
     flags = {"model": scorer_model, "base": scorer_base, "device": scorer_device, "dtype": scorer_dtype,
              "prm_format": prm_format}

@@ -26,7 +26,7 @@ def solve_command(opts: CommandLine) -> None:
     scorer, as_json = opts["scorer"], opts["as_json"]
     scorer_flags = opts.scorer()
     default = None
-    if scorer is None and opts["scorer_model"] is None:  # a testbed policy's PUM; a tree search: search_default
+    if scorer is None and opts["scorer_model"] is None:  # a testbed policy's default; a tree search: search_default
         default = search_default(opts["model"], opts["strategy"], opts["backend"])
         if default is not None:
             scorer = default.scorer

@@ -315,7 +315,7 @@ def test_the_default_rule() -> None:
         assert fallback is not None and (fallback.scorer, fallback.strategy) == (None, "bon"), strategy
         assert fallback.note == NO_SCORER_NOTE.format(strategy=name, why=why)
     testbed = search_default("testbed:weak", "beam")  # the model family's own default wins
-    assert testbed is not None and testbed.scorer == "pum" and testbed.strategy is None and testbed.from_family
+    assert testbed is not None and testbed.scorer == "testbed-prm" and testbed.strategy is None and testbed.from_family
     config = apply_default(search_config(strategy="beam", budget=8, beam_width=2), fallback)
     assert (config.strategy, config.budget, config.strategy_options) == ("bon", 8, {})
 

@@ -9,25 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import pumsearch.cli_runs
-import pumsearch.cli_solve
 from pumsearch.backends import load_generator
 from pumsearch.cli import app
 from pumsearch.cli_options import CommandLine
+from tests import test_cli_options
 from tests.helpers_runs import write_gsm8k_style
 
 runner = CliRunner()
+captured = test_cli_options.captured  # the fixture: the options each command would run with, unrun
 BASE = {"solve": ["solve", "q"], "run": ["run"], "sweep": ["sweep"]}
-
-
-@pytest.fixture()
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[CommandLine]:
-    """The options each command would run with; the command itself does nothing."""
-    seen: list[CommandLine] = []
-    for module, name in ((pumsearch.cli_solve, "solve_command"), (pumsearch.cli_runs, "run_command"),
-                         (pumsearch.cli_runs, "sweep_command")):
-        monkeypatch.setattr(module, name, seen.append)
-    return seen
 
 
 @pytest.mark.parametrize("command", ["solve", "run", "sweep"])

@@ -7,9 +7,11 @@ then decode one token per live row per step.
    goes back into the cache. The last prompt token always runs, for its logits.
 2. Decode. Every row samples from its own seeded stream (sampling.py), so its tokens do not
    depend on its batch mates; a finished row leaves the batch, and rows still waiting join it
-   (prefilled, then merged in) when a quarter of it is free, so a call longer than the batch has
-   one tail; a row that stopped at a step delimiter leaves its keys and values in the cache,
-   where the next round of a tree search (which extends exactly that prefix) finds them.
+   (prefilled, then merged in) when a quarter of it is free or all of them fit, so a call longer
+   than the batch has one tail. The rows come from a feed (``serve``): one call's rows, or those
+   of many async calls arriving while the loop runs (transformers_backend.py). A row that stopped
+   at a step delimiter leaves its keys and values in the cache, where the next round of a tree
+   search (which extends exactly that prefix) finds them.
 3. Stops. End of sequence and token caps are checked for the whole batch at once; the decoded
    tail of a row is read for stop strings only on steps whose token could complete one.
 

@@ -81,6 +81,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     options: dict[str, Any] = {} if args.kv_cache_mb is None else {"kv_cache_mb": args.kv_cache_mb}
     options["continuous"] = not args.lockstep
+    if args.max_batch_rows is not None:
+        options["max_batch_rows"] = args.max_batch_rows
     generator = load_generator(None, **options)
     config = search_config(**settings_for(args.strategy, args.budget, args))
     problems = gsm8k_problems(args.problems)
@@ -128,6 +130,7 @@ def child_command(args: argparse.Namespace, strategy: str, budget: int, kv_cache
                "--beam-width", str(args.beam_width), "--mcts-steps", str(args.mcts_steps),
                "--seed", str(args.seed), "--threads", str(args.threads)]
     command += ["--lockstep"] if lockstep else []
+    command += [] if args.max_batch_rows is None else ["--max-batch-rows", str(args.max_batch_rows)]
     return command + ([] if kv_cache_mb is None else ["--kv-cache-mb", str(kv_cache_mb)])
 
 
@@ -165,6 +168,7 @@ def main() -> None:
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="prefix cache budget (default: automatic)")
     parser.add_argument("--compare-cache", action="store_true", help="run each configuration with the cache off too")
     parser.add_argument("--lockstep", action="store_true", help="one backend batch per round of all problems")
+    parser.add_argument("--max-batch-rows", type=int, default=None, help="rows decoded together (default 64)")
     parser.add_argument("--compare-lockstep", action="store_true", help="run each configuration lock-step too")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

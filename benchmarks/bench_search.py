@@ -11,10 +11,7 @@ wall time and the run's CPU time (with one torch thread, CPU time is what the ru
 the better figure on a machine shared with other jobs).
 
 ``--kv-cache-mb 0`` turns the prefix cache off (rows of one call that share a prompt still
-prefill it once); ``--compare-cache`` runs every configuration both ways. ``--lockstep`` hands the
-backend one batch per round of all problems (the engine waits for every search; the backend's
-``continuous=False``) instead of each search's round as soon as it is ready; ``--compare-lockstep``
-runs every configuration both ways (column ``mode``).
+prefill it once); ``--compare-cache`` runs every configuration both ways.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_search.py --threads 1 --budgets 4,8,16 --problems 8 \\
         --max-tokens 128 --repeats 2
@@ -23,7 +20,6 @@ runs every configuration both ways (column ``mode``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import resource
@@ -39,7 +35,7 @@ if not any(Path(p, "pumsearch").is_dir() for p in sys.path[1:] if p):  # else: t
 
 DATA = Path(__file__).resolve().parents[1] / "pumsearch" / "data" / "gsm8k_test.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results" / "backend" / "search_vs_bon.json"
-COLUMNS = ("strategy", "N", "cache", "mode", "wall_s", "wall_vs_bon", "cpu_s", "cpu_vs_bon", "generated_tokens",
+COLUMNS = ("strategy", "N", "cache", "wall_s", "wall_vs_bon", "cpu_s", "cpu_vs_bon", "generated_tokens",
            "tokens_vs_bon", "prompt_tokens", "cached_share", "backend_calls", "mean_batch_rows",
            "peak_rss_mb", "kv_cache_peak_mb", "correct")
 
@@ -79,10 +75,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     from pumsearch.search.result import SearchResult
     from pumsearch.strategies import search_config
 
-    options: dict[str, Any] = {} if args.kv_cache_mb is None else {"kv_cache_mb": args.kv_cache_mb}
-    options["continuous"] = not args.lockstep
-    if args.max_batch_rows is not None:
-        options["max_batch_rows"] = args.max_batch_rows
+    options = {} if args.kv_cache_mb is None else {"kv_cache_mb": args.kv_cache_mb}
     generator = load_generator(None, **options)
     config = search_config(**settings_for(args.strategy, args.budget, args))
     problems = gsm8k_problems(args.problems)
@@ -98,7 +91,6 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "strategy": args.strategy, "N": args.budget,
         "cache": "off" if args.kv_cache_mb == 0 else "on",
-        "mode": "lockstep" if args.lockstep else "continuous",
         "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "generated_tokens": sum(r.counters.generated_tokens for r in ok),
         "prompt_tokens": prompt, "cached_prompt_tokens": cached,
@@ -107,45 +99,31 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "mean_batch_rows": round(sum(r.counters.mean_batch_size for r in ok) / len(ok), 1),
         "tree_nodes": sum(len(r.tree) - 1 for r in ok),
         "correct": sum(bool(r.correct) for r in ok),
-        "samples_sha": samples_fingerprint(ok),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "kv_cache_peak_mb": round(cache.stats.peak_bytes / 2**20, 1) if cache is not None else None,
     }
 
 
-def samples_fingerprint(results: list[Any]) -> str:
-    """A hash of every tree (node texts and token ids, in node order) and every answer: equal when
-    two runs generated the same samples and chose the same answers."""
-    digest = hashlib.sha256()
-    for result in results:
-        nodes = [(node, attrs.get("text"), attrs.get("token_ids")) for node, attrs in result.tree.iter_nodes()]
-        digest.update(json.dumps([result.problem.id, result.answer, nodes], default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def child_command(args: argparse.Namespace, strategy: str, budget: int, kv_cache_mb: int | None,
-                  lockstep: bool) -> list[str]:
+def child_command(args: argparse.Namespace, strategy: str, budget: int, kv_cache_mb: int | None) -> list[str]:
     command = [sys.executable, __file__, "--child", "--strategy", strategy, "--budget", str(budget),
                "--problems", str(args.problems), "--max-tokens", str(args.max_tokens),
                "--beam-width", str(args.beam_width), "--mcts-steps", str(args.mcts_steps),
                "--seed", str(args.seed), "--threads", str(args.threads)]
-    command += ["--lockstep"] if lockstep else []
-    command += [] if args.max_batch_rows is None else ["--max-batch-rows", str(args.max_batch_rows)]
     return command + ([] if kv_cache_mb is None else ["--kv-cache-mb", str(kv_cache_mb)])
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median over repeats; the ratios to bon (same N, cache setting and mode, same repeat) first."""
+    """Median over repeats; the ratios to bon (same N, same cache setting, same repeat) first."""
     for run in runs:
         bon = next(r for r in runs if r["strategy"] == "bon" and r["N"] == run["N"] and r["cache"] == run["cache"]
-                   and r["mode"] == run["mode"] and r["repeat"] == run["repeat"])
+                   and r["repeat"] == run["repeat"])
         run["wall_vs_bon"] = run["wall_s"] / bon["wall_s"]
         run["cpu_vs_bon"] = run["cpu_s"] / bon["cpu_s"]
         run["tokens_vs_bon"] = run["generated_tokens"] / max(bon["generated_tokens"], 1)
     rows = []
-    keys = list(dict.fromkeys((r["strategy"], r["N"], r["cache"], r["mode"]) for r in runs))
-    for key in sorted(keys, key=lambda k: (k[1], k[2] != "on", k[3], k[0] != "bon", k[0])):
-        group = [r for r in runs if (r["strategy"], r["N"], r["cache"], r["mode"]) == key]
+    keys = list(dict.fromkeys((r["strategy"], r["N"], r["cache"]) for r in runs))
+    for strategy, n, cache in sorted(keys, key=lambda k: (k[1], k[2] != "on", k[0] != "bon", k[0])):
+        group = [r for r in runs if (r["strategy"], r["N"], r["cache"]) == (strategy, n, cache)]
         row: dict[str, Any] = dict(group[0])
         for key in ("wall_s", "cpu_s", "wall_vs_bon", "cpu_vs_bon", "tokens_vs_bon", "peak_rss_mb"):
             row[key] = round(statistics.median(r[key] for r in group), 2)
@@ -167,9 +145,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="prefix cache budget (default: automatic)")
     parser.add_argument("--compare-cache", action="store_true", help="run each configuration with the cache off too")
-    parser.add_argument("--lockstep", action="store_true", help="one backend batch per round of all problems")
-    parser.add_argument("--max-batch-rows", type=int, default=None, help="rows decoded together (default 64)")
-    parser.add_argument("--compare-lockstep", action="store_true", help="run each configuration lock-step too")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", help=argparse.SUPPRESS)
@@ -180,14 +155,11 @@ def main() -> None:
         return
 
     caches = [args.kv_cache_mb, 0] if args.compare_cache else [args.kv_cache_mb]
-    modes = [args.lockstep, True] if args.compare_lockstep and not args.lockstep else [args.lockstep]
-    plan = [(s, int(b), c, m) for b in args.budgets.split(",") for c in caches for m in modes
-            for s in args.strategies.split(",")]
+    plan = [(s, int(b), c) for b in args.budgets.split(",") for c in caches for s in args.strategies.split(",")]
     runs = []
     for repeat in range(args.repeats):
-        for strategy, budget, cache, lockstep in plan if repeat % 2 == 0 else plan[::-1]:
-            done = subprocess.run(child_command(args, strategy, budget, cache, lockstep), capture_output=True,
-                                  text=True)
+        for strategy, budget, cache in plan if repeat % 2 == 0 else plan[::-1]:
+            done = subprocess.run(child_command(args, strategy, budget, cache), capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"{strategy} N={budget} failed:\n{done.stderr[-3000:]}")
             row = {**json.loads(done.stdout.strip().splitlines()[-1]), "repeat": repeat}

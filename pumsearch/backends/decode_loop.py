@@ -7,11 +7,9 @@ then decode one token per live row per step.
    goes back into the cache. The last prompt token always runs, for its logits.
 2. Decode. Every row samples from its own seeded stream (sampling.py), so its tokens do not
    depend on its batch mates; a finished row leaves the batch, and rows still waiting join it
-   (prefilled, then merged in) when a quarter of it is free or all of them fit, so a call longer
-   than the batch has one tail. The rows come from a feed (``serve``): one call's rows, or those
-   of many async calls arriving while the loop runs (transformers_backend.py). A row that stopped
-   at a step delimiter leaves its keys and values in the cache, where the next round of a tree
-   search (which extends exactly that prefix) finds them.
+   (prefilled, then merged in) when a quarter of it is free, so a call longer than the batch has
+   one tail; a row that stopped at a step delimiter leaves its keys and values in the cache,
+   where the next round of a tree search (which extends exactly that prefix) finds them.
 3. Stops. End of sequence and token caps are checked for the whole batch at once; the decoded
    tail of a row is read for stop strings only on steps whose token could complete one.
 
@@ -22,9 +20,8 @@ than the window) take a plain path: transformers' DynamicCache, no prefix sharin
 from __future__ import annotations
 
 import inspect
-from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +76,7 @@ class _Batch:
 
     kv: Any  # KVBuffer, or _PlainKV on the plain path
     layouts: list[RowLayout] | None  # None on the plain path (no prefix sharing, no merging)
-    members: list[int]  # batch position -> the row's slot in the _RowState
+    members: list[int]  # batch position -> row of the call
     logits: torch.Tensor
     positions: torch.Tensor
     steps: np.ndarray
@@ -116,72 +113,55 @@ class BatchDecoder:
         self._keep_last_logits = {"logits_to_keep": 1} if keeps_logits else {}
         self._stops: StopScreen | None = None
 
-    # -- one call, or a feed of rows ------------------------------------------------------------
+    # -- one call -------------------------------------------------------------------------------
     def run(self, rows: list[Row], eos_ids: set[int], max_rows: int = 64) -> list[RowResult]:
         """Generate every row, at most ``max_rows`` at a time. Rows join the running batch as
         others finish (a quarter of the batch at a time), so a long call has one tail, not one
         per ``max_rows`` rows."""
-        check_prompts(rows)
-        feed = _ListFeed(rows)
-        self.serve(feed, eos_ids, max_rows)
-        return feed.results  # type: ignore[return-value]  # every row finished
-
-    def serve(self, feed: RowFeed, eos_ids: set[int], max_rows: int = 64) -> None:
-        """Generate the rows ``feed`` hands over, at most ``max_rows`` at a time, until it has no
-        more and every row has finished; rows that arrive while others decode join the running
-        batch, so no row waits for another's call to end."""
+        if any(not row.prompt_ids for row in rows):
+            raise ValueError("a generation request has an empty prompt: give it at least one token")
         with torch.inference_mode():
-            self._serve(feed, eos_ids, max_rows)
+            return self._run(rows, eos_ids, max_rows)
 
-    def _serve(self, feed: RowFeed, eos_ids: set[int], max_rows: int) -> None:
+    def _run(self, rows: list[Row], eos_ids: set[int], max_rows: int) -> list[RowResult]:
         state: _RowState | None = None
-        waiting: list[tuple[Hashable, Row]] = []
-        batch: _Batch | None = None
-        while True:
-            waiting += feed.take(idle=batch is None and not waiting)
-            if batch is None and not waiting:
-                return
+        cached = [0] * len(rows)
+        pending, batch = list(range(len(rows))), None
+        while batch is not None or pending:
             room = max_rows - (0 if batch is None else len(batch.members))
-            joining = waiting[:room]
-            if joining and (batch is None or self._may_join(batch, [r for _, r in joining], max_rows,
-                                                            everyone=len(joining) == len(waiting))):
-                waiting = waiting[room:]
-                new, cached = self._admit([r for _, r in joining])
-                state = state or _RowState(self._stop_screen(new.logits.shape[-1]), eos_ids, self.tokenizer)
-                new.members = state.admit(joining, cached)
+            if pending and (batch is None or self._may_join(batch, [rows[i] for i in pending[:room]], max_rows)):
+                joining, pending = pending[:room], pending[room:]
+                new = self._admit([rows[i] for i in joining], joining, cached)
                 batch = new if batch is None else self._merge(batch, new)
-            assert batch is not None and state is not None
-            batch = self._step(batch, state, feed)
+            state = state or _RowState(rows, self._stop_screen(batch.logits.shape[-1]), eos_ids, self.tokenizer)
+            batch = self._step(rows, batch, state)
+        assert state is not None
+        return state.results(cached)
 
-    def _may_join(self, batch: _Batch, joining: list[Row], max_rows: int, *, everyone: bool) -> bool:
-        """Rows join a running batch when a quarter of it is free or ``everyone`` waiting fits (a
-        merge copies the batch, so not one row at a time), and both share prefixes (the plain
-        path's DynamicCache cannot take rows of another length)."""
+    def _may_join(self, batch: _Batch, joining: list[Row], max_rows: int) -> bool:
+        """Rows join a running batch when a quarter of it is free and both share prefixes (the
+        plain path's DynamicCache cannot take rows of another length)."""
         room = max_rows - len(batch.members)
-        enough = room >= max(1, max_rows // 4) or (everyone and len(joining) <= room)
-        return batch.layouts is not None and enough and self._shares_prefixes(joining)
+        return batch.layouts is not None and room >= max(1, max_rows // 4) and self._shares_prefixes(joining)
 
-    def _admit(self, subset: list[Row]) -> tuple[_Batch, list[int]]:
-        """Prefill the joining rows, with prefix sharing where the model allows it; returns the
-        batch (its members not yet given) and the prompt tokens each row did not compute."""
+    def _admit(self, subset: list[Row], joining: list[int], cached: list[int]) -> _Batch:
+        """Prefill the joining rows, with prefix sharing where the model allows it."""
         prefilled = self._prefill_shared(subset) if self._shares_prefixes(subset) else self._prefill_plain(subset)
+        for i, count in zip(joining, prefilled.cached, strict=True):
+            cached[i] = count
         sampling = RowSampling.of([r.seed for r in subset], [r.params.temperature for r in subset],
                                   [r.params.top_p for r in subset], self.device)
         positions = torch.tensor([len(r.prompt_ids) for r in subset], device=self.device)
-        batch = _Batch(prefilled.kv, prefilled.layouts, [], prefilled.logits, positions,
-                       np.zeros(len(subset), dtype=np.int64), sampling)
-        return batch, prefilled.cached
+        return _Batch(prefilled.kv, prefilled.layouts, list(joining), prefilled.logits, positions,
+                      np.zeros(len(subset), dtype=np.int64), sampling)
 
-    def _step(self, batch: _Batch, state: _RowState, feed: RowFeed) -> _Batch | None:
-        """Sample one token per row, hand the rows that finished to ``feed``, run the rest one
-        position on."""
+    def _step(self, rows: list[Row], batch: _Batch, state: _RowState) -> _Batch | None:
+        """Sample one token per row, retire the rows that finished, run the rest one position on."""
         tokens = sample_tokens(batch.logits, batch.sampling, batch.steps)
         finished = state.record(batch.members, batch.steps, tokens, batch.logits)
         if finished:
             if batch.layouts is not None:
-                self._keep_steps(batch, finished, state)
-            for i in sorted(finished):
-                feed.done(*state.release(batch.members[i]))
+                self._keep_steps(rows, batch, finished, state)
             live = [i for i in range(len(batch.members)) if i not in finished]
             if not live:
                 return None
@@ -329,7 +309,7 @@ class BatchDecoder:
         return _Prefilled(kv, None, logits, [0] * len(rows))
 
     # -- decode ---------------------------------------------------------------------------------
-    def _keep_steps(self, batch: _Batch, finished: set[int], state: _RowState) -> None:
+    def _keep_steps(self, rows: list[Row], batch: _Batch, finished: set[int], state: _RowState) -> None:
         """Rows that stopped at a step delimiter leave their keys and values in the prefix cache:
         a tree search extends exactly these prefixes next round. (A row that ended or hit its cap
         is a finished solution; nothing extends it.) The last token's keys were never computed."""
@@ -338,9 +318,7 @@ class BatchDecoder:
             b = batch.members[i]
             if state.finish[b] != "step" or not self.prefix_cache.enabled:
                 continue
-            row = state.rows[b]
-            assert row is not None
-            ids = row.prompt_ids + tuple(state.token_ids(b)[:-1])
+            ids = rows[b].prompt_ids + tuple(state.token_ids(b)[:-1])
             layout = batch.layouts[i]
             self.prefix_cache.insert(ids, lambda s, e, i=i, lay=layout: batch.kv.row_kv(i, lay, s, e))
 
@@ -384,107 +362,26 @@ class _PlainKV:
         self.mask = self.mask[keep]
 
 
-class RowFeed(Protocol):
-    """Where the decode loop gets its rows and leaves their results."""
-
-    def take(self, *, idle: bool) -> list[tuple[Hashable, Row]]:
-        """The rows (each with a key for ``done``) that arrived since the last take. ``idle``: no row
-        is decoding or waiting; an empty answer then ends the loop."""
-        ...
-
-    def done(self, key: Hashable, result: RowResult) -> None: ...
-
-
-class _ListFeed:
-    """The rows of one call, all at once; their results in order."""
-
-    def __init__(self, rows: list[Row]) -> None:
-        self.rows: list[Row] | None = rows
-        self.results: list[RowResult | None] = [None] * len(rows)
-
-    def take(self, *, idle: bool) -> list[tuple[Hashable, Row]]:
-        rows, self.rows = self.rows or [], None
-        return list(enumerate(rows))
-
-    def done(self, key: Hashable, result: RowResult) -> None:
-        assert isinstance(key, int)
-        self.results[key] = result
-
-
-def check_prompts(rows: list[Row]) -> None:
-    if any(not row.prompt_ids for row in rows):
-        raise ValueError("a generation request has an empty prompt: give it at least one token")
-
-
-def _grown(tensor: torch.Tensor, *shape: int) -> torch.Tensor:
-    """``tensor`` zero-padded to at least ``shape`` (doubling rows, so growth is amortised)."""
-    want = [max(have, need) for have, need in zip(tensor.shape, shape, strict=True)]
-    if want[0] > tensor.shape[0]:
-        want[0] = max(want[0], 2 * tensor.shape[0])
-    if want == list(tensor.shape):
-        return tensor
-    out = tensor.new_zeros(want)
-    out[tuple(slice(0, n) for n in tensor.shape)] = tensor
-    return out
-
-
 class _RowState:
-    """What each row in the batch has generated so far and why it stopped, by slot: a row takes a
-    free slot when it joins the batch and gives it back when it finishes, so a loop fed for hours
-    holds only the rows in its batch."""
+    """What each row has generated so far and why it stopped."""
 
-    def __init__(self, stops: StopScreen, eos_ids: set[int], tokenizer: Any) -> None:
-        self.stops, self.tokenizer = stops, tokenizer
+    def __init__(self, rows: list[Row], stops: StopScreen, eos_ids: set[int], tokenizer: Any) -> None:
+        self.rows, self.tokenizer = rows, tokenizer
         device, vocab = stops.device, stops.vocab_size
+        longest = max(r.params.max_tokens for r in rows)
         self.is_eos = torch.zeros(vocab, dtype=torch.bool, device=device)
         self.is_eos[[t for t in eos_ids if 0 <= t < vocab]] = True
-        self.rows: list[Row | None] = []
-        self.keys: list[Hashable] = []
-        self.cached: list[int] = []
-        self.lengths: list[int] = []
-        self.finish: list[str | None] = []
-        self.matched: list[str | None] = []
-        self.windows: list[int] = []
-        self.free: list[int] = []
-        self.generated = torch.zeros((0, 1), dtype=torch.long, device=device)
-        self.max_tokens = torch.zeros(0, dtype=torch.long, device=device)
-        self.stop_group = torch.zeros(0, dtype=torch.long, device=device)
-        self.stop_sets: list[tuple[str, ...]] = []
-        self.may_stop = torch.zeros((0, vocab), dtype=torch.bool, device=device)
-        self.logprobs: _LogprobRecorder | None = None
-
-    def admit(self, joining: list[tuple[Hashable, Row]], cached: list[int]) -> list[int]:
-        """Slots for the joining rows (with their keys and cached prompt tokens)."""
-        slots = [self._free_slot() for _ in joining]
-        count, longest = len(self.rows), max(r.params.max_tokens for _, r in joining)
-        self.generated = _grown(self.generated, count, longest)
-        self.max_tokens = _grown(self.max_tokens, count)
-        self.stop_group = _grown(self.stop_group, count)
-        for slot, (key, row), tokens in zip(slots, joining, cached, strict=True):
-            self.rows[slot], self.keys[slot], self.cached[slot] = row, key, tokens
-            self.lengths[slot], self.finish[slot], self.matched[slot] = 0, None, None
-            self.windows[slot] = max((len(s) for s in row.params.stop), default=0) + 2
-            self.max_tokens[slot] = row.params.max_tokens
-            self.stop_group[slot] = self._stop_set(row.params.stop)
-        if any(r.wants_logprobs for _, r in joining):
-            self.logprobs = self.logprobs or _LogprobRecorder(self.generated.device)
-        if self.logprobs is not None:
-            self.logprobs.admit(slots, [r for _, r in joining], count, longest)
-        return slots
-
-    def _free_slot(self) -> int:
-        if self.free:
-            return self.free.pop()
-        for column in (self.rows, self.keys, self.cached, self.lengths, self.finish, self.matched, self.windows):
-            column.append(None)  # type: ignore[arg-type]  # filled by admit
-        return len(self.rows) - 1
-
-    def _stop_set(self, stops: tuple[str, ...]) -> int:
-        if stops not in self.stop_sets:
-            self.stop_sets.append(stops)
-            candidates = self.stops.candidates(stops) if stops else torch.zeros_like(self.is_eos)
-            self.may_stop = torch.cat([self.may_stop, candidates[None]])
-        return self.stop_sets.index(stops)
+        self.generated = torch.zeros((len(rows), longest), dtype=torch.long, device=device)
+        self.lengths = [0] * len(rows)
+        self.finish: list[str | None] = [None] * len(rows)
+        self.matched: list[str | None] = [None] * len(rows)
+        self.max_tokens = torch.tensor([r.params.max_tokens for r in rows], device=device)
+        stop_sets = list(dict.fromkeys(r.params.stop for r in rows))
+        self.stop_group = torch.tensor([stop_sets.index(r.params.stop) for r in rows], device=device)
+        self.may_stop = torch.stack([stops.candidates(s) if s else
+                                     torch.zeros(vocab, dtype=torch.bool, device=device) for s in stop_sets])
+        self.windows = [max((len(s) for s in r.params.stop), default=0) + 2 for r in rows]
+        self.logprobs = _LogprobRecorder(rows, longest, device) if any(r.wants_logprobs for r in rows) else None
 
     def record(self, active: list[int], steps: np.ndarray, tokens: torch.Tensor, logits: torch.Tensor) -> set[int]:
         """Append each row's token (its ``steps``-th); returns the batch positions that finished."""
@@ -508,51 +405,36 @@ class _RowState:
 
     def _stop_in_tail(self, b: int, length: int) -> bool:
         """The decoded tail of row ``b`` (its longest stop string plus two tokens) holds a stop."""
-        row = self.rows[b]
-        assert row is not None
         tail_ids = self.generated[b, max(0, length - self.windows[b]) : length].tolist()
         tail = self.tokenizer.decode(tail_ids, skip_special_tokens=True)
-        self.matched[b] = next((s for s in row.params.stop if s in tail), None)
+        self.matched[b] = next((s for s in self.rows[b].params.stop if s in tail), None)
         return self.matched[b] is not None
 
     def token_ids(self, b: int) -> list[int]:
-        """What the row in slot ``b`` generated."""
+        """What row ``b`` generated (every row finishes: the loop runs to the largest cap)."""
         return self.generated[b, : self.lengths[b]].tolist()
 
-    def release(self, b: int) -> tuple[Hashable, RowResult]:
-        """The finished row in slot ``b``: its key and result; the slot is free again."""
-        row = self.rows[b]
-        assert row is not None
-        result = RowResult(self.token_ids(b), self.finish[b] or "length", self.matched[b], self.cached[b])
-        if self.logprobs is not None and row.wants_logprobs:
-            result.token_logprobs, result.top_logprobs = self.logprobs.of(b, self.lengths[b])
-        key = self.keys[b]
-        self.rows[b], self.keys[b] = None, None
-        self.free.append(b)
-        return key, result
+    def results(self, cached: list[int]) -> list[RowResult]:
+        out = []
+        for b in range(len(self.rows)):
+            result = RowResult(self.token_ids(b), self.finish[b] or "length", self.matched[b], cached[b])
+            if self.logprobs is not None and self.rows[b].wants_logprobs:
+                result.token_logprobs, result.top_logprobs = self.logprobs.of(b, self.lengths[b])
+            out.append(result)
+        return out
 
 
 class _LogprobRecorder:
     """Per generated token: its log-probability and the top-k alternatives, for the rows that ask
     (the rest of the batch pays nothing)."""
 
-    def __init__(self, device: Any) -> None:
-        self.wants: list[bool] = []
-        self.top_k: list[int] = []
-        self.k = 0
-        self.chosen = torch.zeros((0, 1), dtype=torch.float32, device=device)
-        self.top_values = torch.zeros((0, 1, 0), dtype=torch.float32, device=device)
-        self.top_ids = torch.zeros((0, 1, 0), dtype=torch.long, device=device)
-
-    def admit(self, slots: list[int], rows: list[Row], count: int, longest: int) -> None:
-        self.wants += [False] * (count - len(self.wants))
-        self.top_k += [0] * (count - len(self.top_k))
-        self.k = max(self.k, *(r.params.top_logprobs for r in rows))
-        self.chosen = _grown(self.chosen, count, longest)
-        self.top_values = _grown(self.top_values, count, longest, self.k)
-        self.top_ids = _grown(self.top_ids, count, longest, self.k)
-        for slot, row in zip(slots, rows, strict=True):
-            self.wants[slot], self.top_k[slot] = row.wants_logprobs, row.params.top_logprobs
+    def __init__(self, rows: list[Row], longest: int, device: Any) -> None:
+        self.wants = [r.wants_logprobs for r in rows]
+        self.top_k = [r.params.top_logprobs for r in rows]
+        self.k = max(self.top_k)
+        self.chosen = torch.zeros((len(rows), longest), dtype=torch.float32, device=device)
+        self.top_values = torch.zeros((len(rows), longest, self.k), dtype=torch.float32, device=device)
+        self.top_ids = torch.zeros((len(rows), longest, self.k), dtype=torch.long, device=device)
 
     def record(self, active: list[int], steps: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor) -> None:
         positions = [i for i, b in enumerate(active) if self.wants[b]]

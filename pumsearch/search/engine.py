@@ -5,12 +5,6 @@ engine and wait; a batch is flushed to the backend (or scorer) when every live s
 on the engine, or when the pending generation work reaches the token cap (``batch_tokens``). So
 a round of beam search over K problems is one backend call, and tree search costs about what
 Best-of-N costs for the same tokens.
-
-A backend that runs one decode batch for all its calls and admits new rows into it while it runs
-(``admits_rows_while_running``: the transformers backend) gets each search's generation work as
-its own call, as soon as the search submits it, instead: the backend batches the calls, each
-returns when its own rows are done, and a search whose round is done goes on to its next round
-while the others' slowest rows still decode, so no search waits for another's long tail.
 """
 
 from __future__ import annotations
@@ -166,12 +160,7 @@ class Engine:
         self._flush_scheduled = False
         all_waiting = self._live.issubset(self._outstanding)
         pending_cost = sum(p.cost for p in self._pending_gen)
-        at_once = getattr(self.generator, "admits_rows_while_running", False)
-        if self._pending_gen and at_once:  # one call per search: each returns when its own rows are done
-            batch, self._pending_gen = self._pending_gen, []
-            for search_id in dict.fromkeys(p.search_id for p in batch):
-                self._spawn(self._run_generate([p for p in batch if p.search_id == search_id]))
-        elif self._pending_gen and (all_waiting or (self.batch_tokens and pending_cost >= self.batch_tokens)):
+        if self._pending_gen and (all_waiting or (self.batch_tokens and pending_cost >= self.batch_tokens)):
             batch, self._pending_gen = self._pending_gen, []
             self._spawn(self._run_generate(batch))
         if self._pending_score and all_waiting:

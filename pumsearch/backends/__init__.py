@@ -54,6 +54,16 @@ def backend_entry(name: str) -> BackendEntry:
     return BACKENDS.get(name)
 
 
+def require_top_logprobs(backend: str, who: str) -> None:
+    """Refuse, before anything loads, a backend whose completions carry no per-token top
+    log-probabilities when ``who`` (a scorer) reads them, naming the backends that do."""
+    if backend_entry(backend).top_logprobs:
+        return
+    able = ", ".join(e.name for e in BACKENDS if e.top_logprobs)
+    raise BackendError(f"{who} reads the policy's per-token log-probabilities, which --backend {backend} does not "
+                       f"return: use --backend {able}, or name a reward model with --scorer")
+
+
 def generator_options(backend: str, *, url: str | None = None, launch: bool = False, tokenizer: str | None = None,
                       max_concurrency: int = 64, request_timeout: float = 600.0, retries: int = 3,
                       kv_cache_mb: int | None = None, delay: float = 0.0) -> dict[str, Any]:
@@ -163,7 +173,7 @@ def _load_scripted(model: str | None, *, delay: float = 0.0, **_common: Any) -> 
     return ScriptedGenerator(delay=float(delay))
 
 
-register_backend("transformers", _load_transformers, flags=("kv_cache_mb",), uses_dtype=True,
+register_backend("transformers", _load_transformers, flags=("kv_cache_mb",), uses_dtype=True, top_logprobs=True,
                  help="batched sampling with transformers on CPU or GPU (model None: the embedded SmolLM2)")
 register_backend("sglang", _load_sglang_engine, flags=("tokenizer",),
                  help="the in-process sglang.Engine (one GPU, or one node with tensor parallelism)")
@@ -181,4 +191,5 @@ __all__ = [
     "backend_entry",
     "generator_options",
     "load_generator",
+    "require_top_logprobs",
 ]

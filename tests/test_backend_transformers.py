@@ -8,6 +8,7 @@ import torch
 from pumsearch.backends.transformers_backend import TransformersGenerator
 from pumsearch.models import ModelLoadError, check_model_location
 from pumsearch.search.protocols import GenerationRequest, SamplingParams
+from tests.tiny_models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -110,8 +111,6 @@ def test_bfloat16_loads_and_generates(tiny_llama_dir):
 
 
 def test_a_model_without_chat_template_gets_a_plain_prompt_and_a_warning(tmp_path, caplog):
-    from tiny_models import build_tiny_causal_lm
-
     gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path, "llama", chat_template=None)))
     with caplog.at_level("WARNING"):
         text, ids = gen.chat_prompt("What is 2 + 3?", "Be brief.")
@@ -131,6 +130,8 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch):
         embedded.find_gguf()
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_embedded_model_is_converted_once_and_reused(embedded_model_dir, monkeypatch):
     from pumsearch.backends import embedded
 

@@ -87,6 +87,11 @@ class TransformersGenerator:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @property
+    def max_context(self) -> int | None:
+        """Positions the model reads (the engine refuses a longer prompt)."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     # -- generation -----------------------------------------------------------------------------
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         return await asyncio.to_thread(self.generate_sync, requests)

@@ -168,7 +168,7 @@ def test_a_stop_ending_in_a_multi_byte_character_is_seen_on_the_byte_that_comple
 
 
 def test_a_sliding_window_model_shares_prefixes_within_its_window_and_falls_back_beyond(tmp_path):
-    from tiny_models import build_tiny_causal_lm
+    from tests.tiny_models import build_tiny_causal_lm
 
     gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path, "mistral")))
     assert gen.decoder.shape is not None and gen.decoder.shape.sliding_window == 4096
@@ -188,7 +188,7 @@ def test_a_sliding_window_model_shares_prefixes_within_its_window_and_falls_back
 
 
 def test_rows_too_long_for_the_window_wait_for_the_plain_path_instead_of_joining(tmp_path):
-    from tiny_models import build_tiny_causal_lm
+    from tests.tiny_models import build_tiny_causal_lm
 
     gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path, "mistral")), max_batch_rows=2)
     short, long = _prompt(gen, "2 + 3?"), _prompt(gen, "Natalia sold 48 clips in April and half as many in May.")

@@ -806,12 +806,16 @@ def bos_step_tokenizer() -> Any:
 
 def build_bos_step_llama(directory: str | Path, *, seed: int = 0) -> Path:
     """The step policy with ``bos_step_tokenizer``."""
+    return save_random_llama(bos_step_tokenizer(), directory, seed=seed)
+
+
+def save_random_llama(tokenizer: Any, directory: str | Path, *, seed: int) -> Path:
+    """A random LlamaForCausalLM over ``tokenizer``, saved with a generation_config.json."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from tests.tiny_models import save_checkpoint, tiny_config
 
-    tokenizer = bos_step_tokenizer()
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_config(LlamaConfig, tokenizer)).eval()
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -844,13 +848,4 @@ def char_tokenizer() -> Any:
 
 def build_char_llama(directory: str | Path, *, seed: int = 0) -> Path:
     """A random LlamaForCausalLM over ``char_tokenizer``."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    from tests.tiny_models import save_checkpoint, tiny_config
-
-    tokenizer = char_tokenizer()
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_config(LlamaConfig, tokenizer)).eval()
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    return save_checkpoint(model, tokenizer, Path(directory))
+    return save_random_llama(char_tokenizer(), directory, seed=seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,14 +44,21 @@ def char_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_char_llama(tmp_path_factory.mktemp("char") / "char-llama")
 
 
-@pytest.fixture(scope="module")
-def servers(step_llama_dir):
-    """One server per mode on the step policy, served as "tiny"; a fresh log for every test."""
-    started = {mode: InferenceServer(step_llama_dir, mode=mode, served_name="tiny").start()
-               for mode in ("llamacpp-python", "llamacpp", "vllm", "sglang", "openai")}
+MODES = ("llamacpp-python", "llamacpp", "vllm", "sglang", "openai")
+
+
+def every_mode(model_dir: Path) -> Iterator[dict[str, InferenceServer]]:
+    """One server per mode on ``model_dir``, served as "tiny"; stopped when the fixture ends."""
+    started = {mode: InferenceServer(model_dir, mode=mode, served_name="tiny").start() for mode in MODES}
     yield started
     for server in started.values():
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(step_llama_dir):
+    """One server per mode on the step policy; a fresh log for every test."""
+    yield from every_mode(step_llama_dir)
 
 
 @pytest.fixture
@@ -479,11 +487,7 @@ def test_llamacpp_python_takes_text(fresh, step_llama_dir):
 
 @pytest.fixture(scope="module")
 def bos_servers(bos_llama_dir):
-    started = {mode: InferenceServer(bos_llama_dir, mode=mode, served_name="tiny").start()
-               for mode in ("llamacpp-python", "llamacpp", "vllm", "sglang", "openai")}
-    yield started
-    for server in started.values():
-        server.stop()
+    yield from every_mode(bos_llama_dir)
 
 
 async def test_a_bos_adding_server_sees_one_bos(bos_servers, bos_llama_dir):

@@ -1,18 +1,24 @@
 """The witness and the checks of benchmarks/real_servers.sh (pumsearch against llama-cpp-python's server).
 
-``proxy``: a recording reverse proxy between pumsearch and the server. Into every
-``/v1/completions`` request that does not ask for log-probabilities it puts ``logprobs: 0``, which
-makes llama-cpp-python list the generated tokens (``logprobs.tokens``, llama_cpp/llama.py:1728-1793:
-they include the tokens of a matched stop string, which the text leaves out, and not the EOS),
-and it takes the log-probabilities out of the answer again, so pumsearch decides as it would
-without the proxy (from the token counts). Each exchange is appended to a JSONL log with the
-server's own verdict: ``step`` when a stop string follows the text in the generated tokens,
-``eos`` for any other ``finish_reason: "stop"``, ``length`` for ``"length"``.
+``proxy``: a recording reverse proxy between pumsearch and the server; it passes every exchange
+through unchanged and appends each ``/v1/completions`` request and answer to a JSONL log.
 
-``check``: compares one pumsearch record and tree with that log and the server's stderr:
-finish reasons (every response's verdict against the node pumsearch made of it), counters
-(samples, prompt and generated tokens against ``usage``; cached tokens unknown while the server
-log shows its prefix reuse), one request in flight, and the answer graded. Exit 1 on a mismatch.
+``check``: compares pumsearch's records and trees with that log and the server's own log
+(``--verbose true``), and exits 1 on a mismatch:
+
+- **finish reasons**, each response's from the server's log. llama-cpp-python decodes every token
+  it appends before sampling the next, and stops on an EOS before appending it but on a stop
+  string (or the token cap) after appending its last token, which is then never decoded
+  (llama_cpp/llama.py:975-1010, 1412-1439, 1582-1585). Its per-request timings count one-token
+  decodes as ``eval ... runs`` (vendor/llama.cpp/src/llama-context.cpp:781-790: a one-token prompt
+  remainder, printed as "prompt eval ... 1 tokens", is one of them). So the generated tokens
+  decoded equal ``usage.completion_tokens`` for an end of sequence and fall one short for a stop
+  string or the cap: evidence pumsearch never sees. Every response's verdict is compared with
+  the node pumsearch made of it;
+- **counters**: prompt and generated tokens against ``usage`` (pumsearch counts the EOS the
+  server leaves out), samples, no retries, cached tokens unknown while the server's log shows
+  its prefix reuse, one request in flight;
+- **answers**: every problem finished and graded.
 """
 
 from __future__ import annotations
@@ -31,17 +37,6 @@ from typing import Any
 
 
 # -- the proxy ----------------------------------------------------------------------------------
-def verdict(request: dict[str, Any], choice: dict[str, Any]) -> str:
-    """How the server ended ``choice``, from the tokens it generated (see the module doc)."""
-    if choice.get("finish_reason") == "length":
-        return "length"
-    tokens = "".join((choice.get("logprobs") or {}).get("tokens") or [])
-    stops = request.get("stop") or []
-    stops = [stops] if isinstance(stops, str) else stops
-    rest = tokens[len(choice.get("text", "")):]
-    return "step" if any(rest.startswith(s) for s in stops) else "eos"
-
-
 def serve_proxy(port: int, upstream: str, log_path: Path) -> None:
     lock = threading.Lock()
 
@@ -70,26 +65,46 @@ def serve_proxy(port: int, upstream: str, log_path: Path) -> None:
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path != "/v1/completions":
-                self._answer(*self._forward(raw))
-                return
-            request = json.loads(raw)
-            asked = request.get("logprobs") is not None
-            status, payload = self._forward(json.dumps({**request, "logprobs": request.get("logprobs", 0)}).encode())
-            if status == 200:
-                answer = json.loads(payload)
-                verdicts = [verdict(request, c) for c in answer.get("choices", [])]
-                entry = {"request": request, "usage": answer.get("usage"), "verdicts": verdicts,
-                         "texts": [c.get("text") for c in answer.get("choices", [])]}
+            status, payload = self._forward(raw)
+            if self.path == "/v1/completions":
+                entry = {"request": json.loads(raw), "status": status,
+                         "answer": json.loads(payload) if status == 200 else payload.decode(errors="replace")}
                 with lock, log_path.open("a") as log:
                     log.write(json.dumps(entry) + "\n")
-                if not asked:
-                    for choice in answer.get("choices", []):
-                        choice["logprobs"] = None
-                payload = json.dumps(answer).encode()
             self._answer(status, payload)
 
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+# -- the server's log ---------------------------------------------------------------------------
+def decoded_per_request(server_log: str) -> list[int]:
+    """Generated tokens the server decoded, per answered /v1/completions request, in order."""
+    decoded, prompt_one, runs = [], False, None
+    for line in server_log.splitlines():
+        if (m := re.search(r"prompt eval time =.*/\s+(\d+) tokens", line)):
+            prompt_one = int(m.group(1)) == 1
+        elif (m := re.search(r"\beval time =.*/\s+(\d+) runs", line)):
+            runs = int(m.group(1))
+        elif "POST /v1/completions" in line and runs is not None:
+            decoded.append(runs - int(prompt_one))
+            runs = None
+    return decoded
+
+
+def verdicts(log: list[dict[str, Any]], decoded: list[int]) -> list[str]:
+    """How the server ended each answered request (see the module doc); "?" where the counts fit neither."""
+    answered = [e for e in log if e["status"] == 200]
+    if len(answered) != len(decoded):
+        raise SystemExit(f"  MISMATCH the server logged {len(decoded)} completions, the proxy saw {len(answered)}")
+    out = []
+    for entry, n in zip(answered, decoded, strict=True):
+        (choice,) = entry["answer"]["choices"]
+        generated = entry["answer"]["usage"]["completion_tokens"]
+        if choice["finish_reason"] == "length":
+            out.append("length" if n == generated - 1 else "?")
+        else:
+            out.append({generated: "eos", generated - 1: "step"}.get(n, "?"))
+    return out
 
 
 # -- the checks ---------------------------------------------------------------------------------
@@ -120,20 +135,23 @@ def check(args: argparse.Namespace) -> int:
     log = [json.loads(line) for line in Path(args.proxy_log).read_text().splitlines()]
     server_log = Path(args.server_log).read_text(errors="replace")
     problems: list[str] = []
+    said = verdicts(log, decoded_per_request(server_log))
+    answered = [e for e in log if e["status"] == 200]
+    texts = [e["answer"]["choices"][0]["text"] for e in answered]
+    usages = [e["answer"]["usage"] for e in answered]
 
-    server_says = Counter(v for e in log for v in e["verdicts"])
+    server_says = Counter(said)
     nodes = [n for _, tree in runs for n in response_nodes(tree)]
     pumsearch_says = Counter(n["finish_reason"] for n in nodes)
     if server_says != pumsearch_says:
         problems.append(f"finish reasons: the server ended its responses {dict(server_says)}, "
                         f"the trees say {dict(pumsearch_says)}")
     by_text: dict[str, set[str]] = {}
-    for entry in log:
-        for text, said in zip(entry["texts"], entry["verdicts"], strict=True):
-            by_text.setdefault(text.strip(), set()).add(said)
+    for text, verdict in zip(texts, said, strict=True):
+        by_text.setdefault(text.strip(), set()).add(verdict)
     step_nodes = [n for record, tree in runs if record["strategy"] != "bon" for n in response_nodes(tree)]
     said_of = [(n, by_text.get(n["text"].strip(), set())) for n in step_nodes]
-    disagree = [n["id"] for n, said in said_of if len(said) == 1 and n["finish_reason"] not in said]
+    disagree = [n["id"] for n, told in said_of if len(told) == 1 and n["finish_reason"] not in told]
     if disagree:
         problems.append(f"finish reasons: nodes {disagree} are labelled otherwise than the server ended them")
 
@@ -141,9 +159,9 @@ def check(args: argparse.Namespace) -> int:
         values = [record["counters"].get(name) for record, _ in runs]
         return None if any(v is None for v in values) else sum(values)
 
-    samples = sum(len(e["verdicts"]) for e in log)
-    usage_prompt = sum(e["usage"]["prompt_tokens"] for e in log)
-    usage_generated = sum(e["usage"]["completion_tokens"] for e in log)
+    samples = len(answered)
+    usage_prompt = sum(u["prompt_tokens"] for u in usages)
+    usage_generated = sum(u["completion_tokens"] for u in usages)
     eos = server_says["eos"]  # llama-cpp-python does not count the EOS it generated; pumsearch does
     expect = {"prompt_tokens": usage_prompt, "generated_tokens": usage_generated + eos, "backend_retries": 0,
               "cached_prompt_tokens": None}
@@ -164,7 +182,7 @@ def check(args: argparse.Namespace) -> int:
     answers = [(record.get("prediction"), record.get("correct")) for record, _ in runs]
     wall = max(record["counters"]["wall_time"] for record, _ in runs)
     print(f"  {','.join(strategies)}: problems={len(runs)} (answer, correct)={answers} requests={len(log)} "
-          f"samples={samples} server-ended={dict(server_says)} trees={dict(pumsearch_says)} "
+          f"samples={samples} server-log-ended={dict(server_says)} trees={dict(pumsearch_says)} "
           f"prompt-tokens={usage_prompt} generated={usage_generated}+{eos} EOS; the server reused "
           f"{sum(reused)} prompt tokens in {len(reused)} requests (records: unknown); peak-in-flight={peak} "
           f"wall={wall:.1f}s")

@@ -4,10 +4,11 @@
 #
 # Installs llama-cpp-python[server] into its own venv (it compiles llama.cpp: 10-30 minutes on two
 # cores; done once, skipped when the venv already imports it), starts the server behind a recording
-# proxy (benchmarks/llama_server_check.py), runs `pumsearch solve` with bon, beam, dvts and mcts and
-# a small `pumsearch run`, and checks each against what the server did: finish reasons (the
-# server's own verdict, from the tokens it generated), counters against its `usage`, cached
-# tokens unknown while its log shows prefix reuse, one request in flight, answers graded.
+# proxy (benchmarks/llama_server_check.py), runs `pumsearch solve` with bon, beam, dvts and mcts
+# (bon and beam twice, mirrored, for the wall-time ratio) and a small `pumsearch run`, and
+# checks each against what the server did: finish reasons (the
+# server's own log tells an end of sequence from a stop string), counters against its `usage`,
+# cached tokens unknown while its log shows prefix reuse, one request in flight, answers graded.
 # Prints one line per run and the beam/BoN wall-time ratio; exits 1 on any mismatch.
 # Not part of the test suite.
 #
@@ -74,19 +75,21 @@ common=(--backend openai --url "http://127.0.0.1:$PROXY_PORT" --budget "$BUDGET"
         --max-step-tokens 96 --seed 0 --threads 1)
 QUESTION="Natalia sold clips to 48 of her friends in April, and then she sold half as many clips to her friends in May. How many clips did Natalia sell altogether in April and May?"
 status=0
-declare -A wall
-for strategy in bon beam dvts mcts; do
-    proxy "$OUT/$strategy.proxy.jsonl"
+walls=()  # strategy=seconds, in the order run
+# bon and beam twice, in mirrored order, so a burst of load on the shared machine hits both alike
+for strategy in bon beam dvts mcts beam bon; do
+    name="$strategy.${#walls[@]}"
+    proxy "$OUT/$name.proxy.jsonl"
     mark=$(wc -l <"$OUT/server.log")
     "$PUMSEARCH" solve "$QUESTION" --answer 72 --strategy "$strategy" --scorer verifier "${common[@]}" \
-        --tree-out "$OUT/$strategy.tree.json" --json >"$OUT/$strategy.record.json" 2>"$OUT/$strategy.stderr" \
-        || { echo "  $strategy: solve failed (exit $?): $(tail -1 "$OUT/$strategy.stderr")"; status=1; stop_proxy; continue; }
-    wall[$strategy]=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["counters"]["wall_time"])' \
-        "$OUT/$strategy.record.json")
+        --tree-out "$OUT/$name.tree.json" --json >"$OUT/$name.record.json" 2>"$OUT/$name.stderr" \
+        || { echo "  $strategy: solve failed (exit $?): $(tail -1 "$OUT/$name.stderr")"; status=1; stop_proxy; continue; }
+    walls+=("$strategy=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["counters"]["wall_time"])' \
+        "$OUT/$name.record.json")")
     stop_proxy
-    tail -n +"$((mark + 1))" "$OUT/server.log" >"$OUT/$strategy.server.log"
-    "$PYTHON" "$here/llama_server_check.py" check --records "$OUT/$strategy.record.json" \
-        --proxy-log "$OUT/$strategy.proxy.jsonl" --server-log "$OUT/$strategy.server.log" || status=1
+    tail -n +"$((mark + 1))" "$OUT/server.log" >"$OUT/$name.server.log"
+    "$PYTHON" "$here/llama_server_check.py" check --records "$OUT/$name.record.json" \
+        --proxy-log "$OUT/$name.proxy.jsonl" --server-log "$OUT/$name.server.log" || status=1
 done
 
 # a small run: three GSM8K problems, searched together (the server still gets one request at a time)
@@ -104,14 +107,16 @@ else
     echo "  run: failed (exit $?): $(tail -1 "$OUT/run.stderr")"; status=1; stop_proxy
 fi
 
-if [[ -n "${wall[bon]:-}" && -n "${wall[beam]:-}" ]]; then
-    args=(); for k in bon beam dvts mcts; do [[ -n "${wall[$k]:-}" ]] && args+=("$k=${wall[$k]}"); done
-    "$PYTHON" - "${args[@]}" <<'PY'
+"$PYTHON" - "${walls[@]}" <<'PY'
 import sys
-wall = {k: float(v) for k, v in (a.split("=") for a in sys.argv[1:])}
-shown = ", ".join(f"{k} {v:.1f}" for k, v in wall.items())
-print(f"search wall seconds: {shown}; beam/bon = {wall['beam'] / wall['bon']:.2f}")
+from collections import defaultdict
+wall = defaultdict(list)
+for arg in sys.argv[1:]:
+    strategy, seconds = arg.split("=")
+    wall[strategy].append(float(seconds))
+print("search wall seconds:", "; ".join(f"{k} {' + '.join(f'{v:.1f}' for v in vs)}" for k, vs in wall.items()))
+if wall["bon"] and wall["beam"]:
+    print(f"beam/bon = {sum(wall['beam']) / sum(wall['bon']):.2f}")
 PY
-fi
 echo "outputs in $OUT"
 exit "$status"

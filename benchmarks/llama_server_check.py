@@ -130,62 +130,72 @@ def load_runs(records_file: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]
     return runs
 
 
-def check(args: argparse.Namespace) -> int:
-    runs = load_runs(Path(args.records))
-    log = [json.loads(line) for line in Path(args.proxy_log).read_text().splitlines()]
-    server_log = Path(args.server_log).read_text(errors="replace")
-    problems: list[str] = []
-    said = verdicts(log, decoded_per_request(server_log))
-    answered = [e for e in log if e["status"] == 200]
-    texts = [e["answer"]["choices"][0]["text"] for e in answered]
-    usages = [e["answer"]["usage"] for e in answered]
-
+def finish_problems(runs: list[tuple[dict[str, Any], dict[str, Any]]], texts: list[str], said: list[str]) -> list[str]:
+    """Where the trees' finish reasons differ from how the server ended its responses."""
+    problems = []
     server_says = Counter(said)
-    nodes = [n for _, tree in runs for n in response_nodes(tree)]
-    pumsearch_says = Counter(n["finish_reason"] for n in nodes)
+    pumsearch_says = Counter(n["finish_reason"] for _, tree in runs for n in response_nodes(tree))
     if server_says != pumsearch_says:
         problems.append(f"finish reasons: the server ended its responses {dict(server_says)}, "
                         f"the trees say {dict(pumsearch_says)}")
     by_text: dict[str, set[str]] = {}
     for text, verdict in zip(texts, said, strict=True):
         by_text.setdefault(text.strip(), set()).add(verdict)
+    # a tree search's node is one response, found by its text where no other response has that text
     step_nodes = [n for record, tree in runs if record["strategy"] != "bon" for n in response_nodes(tree)]
-    said_of = [(n, by_text.get(n["text"].strip(), set())) for n in step_nodes]
-    disagree = [n["id"] for n, told in said_of if len(told) == 1 and n["finish_reason"] not in told]
+    told = [(n, by_text.get(n["text"].strip(), set())) for n in step_nodes]
+    disagree = [n["id"] for n, verdicts_of_text in told
+                if len(verdicts_of_text) == 1 and n["finish_reason"] not in verdicts_of_text]
     if disagree:
         problems.append(f"finish reasons: nodes {disagree} are labelled otherwise than the server ended them")
+    return problems
 
+
+def counter_problems(runs: list[tuple[dict[str, Any], dict[str, Any]]], usages: list[dict[str, Any]],
+                     eos: int) -> list[str]:
+    """Where the records' counters differ from the server's answers."""
     def total(name: str) -> Any:
         values = [record["counters"].get(name) for record, _ in runs]
         return None if any(v is None for v in values) else sum(values)
 
-    samples = len(answered)
-    usage_prompt = sum(u["prompt_tokens"] for u in usages)
-    usage_generated = sum(u["completion_tokens"] for u in usages)
-    eos = server_says["eos"]  # llama-cpp-python does not count the EOS it generated; pumsearch does
-    expect = {"prompt_tokens": usage_prompt, "generated_tokens": usage_generated + eos, "backend_retries": 0,
-              "cached_prompt_tokens": None}
+    # llama-cpp-python does not count the EOS it generated; pumsearch does
+    expect = {"prompt_tokens": sum(u["prompt_tokens"] for u in usages),
+              "generated_tokens": sum(u["completion_tokens"] for u in usages) + eos,
+              "backend_retries": 0, "cached_prompt_tokens": None}
     if len(runs) == 1:  # a call shared by several problems counts all its samples for each of them
-        expect["backend_batch_items"] = samples
-    for name, value in expect.items():
-        if total(name) != value:
-            problems.append(f"counter {name}: the records say {total(name)!r}, the server's answers {value!r}")
+        expect["backend_batch_items"] = len(usages)
+    problems = [f"counter {name}: the records say {total(name)!r}, the server's answers {value!r}"
+                for name, value in expect.items() if total(name) != value]
     peak = max(record["counters"].get("backend_peak_in_flight") or 0 for record, _ in runs)
     if peak != 1:
         problems.append(f"{peak} requests were in flight at once on a one-request-at-a-time server")
-    reused = [int(m) for m in re.findall(r"Llama\.generate: (\d+) prefix-match hit", server_log)]
     failed = [record["id"] for record, _ in runs if record.get("status") != "ok" or record.get("correct") is None]
     if failed:
         problems.append(f"problems {failed} failed or were not graded")
+    return problems
 
-    strategies = sorted({record["strategy"] for record, _ in runs})
+
+def check(args: argparse.Namespace) -> int:
+    runs = load_runs(Path(args.records))
+    log = [json.loads(line) for line in Path(args.proxy_log).read_text().splitlines()]
+    server_log = Path(args.server_log).read_text(errors="replace")
+    said = verdicts(log, decoded_per_request(server_log))
+    answered = [e for e in log if e["status"] == 200]
+    texts = [e["answer"]["choices"][0]["text"] for e in answered]
+    usages = [e["answer"]["usage"] for e in answered]
+    eos = said.count("eos")
+    problems = finish_problems(runs, texts, said) + counter_problems(runs, usages, eos)
+
+    reused = [int(m) for m in re.findall(r"Llama\.generate: (\d+) prefix-match hit", server_log)]
+    trees = Counter(n["finish_reason"] for _, tree in runs for n in response_nodes(tree))
     answers = [(record.get("prediction"), record.get("correct")) for record, _ in runs]
-    wall = max(record["counters"]["wall_time"] for record, _ in runs)
-    print(f"  {','.join(strategies)}: problems={len(runs)} (answer, correct)={answers} requests={len(log)} "
-          f"samples={samples} server-log-ended={dict(server_says)} trees={dict(pumsearch_says)} "
-          f"prompt-tokens={usage_prompt} generated={usage_generated}+{eos} EOS; the server reused "
-          f"{sum(reused)} prompt tokens in {len(reused)} requests (records: unknown); peak-in-flight={peak} "
-          f"wall={wall:.1f}s")
+    print(f"  {','.join(sorted({r['strategy'] for r, _ in runs}))}: problems={len(runs)} (answer, correct)={answers} "
+          f"requests={len(log)} samples={len(answered)} server-log-ended={dict(Counter(said))} trees={dict(trees)} "
+          f"prompt-tokens={sum(u['prompt_tokens'] for u in usages)} "
+          f"generated={sum(u['completion_tokens'] for u in usages)}+{eos} EOS; the server reused "
+          f"{sum(reused)} prompt tokens in {len(reused)} requests (records: unknown); "
+          f"peak-in-flight={max(r['counters'].get('backend_peak_in_flight') or 0 for r, _ in runs)} "
+          f"wall={max(r['counters']['wall_time'] for r, _ in runs):.1f}s")
     for problem in problems:
         print(f"  MISMATCH {problem}")
     return 1 if problems else 0

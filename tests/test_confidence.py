@@ -264,10 +264,7 @@ def _one_line_error(result, *needles: str) -> None:
     (["--strategy", "bon", "--keep", "0"], ["--keep must be a fraction in (0, 1]"]),
     (["--strategy", "bon", "--keep", "1.5"], ["--keep must be a fraction in (0, 1]"]),
     (["--strategy", "bon", "--keep", "0.5"], ["--keep filters the solutions by score: pass --scorer"]),
-    (["--scorer", "confidence", "--backend", "openai", "--url", "http://127.0.0.1:9"],
-     ["does not return", "use --backend transformers"]),
-    (["--scorer", "confidence", "--backend", "sglang-server", "--url", "http://127.0.0.1:9"],
-     ["--backend sglang-server does not return"]),
+    (["--scorer", "confidence", "--backend", "scripted"], ["does not return", "use --backend transformers"]),
     (["--strategy", "mcts", "--scorer", "verifier", "--answer", "4", "--priors", "softmax"], ["unknown --priors"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needles: list[str]) -> None:
@@ -307,7 +304,7 @@ def test_the_default_rule() -> None:
     asked = search_config(strategy="beam", budget=8, beam_width=2)
     assert apply_default(asked, default) is asked  # beam as asked, with its settings
     for strategy, backend, why, name in [
-        ("beam", "openai", NO_LOGPROBS.format(backend="openai"), "beam"),  # the backend cannot feed it
+        ("beam", "scripted", NO_LOGPROBS.format(backend="scripted"), "beam"),  # the backend cannot feed it
         ("mcts", None, UNKNOWN_LOGPROBS, "mcts"),  # a generator object: its log-probabilities are unknown
         ("tests.test_recipes:KeepBest", "transformers", NOT_MEASURED, "keep-best"),  # not measured with it
     ]:

@@ -24,7 +24,7 @@ from pumsearch.search.config import SearchConfig
 from pumsearch.search.engine import Engine
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import GenerationRequest, SamplingParams
-from pumsearch.search.tree import ROOT
+from pumsearch.search.tree import ROOT, load_tree
 from pumsearch.strategies.base import Strategy
 from pumsearch.strategies.best_of_n import BestOfN
 from tests.helpers_runs import write_gsm8k_style
@@ -552,7 +552,7 @@ async def test_logprobs_and_top_alternatives_come_back_by_token_id(fresh, step_l
     assert gen.logprobs_tempered is {"sglang": True, "openai": None}.get(mode, False)
     for comp in out.completions:
         sample = next(s for s in samples if s.text == comp.text and s.finish_reason == comp.finish_reason)
-        if mode == "llamacpp" and comp.finish_reason == "step" and comp.token_logprobs is None:
+        if mode == "llamacpp" and comp.finish_reason == "step" and not comp.token_logprobs:
             continue  # llama.cpp cuts the stop word's entries, here the step's only token
         n = len(comp.token_logprobs)  # llama-cpp-python leaves out the EOS, llama.cpp the stop words
         assert 0 < n <= len(sample.token_ids) and comp.logprob == pytest.approx(sum(comp.token_logprobs))
@@ -638,3 +638,28 @@ async def test_bon_over_a_one_slot_server_keeps_every_sample(fresh, step_llama_d
     assert result.counters.generated_tokens == sum(
         e.response["usage"]["completion_tokens"] + (e.finishes == ["eos"]) for e in log)
     assert result.counters.cached_prompt_tokens is None and result.counters.backend_peak_in_flight == 1
+
+
+@pytest.mark.parametrize("mode", ["vllm", "llamacpp-python"])
+def test_a_tree_search_with_no_scorer_scores_by_the_servers_log_probabilities(fresh, step_llama_dir, tmp_path, mode):
+    """The default scorer of a tree search (confidence) runs on an OpenAI-compatible server: it asks
+    for top-k log-probabilities, records them on the nodes and costs no scorer forward pass."""
+    from pumsearch.cli import app
+
+    server = fresh[mode]
+    tree = tmp_path / "t.json"
+    result = CliRunner().invoke(app, ["solve", "what is one", "--backend", "openai", "--url", server.url,
+                                      "--tokenizer", str(step_llama_dir), "--strategy", "beam", "--budget", "4",
+                                      "--max-tokens", "12", "--max-step-tokens", "4", "--json",
+                                      "--tree-out", str(tree)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["scorer"] == "confidence" and "no --scorer" in record["scorer_default"]
+    assert record["counters"]["scorer_tokens"] == 0
+    assert {e.request["logprobs"] for e in server.completions_log()} == {20}  # the scorer's k
+    searched, _ = load_tree(tree)
+    nodes = [searched[n] for n in searched.graph.nodes if n != ROOT]
+    # one value per token the server reports (llama-cpp-python leaves out the EOS: a step of only
+    # the EOS has none)
+    assert all(len(n["token_confidences"]) == len(n["token_logprobs"]) <= n["num_tokens"] for n in nodes)
+    assert sum(len(n["token_logprobs"]) for n in nodes) > 0

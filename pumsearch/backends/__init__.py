@@ -184,11 +184,11 @@ def _load_scripted(model: str | None, *, delay: float = 0.0, **_common: Any) -> 
 
 register_backend("transformers", _load_transformers, flags=("kv_cache_mb",), uses_dtype=True, top_logprobs=True,
                  help="batched sampling with transformers on CPU or GPU (model None: the embedded SmolLM2)")
-register_backend("sglang", _load_sglang_engine, flags=("tokenizer",),
+register_backend("sglang", _load_sglang_engine, flags=("tokenizer",), top_logprobs=True,
                  help="the in-process sglang.Engine (one GPU, or one node with tensor parallelism)")
-register_backend("sglang-server", _load_sglang_server, flags=SERVER_FLAGS,
+register_backend("sglang-server", _load_sglang_server, flags=SERVER_FLAGS, top_logprobs=True,
                  help="SGLang's native POST /generate over HTTP (--url, or --launch to start one)")
-register_backend("openai", _load_openai, flags=OPENAI_FLAGS,
+register_backend("openai", _load_openai, flags=OPENAI_FLAGS, top_logprobs=True,
                  help="POST /v1/completions of an OpenAI-compatible server (--url): llama.cpp, vLLM, SGLang /v1, ...")
 register_backend("scripted", _load_scripted, flags=("delay",), recorded_name="scripted", hidden=True,
                  help="a model-free generator that writes counting steps (tests and runs without a model)")

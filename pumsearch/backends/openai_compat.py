@@ -218,8 +218,10 @@ class OpenAICompatGenerator(TokenizerPrompts):
             finish_reason=reason,
             matched_stop=matched,
             logprob=float(sum(token_logprobs)) if token_logprobs else None,
-            token_logprobs=token_logprobs or None,
-            top_logprobs=(top or None) if req.params.top_logprobs else None,
+            # a logprobs object with no entries (llama-cpp-python leaves out the EOS, llama.cpp the stop
+            # word: a step of only that token) is an empty list, not a server that returns none
+            token_logprobs=token_logprobs,
+            top_logprobs=top if req.params.top_logprobs else None,
         )
 
     def _finish(self, choice: dict[str, Any], verbose: dict[str, Any] | None, stops: tuple[str, ...], text: str,
@@ -261,11 +263,11 @@ class OpenAICompatGenerator(TokenizerPrompts):
         self.guessed_finishes += 1
         return "step", stop or stops[0]
 
-    def _logprobs(self, entries: Any, k: int) -> tuple[list[float], list[TokenTop], str | None]:
+    def _logprobs(self, entries: Any, k: int) -> tuple[list[float] | None, list[TokenTop] | None, str | None]:
         """(log-probability per token, the k most likely (id, log-probability) per token, the generated
-        tokens' text where the format gives it)."""
+        tokens' text where the format gives it); None, None where the choice has no logprobs object."""
         if not isinstance(entries, dict):
-            return [], [], None
+            return None, None, None
         if isinstance(entries.get("content"), list):  # llama.cpp: ids given; stop-word entries dropped
             content = [e for e in entries["content"] if isinstance(e, dict)]
             top = [[(int(t["id"]), float(t["logprob"])) for t in e.get("top_logprobs") or []][:k] for e in content]

@@ -99,7 +99,7 @@ MEASURES: dict[str, Measure] = {
 LIKELIHOOD = "likelihood"  # read off the sampled tokens' log-probabilities, not the confidences
 MEASURE_NAMES = (*MEASURES, LIKELIHOOD)
 # the backends whose completions carry per-token top-k log-probabilities (docs/backends.md)
-BACKENDS_WITH_TOP_LOGPROBS = "transformers (the default, also for the embedded model)"
+BACKENDS_WITH_TOP_LOGPROBS = "transformers (the default, also for the embedded model), sglang, sglang-server, openai"
 
 
 class ConfidenceScorer:

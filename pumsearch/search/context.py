@@ -248,7 +248,7 @@ class SearchContext:
         if completion.top_logprobs is None or completion.token_logprobs is None:
             raise LogprobsUnavailable(
                 "the backend returned no per-token top log-probabilities, which the scorer reads (the "
-                "confidence scorer): use a backend that returns them (--backend transformers)")
+                "confidence scorer): use a server that returns them (docs/backends.md) or --backend transformers")
         return {"token_confidences": [round(token_confidence(top), 6) for top in completion.top_logprobs],
                 "token_logprobs": [round(v, 6) for v in completion.token_logprobs]}
 

@@ -93,6 +93,7 @@ def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str,
             **sub,
             "value_kind": value_kind,
             "groups": group_rows(result.tree, cands, strategy.subsample_groups(result.tree, cands)),
+            "stopped_early": strategy.stopped_early(result),
         }
     return extra
 

@@ -12,6 +12,7 @@ References (line numbers at these commits):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from fractions import Fraction
@@ -27,6 +28,7 @@ from pumsearch.backends.scripted import ScriptedGenerator, counting_policy
 from pumsearch.cli import app
 from pumsearch.runs.records import merge_record_files
 from pumsearch.runs.subsample import subsample
+from pumsearch.search.engine import Engine
 from pumsearch.search.selection import Candidate
 from pumsearch.search.tree import ROOT
 from pumsearch.strategies import StrategyError, search_config
@@ -148,16 +150,17 @@ def by_answer(values: dict[str, float]) -> Callable[[tuple[str, ...]], float]:
     return lambda steps: next((v for a, v in values.items() if f"boxed{{{a}}}" in steps[-1]), 0.5)
 
 
-def test_consensus_weighs_votes_by_score_when_the_answer_is_a_weighted_vote() -> None:
+def test_consensus_weighs_votes_by_score_when_the_run_has_a_scorer() -> None:
     answers = ["1", "1", "1", "2"] * 4
     scores = by_answer({"1": 0.95, "2": 0.1})
-    # counts: 3/4 = 0.75 < 0.95, so a majority vote keeps sampling; weighted: 2.85 / 2.95 = 0.966
-    (weighted,), _ = run(problems(1), adaptive(budget=16, stop_rule="consensus", select="weighted"),
+    # weighted: 2.85 / 2.95 = 0.966 >= 0.95 after one wave; counted: 3/4 = 0.75 at every wave
+    (weighted,), _ = run(problems(1), adaptive(budget=16, stop_rule="consensus"),
                          ScriptedGenerator(answering(answers)), scripted_scorer(scores))
-    (counted,), _ = run(problems(1), adaptive(budget=16, stop_rule="consensus"),
-                        ScriptedGenerator(answering(answers)), scripted_scorer(scores))
     assert len(weighted.candidates) == 4
     assert weighted.tree[ROOT]["adaptive"]["statistic"] == pytest.approx(2.85 / 2.95, abs=1e-6)
+    strategy = make_strategy(adaptive(budget=16, stop_rule="consensus"), False)
+    engine = Engine(ScriptedGenerator(answering(answers)))
+    (counted,) = asyncio.run(engine.run(problems(1), strategy))
     assert len(counted.candidates) == 16 and counted.tree[ROOT]["adaptive"]["statistic"] == 0.75
 
 

@@ -34,6 +34,7 @@ from pumsearch.strategies.particles import (
     tempered_temperature,
 )
 
+
 def weights_of(rewards: list[float], temperature: float = 1.0) -> list[float]:
     return normalised_weights([log_potential(r, "probability", temperature) for r in rewards])
 
@@ -275,7 +276,7 @@ def test_particles_issue_one_expand_and_one_score_per_round_for_every_problem() 
     generator = ScriptedGenerator(depth_policy(3))
     scorer = scripted_scorer()
     config = search_config(strategy="particles", budget=8)
-    results, engine = run(problems(3), config, generator, scorer)
+    results, _ = run(problems(3), config, generator, scorer)
     assert len(generator.calls) == 3  # three steps, whatever the number of problems
     for call in generator.calls:
         assert len({r.prompt_text.split("</question>")[0] for r in call}) == 3

@@ -14,12 +14,14 @@ across problems like every round), sorts their answers into vote classes as the 
   largest class holds at least ``threshold`` of all solutions drawn (default 0.8).
 - ``consensus`` (DeepConf, Fu et al. 2025, "adaptive sampling"): stop when the leader's share of
   the vote, beta = V(leader) / sum V, reaches ``threshold`` (default 0.95). V sums each voter's
-  weight: its normalised score when the answer is chosen by ``--select weighted`` (DeepConf weighs
-  by the trace's confidence: a confidence scorer plugs in here as the scorer), else 1.
+  weight: its score, normalised as ``--select weighted`` normalises it, when the run has a scorer
+  (DeepConf weighs by the trace's confidence: a confidence scorer plugs in here as the scorer),
+  else 1.
 
-The rule is checked after every wave, the first included, and never looks at the cap, so a run
-that stopped at n solutions is also the run at any cap above n, and a run at cap N read at n is
-the run at cap n: read-off budgets work (``stopped_early``). The answer is picked by ``--select``
+The rule is checked after every wave, the first included, and looks neither at the cap nor at
+``--select``, so a run that stopped at n solutions is also the run at any cap above n, and a run
+at cap N read at n is the run at cap n, for every selection: read-off budgets work
+(``stopped_early``). The answer is picked by ``--select``
 (default: majority, the vote that was settled) among the solutions drawn. The counter
 ``saved_tokens`` estimates what stopping saved: the undrawn solutions times the mean tokens of the
 drawn ones. The root of the tree records the rule's verdict under ``adaptive``.
@@ -139,13 +141,13 @@ class AdaptiveBestOfN(BestOfN):
             leaves.extend(wave)
             candidates = ctx.candidates(leaves)
             await ctx.classify(candidates)
-            verdict = self.verdict(candidates, select, ctx)
+            verdict = self.verdict(candidates, ctx)
         self.record(ctx, leaves, verdict)
         return await ctx.finish(ctx.candidates(leaves), select)
 
-    def verdict(self, candidates: Sequence[Candidate], select: str, ctx: SearchContext) -> Verdict:
+    def verdict(self, candidates: Sequence[Candidate], ctx: SearchContext) -> Verdict:
         weights = None
-        if self.settings.stop_rule == "consensus" and select == "weighted" and ctx.has_scorer:
+        if self.settings.stop_rule == "consensus" and ctx.has_scorer:
             weights = vote_weights(candidates, ctx)
         return RULES[self.settings.stop_rule](class_totals(candidates, weights), len(candidates), self.threshold)
 

@@ -77,6 +77,7 @@ def test_supermajority_counts_every_solution_drawn() -> None:
     assert supermajority_rule([4.0, 1.0], 5, 0.8).settled
     verdict = supermajority_rule([3.0, 1.0], 5, 0.8)  # one solution stated no answer
     assert not verdict.settled and verdict.statistic == pytest.approx(0.6)
+    assert not supermajority_rule([1.0], 1, 0.8).settled  # AC 113: one answer is no majority
 
 
 def test_consensus_is_the_leaders_share_of_the_weighted_vote() -> None:

@@ -10,9 +10,11 @@ hype-parameters/rebase.yaml (softmax_temperature 0.2).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +24,12 @@ from typer.testing import CliRunner
 from pumsearch.api import make_strategy
 from pumsearch.backends.scripted import ScriptedGenerator, counting_policy
 from pumsearch.cli import app
+from pumsearch.runs.records import merge_record_files
 from pumsearch.search.protocols import GenerationOutput, GenerationRequest
-from pumsearch.search.tree import ROOT, SearchTree
+from pumsearch.search.tree import ROOT, SearchTree, load_tree
 from pumsearch.strategies import StrategyError, search_config
 from pumsearch.strategies.rebase import allocate
+from tests.helpers_runs import write_gsm8k_style
 
 
 def reference_select_softmax(scores: Sequence[float], width: int, temperature: float) -> list[int]:
@@ -209,3 +213,32 @@ def test_time_limit_returns_what_finished_marked_cut_short(strategy: str) -> Non
     assert time.monotonic() - started < 5
     assert result.cut_short and "time limit" in (result.cut_reason or "")
     assert len(result.tree) > 1
+
+
+def test_sweep_and_report_run_particles_and_rebase_per_budget(tmp_path: Path) -> None:
+    """Neither can be read off a larger run: a sweep makes one run per N, and report shows each."""
+    data = write_gsm8k_style(tmp_path / "d.jsonl", 3)
+    out = tmp_path / "sweep"
+    runner = CliRunner()
+    result = runner.invoke(app, ["sweep", "--backend", "scripted", "--dataset", str(data), "--strategies",
+                                 "particles,rebase", "--budgets", "2,4", "--scorers", "verifier", "--max-tokens", "64",
+                                 "--resampling", "systematic", "--rebase-temperature", "0.5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    runs = sorted(p.name.rsplit("-", 1)[0] for p in out.iterdir() if p.is_dir())
+    assert runs == ["particles-verifier-n2-s0", "particles-verifier-n4-s0", "rebase-verifier-n2-s0",
+                    "rebase-verifier-n4-s0"]
+    for run_dir in (p for p in out.iterdir() if p.is_dir()):
+        config = json.loads((run_dir / "config.json").read_text())
+        strategy = config["search"]["strategy"]
+        assert config["search"]["extra"] == ({"resampling": "systematic"} if strategy == "particles"
+                                             else {"rebase_temperature": 0.5})
+        for record in merge_record_files(run_dir.glob("records*.jsonl")).values():
+            assert record["strategy"] == strategy and "subsample" not in record
+            tree, _ = load_tree(run_dir / record["tree_file"])
+            marks = ("copies", "particle_weight", "iteration") if strategy == "particles" else ("allocated",)
+            assert all(mark in tree[ROOT] for mark in marks)
+    report = runner.invoke(app, ["report", str(out), "--json", str(tmp_path / "r.json")])
+    assert report.exit_code == 0, report.output
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert sorted((r["strategy"], r["budget"], r["subsampled"]) for r in rows) == [
+        ("particles", 2, False), ("particles", 4, False), ("rebase", 2, False), ("rebase", 4, False)]

@@ -11,7 +11,7 @@ across problems like every round), sorts their answers into vote classes as the 
   leader is the more likely of the two (default threshold 0.95). For whole a and b this is
   P(Binomial(a + b + 1, 1/2) <= a), computed exactly.
 - ``supermajority`` (ibid. MajorityStoppingCriteria, stopping_criterias.py:98-117): stop when the
-  largest class holds at least ``threshold`` of all solutions drawn (default 0.8).
+  largest class holds at least ``threshold`` of all solutions drawn, two or more (default 0.8).
 - ``consensus`` (DeepConf, Fu et al. 2025, "adaptive sampling"): stop when the leader's share of
   the vote, beta = V(leader) / sum V, reaches ``threshold`` (default 0.95). V sums each voter's
   weight: its score, normalised as ``--select weighted`` normalises it, when the run has a scorer
@@ -90,7 +90,7 @@ def beta_rule(totals: Sequence[float], drawn: int, threshold: float) -> Verdict:
 
 def supermajority_rule(totals: Sequence[float], drawn: int, threshold: float) -> Verdict:
     share = max(totals, default=0.0) / drawn if drawn else 0.0
-    return Verdict(share >= threshold, share)
+    return Verdict(drawn > 1 and share >= threshold, share)  # one solution is no majority (AC 113)
 
 
 def consensus_rule(totals: Sequence[float], drawn: int, threshold: float) -> Verdict:

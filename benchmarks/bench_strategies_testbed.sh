@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Particle filtering, REBASE and adaptive Best-of-N against beam search and Best-of-N on the arithmetic
+# testbed (weak policy, 200 test chains of testbed:standard, T = 0.8, at most 96 tokens per solution
+# and 24 per step), at equal generated tokens. Results: benchmarks/results/strategies/ (see
+# benchmarks/RESULTS.md). Run from the repository root; runs go to $RUNS (not in git: the trees are
+# large); rerunning resumes.
+#
+#   bash benchmarks/bench_strategies_testbed.sh [main|variants|report]...
+#
+# main: for each seed, particles, REBASE and beam with the exact PRM at N = 4..64 (one run per N:
+# none of them can be read off a larger run), Best-of-N with the exact PRM (one run at 64; majority,
+# best and weighted read off for every N) and adaptive Best-of-N without a scorer (one run at cap 64,
+# smaller caps read off). variants: the options of particle filtering and REBASE, and the other stop
+# rules, at N = 16 and 64, seed 0. report: one `pumsearch report` over everything, and the summary.
+set -euo pipefail
+RUNS=${RUNS:-/tmp/strategies-testbed}
+RESULTS=${RESULTS:-benchmarks/results/strategies}
+SEEDS=${SEEDS:-0,1}
+export OMP_NUM_THREADS=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's pumsearch, also for benchmarks/*.py
+COMMON=(--dataset testbed:standard --model testbed:weak --temperature 0.8 --max-tokens 96
+        --max-step-tokens 24 --concurrency 64)
+PUMSEARCH=(nice -n 10 python -m pumsearch.cli)
+
+main() {
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies particles,rebase,beam \
+      --budgets 4,8,16,32,64 --scorers testbed-prm --out "$RUNS/main"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies bon --budgets 4,8,16,32,64 \
+      --scorers testbed-prm --out "$RUNS/main"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies bon --adaptive --budgets 4,8,16,32,64 \
+      --scorers none --out "$RUNS/adaptive-beta"
+}
+
+variants() {
+  local v=(--seeds 0 --budgets 16,64 --scorers testbed-prm)
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies particles --resampling systematic \
+      --out "$RUNS/particles-systematic"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies particles --resample-finished \
+      --out "$RUNS/particles-resample-finished"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies particles --ess-threshold 0.5 \
+      --out "$RUNS/particles-ess"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies particles --particle-iterations 2 \
+      --out "$RUNS/particles-gibbs"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies particles --tempering-start 4 \
+      --tempering-steps 4 --out "$RUNS/particles-tempered"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies rebase --select weighted \
+      --out "$RUNS/rebase-weighted"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies rebase --rebase-temperature 1.0 \
+      --out "$RUNS/rebase-t1"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 4,8,16,32,64 --scorers none --strategies bon \
+      --adaptive --stop-rule supermajority --out "$RUNS/adaptive-supermajority"
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 4,8,16,32,64 --scorers testbed-prm \
+      --strategies bon --adaptive --stop-rule consensus --out "$RUNS/adaptive-consensus-prm"
+}
+
+report() {
+  mkdir -p "$RESULTS"
+  COLUMNS=200 python -m pumsearch.cli report "$RUNS" --csv "$RESULTS/report.csv" --json "$RESULTS/report.json" \
+      --plots "$RESULTS" > "$RESULTS/report.txt"
+  python benchmarks/bench_strategies_summary.py "$RUNS" "$RESULTS"
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(main variants report)
+for step in "${steps[@]}"; do
+  case $step in
+    main) main ;;
+    variants) variants ;;
+    report) report ;;
+    *) echo "unknown step $step: use main, variants or report" >&2; exit 2 ;;
+  esac
+done

@@ -24,6 +24,7 @@ SERIES = (
     ("BoN, exact PRM (best)", "main", "bon", "best"),
     ("adaptive BoN, majority (beta 0.95)", "adaptive-beta", "bon", "majority"),
     ("adaptive BoN, majority (supermajority 0.8)", "adaptive-supermajority", "bon", "majority"),
+    ("adaptive BoN, exact-PRM-weighted consensus 0.95 (weighted)", "adaptive-consensus-prm", "bon", "weighted"),
     ("adaptive BoN, exact-PRM-weighted consensus 0.95 (majority)", "adaptive-consensus-prm", "bon", "majority"),
     ("beam, exact PRM", "main", "beam", None),
     ("particles, exact PRM", "main", "particles", None),

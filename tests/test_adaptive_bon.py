@@ -165,6 +165,16 @@ def test_consensus_weighs_votes_by_score_when_the_run_has_a_scorer() -> None:
     assert len(counted.candidates) == 16 and counted.tree[ROOT]["adaptive"]["statistic"] == 0.75
 
 
+def test_consensus_with_a_scorer_answers_by_the_weighted_vote_it_read() -> None:
+    scores = by_answer({"1": 0.97, "2": 0.01})  # V(1) = 0.97, V(2) = 0.03: settled at 0.97
+    config = adaptive(budget=16, stop_rule="consensus")
+    (result,), _ = run(problems(1), config, ScriptedGenerator(answering(["2", "2", "1", "2"])), scripted_scorer(scores))
+    assert len(result.candidates) == 4 and result.answer == "1"  # the majority would say 2
+    (majority,), _ = run(problems(1), adaptive(budget=16, stop_rule="consensus", select="majority"),
+                         ScriptedGenerator(answering(["2", "2", "1", "2"])), scripted_scorer(scores))
+    assert len(majority.candidates) == 4 and majority.answer == "2"  # an explicit --select wins
+
+
 def test_one_backend_call_per_wave_for_every_live_problem() -> None:
     generator = ScriptedGenerator(counting_policy(2, answers=("1", "2")))
     results, _ = run(problems(3), adaptive(budget=12, wave_size=3), generator, scripted_scorer())

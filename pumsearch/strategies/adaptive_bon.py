@@ -21,8 +21,8 @@ across problems like every round), sorts their answers into vote classes as the 
 The rule is checked after every wave, the first included, and looks neither at the cap nor at
 ``--select``, so a run that stopped at n solutions is also the run at any cap above n, and a run
 at cap N read at n is the run at cap n, for every selection: read-off budgets work
-(``stopped_early``). The answer is picked by ``--select``
-(default: majority, the vote that was settled) among the solutions drawn. The counter
+(``stopped_early``). The answer is picked by ``--select`` among the solutions drawn; by default
+by the vote the rule read: weighted for ``consensus`` with a scorer, else majority. The counter
 ``saved_tokens`` estimates what stopping saved: the undrawn solutions times the mean tokens of the
 drawn ones. The root of the tree records the rule's verdict under ``adaptive``.
 """
@@ -131,7 +131,8 @@ class AdaptiveBestOfN(BestOfN):
         if not self.settings.adaptive:
             return await super().search(problem, ctx)
         cap = self.config.budget
-        select = self.config.select or "majority"
+        weighs = self.settings.stop_rule == "consensus" and ctx.has_scorer
+        select = self.config.select or ("weighted" if weighs else "majority")  # the vote the rule reads
         leaves: list[int] = []
         verdict = Verdict(False, 0.0)
         while len(leaves) < cap and not verdict.settled:
@@ -141,14 +142,12 @@ class AdaptiveBestOfN(BestOfN):
             leaves.extend(wave)
             candidates = ctx.candidates(leaves)
             await ctx.classify(candidates)
-            verdict = self.verdict(candidates, ctx)
+            verdict = self.verdict(candidates, ctx, weighs)
         self.record(ctx, leaves, verdict)
         return await ctx.finish(ctx.candidates(leaves), select)
 
-    def verdict(self, candidates: Sequence[Candidate], ctx: SearchContext) -> Verdict:
-        weights = None
-        if self.settings.stop_rule == "consensus" and ctx.has_scorer:
-            weights = vote_weights(candidates, ctx)
+    def verdict(self, candidates: Sequence[Candidate], ctx: SearchContext, weighs: bool) -> Verdict:
+        weights = vote_weights(candidates, ctx) if weighs else None
         return RULES[self.settings.stop_rule](class_totals(candidates, weights), len(candidates), self.threshold)
 
     def record(self, ctx: SearchContext, leaves: Sequence[int], verdict: Verdict) -> None:

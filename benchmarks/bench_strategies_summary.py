@@ -27,6 +27,7 @@ SERIES = (
     ("adaptive BoN, exact-PRM-weighted consensus 0.95 (weighted)", "adaptive-consensus-prm", "bon", "weighted"),
     ("adaptive BoN, exact-PRM-weighted consensus 0.95 (majority)", "adaptive-consensus-prm", "bon", "majority"),
     ("beam, exact PRM", "main", "beam", None),
+    ("beam, exact PRM, distinct prefixes only", "beam-filter-duplicates", "beam", None),
     ("particles, exact PRM", "main", "particles", None),
     ("particles, systematic", "particles-systematic", "particles", None),
     ("particles, finished resampled", "particles-resample-finished", "particles", None),

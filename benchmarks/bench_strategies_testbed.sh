@@ -47,6 +47,10 @@ variants() {
       --out "$RUNS/rebase-weighted"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies rebase --rebase-temperature 1.0 \
       --out "$RUNS/rebase-t1"
+  # beam keeping only distinct prefixes (search-and-learn's recipes turn this on): is the gap to
+  # particles and REBASE one of diversity?
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 8,16,64 --scorers testbed-prm --strategies beam \
+      --filter-duplicates --out "$RUNS/beam-filter-duplicates"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 4,8,16,32,64 --scorers none --strategies bon \
       --adaptive --stop-rule supermajority --out "$RUNS/adaptive-supermajority"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 4,8,16,32,64 --scorers testbed-prm \

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package and tests/
 
 from pumsearch.scorers import BatchedScorer, load_scorer
 from pumsearch.search.problem import Problem
@@ -38,7 +37,7 @@ from pumsearch.search.protocols import Score, ScoreItem
 
 
 def build_checkpoint(root: Path, hidden: int, layers: int) -> Path:
-    import helpers_scorers as h
+    from tests import tiny_models as h
 
     h.TINY = dict(
         hidden_size=hidden,
@@ -46,7 +45,9 @@ def build_checkpoint(root: Path, hidden: int, layers: int) -> Path:
         num_hidden_layers=layers,
         num_attention_heads=max(hidden // 64, 2),
         num_key_value_heads=max(hidden // 128, 1),
+        head_dim=8,  # as build_pum always had
         max_position_embeddings=4096,
+        tie_word_embeddings=False,
     )
     ckpt, _ = h.build_pum(root, head_sizes=(hidden // 4,))
     return ckpt

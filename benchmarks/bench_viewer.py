@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's package and the test fixtures
-
-from helpers_viz import big_tree  # noqa: E402
+sys.path.insert(0, str(ROOT))  # this checkout's package and its test fixtures
 
 from pumsearch.viz.html import render_trees_html  # noqa: E402
+from tests.helpers_viz import big_tree  # noqa: E402
 
 
 def driver():  # type: ignore[no-untyped-def]

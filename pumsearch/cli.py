@@ -17,6 +17,7 @@ from pumsearch.cli_options import (
     SCORER_NAMES_HELP,
     SOLVE_GROUPS,
     SWEEP_GROUPS,
+    THREADS,
     CommandLine,
     shared_options,
 )
@@ -47,7 +48,7 @@ def solve(
 
 
 @app.command()
-@shared_options(SCORER_CHECKPOINT, SCORER)
+@shared_options(SCORER_CHECKPOINT, SCORER, THREADS)
 def score(
     scorer: Annotated[str, typer.Option("--scorer", help=SCORER_NAMES_HELP)],
     question: Annotated[str, typer.Option(help="The problem text.")],
@@ -109,13 +110,16 @@ def report(
     plots: Annotated[Path | None, typer.Option(help="Directory for the PNG plots "
                                                     "(default: DIR/plots).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the plots.")] = False,
+    finished_only: Annotated[bool, typer.Option("--finished-only", help="Accuracy over finished problems only "
+                                                "(default: over every problem asked for; a failed or "
+                                                "missing one counts as wrong).")] = False,
 ) -> None:
     """Accuracy (± standard error over seeds and problems), pass@N, maj@N, tokens and wall time per
     configuration and budget; breakdowns by MATH level and subject; CSV/JSON export; PNG plots."""
     from pumsearch.cli_runs import report_command
 
     with exit_on_user_errors():
-        report_command(dirs, csv_out, json_out, plots, no_plots)
+        report_command(dirs, csv_out, json_out, plots, no_plots, finished_only)
 
 
 def _add_sub_apps() -> None:

@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 import typer
 
-from pumsearch.cli_common import UsageError, exit_on_user_errors
+from pumsearch.cli_common import THREADS_HELP, UsageError, exit_on_user_errors
+from pumsearch.models import check_device_name, use_cpu_threads
 from pumsearch.registry import BACKENDS, SCORERS
 from pumsearch.scorers.prm import PRM_FORMATS
 from pumsearch.search.config import SearchConfig
@@ -108,9 +109,11 @@ POLICY = (
 )
 
 # -- scheduling (not part of any run key) -----------------------------------------------------------
+THREADS = (Opt("threads", int | None, None, THREADS_HELP),)
 SCHEDULING = (
     Opt("concurrency", int, 16, "Problems searched at once."),
     Opt("batch_tokens", int | None, None, "Token cap of one backend batch."),
+    *THREADS,
 )
 
 # -- scorers ----------------------------------------------------------------------------------------
@@ -165,11 +168,15 @@ def shared_options(*groups: Sequence[Opt]) -> Callable[[Callable[..., Any]], Cal
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "opts"]
         context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        option_types = {**{p.name: _option_type(p.annotation) for p in own}, **{o.name: o.type for o in shared}}
 
         @functools.wraps(func)
         def command(ctx: typer.Context, **values: Any) -> Any:
             with exit_on_user_errors():
-                line = CommandLine.read(ctx, values)
+                line = CommandLine.read(ctx, values, option_types)
+                line.check_scheduling()
+                if "threads" in line.values:  # before anything loads torch
+                    use_cpu_threads(line["threads"])
                 return func(**{p.name: line.values[p.name] for p in own}, opts=line)
 
         signature = inspect.Signature([context, *own, *(o.parameter() for o in shared)])
@@ -192,7 +199,9 @@ class CommandLine:
         return self.values[name]
 
     @classmethod
-    def read(cls, ctx: typer.Context, values: dict[str, Any]) -> CommandLine:
+    def read(cls, ctx: typer.Context, values: dict[str, Any], option_types: Mapping[str, Any] | None = None
+             ) -> CommandLine:
+        """``option_types``: each option's type, to check what the config file gives it."""
         given = {name for name in values if _from_command_line(ctx, name)}
         path = values.get("config_file")
         if path is not None:
@@ -201,9 +210,17 @@ class CommandLine:
             search_names = {f.name for f in fields(SearchConfig)} | {s.name for s in NAMED_SETTINGS}
             for name, value in read_config_file(path, set(values) - {"config_file"}, search_names).items():
                 if name not in given:
-                    values[name] = _config_value(name, value)
+                    value = _config_value(name, value)
+                    values[name] = _typed(path, name, value, (option_types or {}).get(name))
                     given.add(name)
         return cls(values, frozenset(given))
+
+    def check_scheduling(self) -> None:
+        """--concurrency, --batch-tokens and --threads must be positive where the command has them."""
+        for name in ("concurrency", "batch_tokens", "threads"):
+            value = self.values.get(name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
     # -- the search --------------------------------------------------------------------------------
     def search_settings(self) -> dict[str, Any]:
@@ -252,6 +269,7 @@ class CommandLine:
     def backend(self) -> dict[str, Any]:
         """load_generator keywords (the model aside)."""
         v = self.values
+        check_device_name(v["device"])  # before any model loads
         options = backend_options(v["backend"], url=v["url"], launch=v["launch"], tokenizer=v["tokenizer"],
                                   max_concurrency=v["max_concurrency"], request_timeout=v["request_timeout"],
                                   retries=v["retries"], scripted_delay=v["scripted_delay"])
@@ -263,6 +281,8 @@ class CommandLine:
         """load_scorer keywords from the --scorer-* flags; unset ones left out. run and sweep have no
         --scorer-model or --prm-format: their scorer specs carry path and format."""
         v = self.values
+        if v["scorer_device"] is not None:
+            check_device_name(v["scorer_device"], "--scorer-device")
         options = scorer_options(v.get("scorer_model"), v["scorer_base"], v["scorer_device"], v["scorer_dtype"],
                                  v.get("prm_format"), v["scorer_option"])
         if v["scorer_url"] is not None:
@@ -283,6 +303,38 @@ def _config_value(name: str, value: Any) -> Any:
             return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items()]
         return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _option_type(annotation: Any) -> Any:
+    """The value type of a command's own parameter (its annotation without typer's Option)."""
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+
+
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text", Path: "a path"}
+
+
+def _typed(path: Path, name: str, value: Any, annotation: Any) -> Any:
+    """A config-file value as its option takes it (an int for a float, a number for text), or a
+    UsageError naming the file, the key and the type it needs ("temperature = 'hot'")."""
+    if annotation is None or name in LIST_OPTIONS:
+        return value
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    kinds = [m for m in members if m is not type(None)]
+    kind = kinds[0] if len(kinds) == 1 else None
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and is_number:
+        return float(value)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is str and (isinstance(value, str) or is_number):
+        return str(value)
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    if kind not in _KINDS:
+        return value
+    raise UsageError(f"{path}: {name.replace('_', '-')} must be {_KINDS[kind]} (got {value!r})")
 
 
 def parse_key_values(entries: Sequence[str] | None, flag: str) -> dict[str, str]:

@@ -13,14 +13,22 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from pumsearch.cli_common import UsageError, console, err_console, quiet_transformers
+from pumsearch.cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_PROBLEMS_FAILED,
+    UsageError,
+    compact_table,
+    console,
+    err_console,
+    quiet_transformers,
+)
 from pumsearch.cli_options import CommandLine, options_per_scorer
 
 
 def run_command(opts: CommandLine) -> None:
     from pumsearch.runs.grid import parse_scorer_specs, single_plan
+    from pumsearch.search.engine import check_work_fits
     from pumsearch.strategies import make_strategy
 
     dataset, shard, model_id = _prepare(opts)
@@ -29,8 +37,9 @@ def run_command(opts: CommandLine) -> None:
         raise UsageError("run takes one --scorer; use sweep --scorers for several")
     (scorer_spec,) = _with_scorer_options(specs, opts.scorer(), "--scorer")
     config = opts.search_config()
-    make_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
+    strategy = make_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
     problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
+    check_work_fits(strategy, min(opts["concurrency"], len(problems)))
     plan = single_plan(opts["out"], config, scorer_spec, dataset.identity(), model_id)
     _open_and_execute([plan], problems, opts, shard)
 
@@ -38,6 +47,7 @@ def run_command(opts: CommandLine) -> None:
 def sweep_command(opts: CommandLine) -> None:
     from pumsearch.runs.grid import parse_int_list, parse_scorer_specs, plan_grid
     from pumsearch.runs.session import check_sweep_dir, sweep_base_settings
+    from pumsearch.search.engine import check_work_fits
     from pumsearch.strategies import make_strategy
 
     dataset, shard, model_id = _prepare(opts)
@@ -52,13 +62,14 @@ def sweep_command(opts: CommandLine) -> None:
                              settings=opts.search_settings(),
                              strategy_options=dict(zip(strategies, options, strict=True)),
                              dataset=dataset.identity(), model=model_id)
-    for plan in plans:  # refuse bad settings (e.g. N not a multiple of M) before loading anything
-        make_strategy(plan.spec.search, plan.scorer is not None)
-    for note in notes:
+    planned_strategies = [make_strategy(plan.spec.search, plan.scorer is not None) for plan in plans]
+    for note in notes:  # bad settings (e.g. N not a multiple of M) were refused before loading anything
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     if not plans:
         raise UsageError("the grid is empty: every strategy needs a scorer that --scorers does not give")
     problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
+    for strategy in planned_strategies:
+        check_work_fits(strategy, min(opts["concurrency"], len(problems)))
     base = {"settings": sweep_base_settings(opts.flat_settings(options)),
             "dataset": dataset.identity(), "model": model_id}
     keyed = {s.spec: s.keyed_options() for s in scorers if s is not None and s.keyed_options()}
@@ -109,8 +120,9 @@ def _check_references(plans: Sequence[Any], problems: Sequence[Any], scorers: di
 
 def _open_and_execute(plans: list[Any], problems: list[Any], opts: CommandLine, shard: tuple[int, int] | None,
                       before_open: Callable[[], None] | None = None) -> None:
-    """Load the scorers, open the run directories (refusing one of another configuration), load the
-    policy, run. Scorers load first, so a bad checkpoint or option leaves no directory behind."""
+    """Load the scorers, open and lock the run directories (refusing one of another configuration,
+    or one another process writes), load the policy, run, and say what failed. Scorers load first,
+    so a bad checkpoint or option leaves no directory behind."""
     from pumsearch.runs.rundir import open_run_dir
     from pumsearch.runs.session import close_scorers, load_policy, load_scorers, run_plans
 
@@ -118,34 +130,59 @@ def _open_and_execute(plans: list[Any], problems: list[Any], opts: CommandLine, 
     quiet_transformers()
     with console.status("loading the scorers...") if any(pl.scorer for pl in plans) else contextlib.nullcontext():
         scorers = load_scorers([pl.scorer for pl in plans], plans[0].spec.search.step_delimiter)
-    try:
-        _check_references(plans, problems, scorers)
-        if before_open is not None:
-            before_open()
-        for plan in plans:
-            open_run_dir(plan.path, plan.spec)
-        with console.status("loading the model..."):
-            generator = load_policy(opts["model"], opts.backend())
-    except BaseException:
-        close_scorers(scorers)  # from here on run_plans closes them
-        raise
-    progress = RichProgress()
-    try:
-        with progress:
-            run_plans(plans, problems, generator, progress=progress, concurrency=opts["concurrency"],
-                      batch_tokens=opts["batch_tokens"], shard=shard, scorers=scorers)
-    except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted:[/] finished problems are saved in {opts['out']}; "
-                          "rerun the same command to resume", highlight=False)
-        raise typer.Exit(130) from None
+    with contextlib.ExitStack() as locks:  # held until the runs end; the OS drops them if the process dies
+        try:
+            _check_references(plans, problems, scorers)
+            if before_open is not None:
+                before_open()
+            for plan in plans:
+                locks.enter_context(open_run_dir(plan.path, plan.spec).lock(shard))
+            with console.status("loading the model..."):
+                generator = load_policy(opts["model"], opts.backend())
+        except BaseException:
+            close_scorers(scorers)  # from here on run_plans closes them
+            raise
+        progress = RichProgress()
+        try:
+            with progress:
+                tallies = run_plans(plans, problems, generator, progress=progress, concurrency=opts["concurrency"],
+                                    batch_tokens=opts["batch_tokens"], shard=shard, scorers=scorers)
+        except KeyboardInterrupt:
+            err_console.print(f"[yellow]interrupted:[/] finished problems are saved in {escape(str(opts['out']))}; "
+                              "rerun the same command to resume", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    if print_outcomes(plans, tallies):
+        raise typer.Exit(EXIT_PROBLEMS_FAILED)
+
+
+def print_outcomes(plans: Sequence[Any], tallies: Sequence[Any]) -> bool:
+    """One line per run (what finished, failed and is missing, accuracy over all its problems and
+    over the finished ones), then this session's failures grouped by kind with counts and how to
+    retry them. Returns whether any problem failed."""
+    from pumsearch.runs.runner import group_failures
+
     for plan in plans:
-        summary = json.loads((plan.path / "summary.json").read_text())
-        console.print(f"{plan.label}: {summary['problems_finished']} finished, {summary['problems_failed']} "
-                      f"failed, accuracy {_fmt(summary['accuracy'])} -> {plan.path}", highlight=False, markup=False)
+        s = json.loads((plan.path / "summary.json").read_text())
+        missing = f", {s['problems_missing']} not run" if s["problems_missing"] else ""
+        over = (f" ({_fmt(s['accuracy_finished'])} over the {s['problems_finished']} finished)"
+                if s["problems_finished"] != s["problems_planned"] else "")
+        console.print(f"{plan.label}: {s['problems_finished']} of {s['problems_planned']} finished, "
+                      f"{s['problems_failed']} failed{missing}; accuracy {_fmt(s['accuracy'])}{over} -> {plan.path}",
+                      highlight=False, markup=False)
+    errors = [e for tally in tallies for e in tally.errors]
+    if not errors:
+        return False
+    err_console.print(f"[bold red]{len(errors)} problem{'s' if len(errors) != 1 else ''} failed:[/]", highlight=False)
+    for count, example in group_failures(errors):
+        err_console.print(f"  {count} x {escape(example)}", highlight=False, soft_wrap=True)
+    err_console.print("their records say why (status \"failed\"); fix the cause and rerun the same command: "
+                      "finished problems are kept and only these are run again", highlight=False, soft_wrap=True)
+    return True
 
 
 class RichProgress:
-    """A rich progress bar per run, with live accuracy and generated tokens per second."""
+    """A rich progress bar per run, with live accuracy (over every finished problem of the run,
+    those of earlier sessions too) and generated tokens per second (this session's)."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -163,27 +200,36 @@ class RichProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def begin(self, label: str, total: int, already_done: int) -> None:
+    def begin(self, label: str, total: int, already_done: int, previous: Sequence[dict[str, Any]] = ()) -> None:
         from pumsearch.runs.runner import Tally
 
         self.tally = Tally()
-        self.task = self.progress.add_task(escape(label), total=total, completed=already_done, acc="-",
+        for record in previous:
+            self.tally.add(record, counts_tokens=False)
+        if already_done:
+            self.note(f"{label}: resuming {already_done}/{total} (finished before; {total - already_done} to run)")
+        self.task = self.progress.add_task(escape(label), total=total, completed=already_done, acc=self._acc(),
                                            tps="-")
 
     def record(self, record: dict[str, Any]) -> None:
         self.tally.add(record)
+        self.progress.update(self.task, advance=1, acc=self._acc(), tps=f"{self.tally.tokens_per_second:.1f}")
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+    def _acc(self) -> str:
         acc = self.tally.accuracy
-        self.progress.update(self.task, advance=1, acc="-" if acc is None else f"{acc:.3f}",
-                             tps=f"{self.tally.tokens_per_second:.1f}")
+        return "-" if acc is None else f"{acc:.3f}"
 
 
 # -- report -----------------------------------------------------------------------------------------
 def report_command(dirs: list[Path], csv_out: Path | None, json_out: Path | None, plots: Path | None,
-                   no_plots: bool) -> None:
+                   no_plots: bool, finished_only: bool = False) -> None:
     from pumsearch.runs import report as rep
 
-    result = rep.build_report(dirs)
-    print_report(result)
+    result = rep.build_report(dirs, finished_only=finished_only)
+    print_report(result, finished_only=finished_only)
     if csv_out:
         rep.write_csv(result, csv_out)
         console.print(f"table written to {csv_out}", highlight=False, markup=False)
@@ -199,24 +245,41 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def print_report(result: Any) -> None:
-    table = Table(title="accuracy by configuration and budget")
-    for col in ("dataset", "strategy", "scorer", "select", "N", "seeds", "n", "accuracy", "± se", "pass@N",
-                "maj@N", "tokens", "wall s", "config"):
-        left = col in ("dataset", "strategy", "scorer", "select")
-        table.add_column(col, justify="left" if left else "right")
-    for r in result.rows:
-        table.add_row(escape(r.dataset), escape(r.strategy), escape(r.scorer), r.select,
-                      f"{r.budget}{'*' if r.subsampled else ''}", str(r.seeds), str(r.n), _fmt(r.accuracy),
-                      _fmt(r.se), _fmt(r.pass_at_n), _fmt(r.maj_at_n), _fmt(r.mean_tokens, 1),
-                      _fmt(r.mean_wall_time, 2), r.family[:8])
-    console.print(table)
+REPORT_COLUMNS = ("select", "N", "n", "accuracy", "± se", "pass@N", "maj@N", "tokens", "wall s", "failed",
+                  "missing")
+
+
+def print_report(result: Any, *, finished_only: bool = False) -> None:
+    """One table per configuration (dataset, strategy, scorer and the rest of its settings, named
+    by its id), a row per selection and budget; each fits 80 columns."""
+    families: dict[str, list[Any]] = {}
+    for row in result.rows:
+        families.setdefault(row.family, []).append(row)
+    for family, rows in families.items():
+        head = rows[0]
+        table = compact_table(REPORT_COLUMNS, text=("select",),
+                              title=f"{head.dataset} · {head.strategy} / {head.scorer} · config {family[:8]}")
+        for r in rows:
+            table.add_row(r.select, f"{r.budget}{'*' if r.subsampled else ''}", str(r.n), _fmt(r.accuracy),
+                          _fmt(r.se), _fmt(r.pass_at_n), _fmt(r.maj_at_n), _fmt(r.mean_tokens, 0),
+                          _fmt(r.mean_wall_time, 2), str(r.failed), str(r.missing))
+        console.print(table, highlight=False)
+        console.print()
+    notes = ["n: (seed, problem) pairs; tokens: mean generated per finished problem; wall s: mean seconds per "
+             "finished problem"]
     if any(r.subsampled for r in result.rows):
-        console.print("* read off a run at a larger N (subsampled)", highlight=False, markup=False)
+        notes.append("* read off a run at a larger N (subsampled)")
+    if finished_only:
+        notes.append("accuracy over the finished problems only (--finished-only)")
+    elif any(r.failed or r.missing for r in result.rows):
+        notes.append("accuracy counts failed and missing problems as wrong (--finished-only: over the finished "
+                     "ones); rerun a run's command to finish them")
+    for note in notes:
+        console.print(note, highlight=False, markup=False)
     if result.breakdown:
-        sub = Table(title="accuracy by level and subject")
-        for col in ("strategy", "scorer", "select", "N", "field", "value", "n", "accuracy"):
-            sub.add_column(col)
+        sub = compact_table(("strategy", "scorer", "select", "N", "field", "value", "n", "accuracy"),
+                            text=("strategy", "scorer", "select", "field", "value"),
+                            title="accuracy by level and subject")
         for b in result.breakdown:
             sub.add_row(escape(b["strategy"]), escape(b["scorer"]), b["select"], str(b["budget"]), b["field"],
                         escape(str(b["value"])), str(b["n"]), _fmt(b["accuracy"]))

@@ -42,22 +42,25 @@ def solve_command(opts: CommandLine) -> None:
     if as_json:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    print_result(result, config.aggregate)
+    print_result(result, config, scorer is not None)
     console.print(f"tree written to [bold]{path}[/]")
 
 
 def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -> tuple[Any, Any]:
     from pumsearch.api import asearch, resolve_scorer
     from pumsearch.backends import load_generator
+    from pumsearch.search.engine import check_work_fits
     from pumsearch.search.problem import Problem, require_answers
     from pumsearch.strategies import make_strategy
 
     question, answer = opts["question"], opts["answer"]
     if not question.strip():
         raise UsageError("the question is empty: give the problem text to solve")
+    backend = opts.backend()  # bad backend flags or --device are refused before anything loads
     config = opts.search_config()
     problem = Problem("question", question, answer)
     strategy = make_strategy(config, scorer is not None)  # bad settings are refused before any model loads
+    check_work_fits(strategy)
     if needs := strategy.needs_reference():
         require_answers(problem, who=needs, fix="pass --answer", error=UsageError)
     quiet_transformers()
@@ -66,7 +69,7 @@ def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -
     if scorer_obj is not None and scorer_obj.needs_reference:
         require_answers(problem, who=f"scorer {scorer!r}", fix="pass --answer", error=UsageError)
     with console.status("loading the model..."):
-        generator = load_generator(opts["model"], **opts.backend())
+        generator = load_generator(opts["model"], **backend)
 
     async def search_and_close() -> Any:
         try:
@@ -86,16 +89,19 @@ def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -
     return outcome, config
 
 
-def print_result(result: Any, aggregate: str) -> None:
+def print_result(result: Any, config: Any, has_scorer: bool) -> None:
     verdict = "" if result.correct is None else (" [green](correct)[/]" if result.correct else " [red](wrong)[/]")
-    answer = escape(result.answer) if result.answer is not None else "(none stated)"
-    console.print(f"[bold]answer:[/] {answer}{verdict}", highlight=False)
+    if result.answer:
+        console.print(f"[bold]answer:[/] {escape(result.answer)}{verdict}", highlight=False)
+    else:
+        console.print(f"[bold]answer:[/] [yellow]no answer found[/]: {escape(why_no_answer(result, config))}{verdict}",
+                      highlight=False)
     if result.cut_short:
         console.print("[yellow]the search was cut short; this is its best so far[/]")
     console.rule("chosen path")
     for i, step in enumerate(result.chosen_steps, 1):
         console.print(f"[bold cyan]step {i}.[/] {escape(step)}", highlight=False)
-    table = Table(title=f"candidates ({aggregate} aggregation)")
+    table = Table(title=f"candidates ({config.aggregate} aggregation)" if has_scorer else "candidates (no scorer)")
     for col in ("node", "answer", "score", "correct", "tokens", "finish"):
         table.add_column(col)
     for cand in result.candidates:
@@ -111,6 +117,21 @@ def print_result(result: Any, aggregate: str) -> None:
     for key, value in result.counters.to_dict().items():
         counters.add_row(key, str(value))
     console.print(counters)
+
+
+def why_no_answer(result: Any, config: Any) -> str:
+    """Why a search ended without an answer: no finished solution, or solutions that state none
+    (and how many of them the token cap cut off)."""
+    if not result.candidates:
+        reason = f" ({result.cut_reason})" if result.cut_reason else ""
+        return f"the search finished no solution{reason}"
+    capped = sum(1 for c in result.candidates if result.tree[c.node]["finish_reason"] == "length")
+    total = len(result.candidates)
+    said = (f"none of the {total} solutions states a final answer" if total > 1
+            else "the solution states no final answer")
+    if capped:
+        said += f"; {capped} of them stopped at the token cap (--max-tokens {config.max_tokens}): raise it"
+    return said
 
 
 # -- score ------------------------------------------------------------------------------------------

@@ -10,12 +10,19 @@
   ``resolve_dtype`` (names and aliases; ``auto`` is bfloat16 on CUDA, float32 elsewhere).
 - **Seeds.** ``hash_seed``: a request's seed and a sample's index give the sample its own seed, so
   draws never depend on what else shares a batch (every backend derives the same ones).
+- **CPU threads.** ``use_cpu_threads`` (``--threads``): how many threads torch computes with, set
+  before torch starts its thread pools (benchmarks/bench_threads.py measured the default).
 
 torch and transformers are imported inside the functions: importing this module is light.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +102,21 @@ def resolve_dtype(name: str, device: str) -> Any:
     return getattr(torch, key)
 
 
+# torch's device types (a name, optionally ":index"); checked before anything loads
+_DEVICE = re.compile(r"(auto|cpu|mps|meta|(cuda|xpu|hpu|npu|xla|privateuseone)(:\d+)?)")
+
+
+def check_device_name(device: str, flag: str = "--device") -> None:
+    """Refuse a device name torch would reject, before a model spends a minute loading."""
+    if not _DEVICE.fullmatch(device):
+        raise ModelLoadError(f"unknown device {device!r} ({flag}): use cpu, cuda, cuda:N, mps or auto")
+
+
 def resolve_device(device: str) -> str:
     import torch
 
+    check_device_name(device)
+    apply_cpu_threads()  # every model load resolves its device first: torch's pools start after this
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -110,13 +129,38 @@ def looks_like_path(name: str) -> bool:
 
 
 def check_model_location(name: str) -> None:
-    """Clear errors for a missing path or a directory that holds no model."""
+    """Clear errors for a missing path, a directory that holds no model, or weights cut short."""
     if looks_like_path(name):
         path = Path(name).expanduser()
         if not path.exists():
             raise ModelLoadError(f"model path {name} does not exist")
         if path.is_dir() and not (path / "config.json").exists():
             raise ModelLoadError(f"{name} is not a model directory (no config.json in it)")
+        for weights in sorted(path.glob("*.safetensors")) if path.is_dir() else []:
+            check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file that is cut short or not safetensors at all (an interrupted
+    download or copy), naming the file, before a loader fails on it with a traceback. The format:
+    8 bytes of header length, a JSON header giving each tensor's byte range, then the data."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+        try:
+            header = json.loads(f.read(length)) if 0 < length <= size - 8 else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+    tensors = [v for k, v in header.items() if k != "__metadata__"] if isinstance(header, dict) else None
+    try:
+        needed = 8 + length + max((int(t["data_offsets"][1]) for t in tensors or []), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        tensors = None
+    if tensors is None:
+        raise ModelLoadError(f"{path} is corrupt (not a safetensors file): download or save it again")
+    if needed > size:
+        raise ModelLoadError(f"{path} is truncated ({size:,} bytes; its header describes {needed:,}): download "
+                             "or save it again")
 
 
 def load_pretrained(name: str, *, dtype: Any, device: str, trust_remote_code: bool = False,
@@ -156,6 +200,62 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
         ) from None
 
 
+# -- CPU threads -----------------------------------------------------------------------------------
+# Every core the process may use, with OpenMP's passive wait policy: a thread waiting for the others
+# at one of a decode step's many parallel regions sleeps instead of spinning. Spinning threads made
+# the README's first command take 45-622 s of backend time with 2 threads on the loaded 2-core
+# machine against 10-30 s with 1 thread; passive waiting made 2 threads take 9-19 s there
+# (benchmarks/bench_threads.py, benchmarks/RESULTS.md, "CPU threads").
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_wanted_threads: int | None = None
+
+
+def default_cpu_threads() -> int:
+    """OMP_NUM_THREADS where the environment sets it, else every core this process may run on."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def use_cpu_threads(threads: int | None) -> int:
+    """Compute with ``threads`` CPU threads (None: ``default_cpu_threads()``). Before torch is
+    imported this sets the variables torch's OpenMP and MKL read when they start (so importing it
+    stays lazy), with the passive wait policy unless the environment names one; the intra- and
+    inter-op counts are set through torch before its first operation, by ``apply_cpu_threads``
+    (called here when torch is loaded, else when a device is resolved)."""
+    global _wanted_threads
+    n = default_cpu_threads() if threads is None else threads
+    if n < 1:
+        raise ValueError(f"--threads must be at least 1 (got {n})")
+    _wanted_threads = n
+    if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads it
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = str(n)
+    if "torch" in sys.modules:
+        apply_cpu_threads()
+    return n
+
+
+def apply_cpu_threads() -> None:
+    """Hand the count ``use_cpu_threads`` chose to torch (nothing when none was chosen). The
+    inter-op pool can be sized only before its first use: later it keeps its size."""
+    if _wanted_threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != _wanted_threads:
+        torch.set_num_threads(_wanted_threads)
+    if torch.get_num_interop_threads() != _wanted_threads:
+        # already started (a second command in one process): it keeps its size
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(_wanted_threads)
+
+
 # -- seeds ------------------------------------------------------------------------------------------
 def hash_seed(seed: int | None, index: int) -> int:
     """A per-sample seed from the request seed and the sample's index."""
@@ -170,7 +270,10 @@ __all__ = [
     "MODEL_PREFIXES",
     "ModelLoadError",
     "ModelPrefix",
+    "apply_cpu_threads",
+    "check_device_name",
     "check_model_location",
+    "check_safetensors",
     "default_scorer_for",
     "hash_seed",
     "is_alias",
@@ -181,4 +284,5 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "resolve_model_name",
+    "use_cpu_threads",
 ]

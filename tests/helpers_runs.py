@@ -1,5 +1,5 @@
-"""Shared fixtures for the evaluation tests: small datasets, a tiny real Llama policy with a real
-tokenizer and chat template, a second strategy that is rerun per budget, a scripted scorer."""
+"""Shared pieces for the evaluation tests: small datasets, a second strategy that is rerun per
+budget, a scripted scorer."""
 
 from __future__ import annotations
 
@@ -16,30 +16,6 @@ from pumsearch.search.result import SearchResult
 from pumsearch.search.tree import ROOT
 from pumsearch.strategies.base import Strategy
 
-SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-WORDS = [
-    "system",
-    "user",
-    "assistant",
-    "Step",
-    "The",
-    "answer",
-    "is",
-    "\\boxed{",
-    "}",
-    ".",
-    "+",
-    "=",
-    "\n\n",
-    *[str(d) for d in range(10)],
-    "What",
-    "Solve",
-]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|> {% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
-)
-
 
 def write_gsm8k_style(path: Path, n: int, *, answers: Sequence[str] = ("1", "2", "3")) -> Path:
     """GSM8K-shaped rows (question, answer ending in '#### N'), no ids: ids become <stem>:<line>."""
@@ -49,43 +25,6 @@ def write_gsm8k_style(path: Path, n: int, *, answers: Sequence[str] = ("1", "2",
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def build_tiny_llama(directory: Path) -> Path:
-    """A randomly initialised Llama (2 layers, hidden 32) and a WordLevel tokenizer with a chat
-    template, saved like a real checkpoint so the real loading code runs."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.add_special_tokens(SPECIALS)  # split out of the surrounding text, as in real chat tokenizers
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", bos_token=None
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    eos_id = fast.convert_tokens_to_ids("<|im_end|>")
-    pad_id = fast.convert_tokens_to_ids("<pad>")
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(vocab),
-        max_position_embeddings=512,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    fast.save_pretrained(directory)
-    return directory
 
 
 class StepThenFinish(Strategy):

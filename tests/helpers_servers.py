@@ -4,7 +4,8 @@
 and the OpenAI completions API field for field (SGLang 0.5.x: python/sglang/srt/entrypoints/
 http_server.py and managers/io_struct.py GenerateReqInput; finish_reason objects as in
 managers/schedule_batch.py; OpenAI's /v1/completions and /v1/models), and generates with a tiny,
-randomly initialised real Llama through pumsearch's transformers backend:
+randomly initialised real Llama (tests/tiny_models.py ``build_step_llama``, fixture
+``step_llama_dir``) through pumsearch's transformers backend:
 
 - GET /health, GET /model_info (and /get_model_info), GET /v1/models
 - POST /generate: ``text`` or ``input_ids``, ``sampling_params``, ``rid``, ``return_logprob``;
@@ -31,98 +32,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-WORDS = [
-    "the",
-    "a",
-    "is",
-    "of",
-    "and",
-    "to",
-    "in",
-    "step",
-    "so",
-    "we",
-    "add",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "answer",
-    "boxed",
-    "what",
-    "by",
-    "how",
-    "many",
-    "system",
-    "user",
-    "assistant",
-]
-PIECES = ["\n\n", "\n", "{", "}", "\\", ".", "+", "=", "1", "2", "3"]
-SPECIALS = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def build_tokenizer() -> Any:
-    """A small real word-level tokenizer with ChatML special tokens and a chat template."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tokens = SPECIALS + PIECES + WORDS + ["▁" + w for w in WORDS] + ["▁"]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(r"\n\n|\n|[{}\\.+=123]|<\|im_start\|>|<\|im_end\|>"), "isolated"),
-            pre_tokenizers.Metaspace(prepend_scheme="never"),
-        ]
-    )
-    tok.decoder = decoders.Metaspace(prepend_scheme="never")
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>"
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def tiny_llama_config(tokenizer: Any, **extra: Any) -> Any:
-    """A 2-layer, 32-wide Llama config sized to ``tokenizer``, its special tokens looked up."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, **extra)
-
-
-def build_tiny_policy(path: Path, seed: int = 0) -> Path:
-    """A tiny random LlamaForCausalLM with the tokenizer above, saved like a real checkpoint."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    tokenizer = build_tokenizer()
-    config = tiny_llama_config(tokenizer, max_position_embeddings=512, bos_token_id=None)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def build_tiny_reward(path: Path, seed: int = 1) -> Path:
-    """A tiny random LlamaForSequenceClassification with one label (a Skywork-style ORM)."""
-    import torch
-    from transformers import LlamaForSequenceClassification
-
-    tokenizer = build_tokenizer()
-    config = tiny_llama_config(tokenizer, num_labels=1)
-    torch.manual_seed(seed)
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @dataclass
@@ -395,6 +304,7 @@ def _handler_for(server: InferenceServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, payload: Any, raw: bytes | None = None) -> None:
             data = raw if raw is not None else json.dumps(payload).encode()
+            self._answered()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -427,11 +337,19 @@ def _handler_for(server: InferenceServer) -> type[BaseHTTPRequestHandler]:
                 state.posts += 1
                 state.in_flight += 1
                 state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+            self.in_flight = True
             try:
                 self._post(state, faults)
             finally:
-                with state.lock:
-                    state.in_flight -= 1
+                self._answered()
+
+        def _answered(self) -> None:
+            """A POST stops counting as in flight before its answer goes out: the client may send
+            its next request as soon as it reads the answer, before this thread runs on."""
+            if getattr(self, "in_flight", False):
+                self.in_flight = False
+                with server.state.lock:
+                    server.state.in_flight -= 1
 
         def _post(self, state: ServerState, faults: Faults) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_search import problems, run, scripted_scorer
 from typer.testing import CliRunner
 
 from pumsearch.api import make_strategy
@@ -40,6 +39,7 @@ from pumsearch.strategies.adaptive_bon import (
     supermajority_rule,
 )
 from tests.helpers_runs import write_gsm8k_style
+from tests.helpers_search import problems, run, scripted_scorer
 
 
 # -- the rules ------------------------------------------------------------------------------------

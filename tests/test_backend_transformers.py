@@ -8,6 +8,7 @@ import torch
 from pumsearch.backends.transformers_backend import TransformersGenerator
 from pumsearch.models import ModelLoadError, check_model_location
 from pumsearch.search.protocols import GenerationRequest, SamplingParams
+from tests.tiny_models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -109,26 +110,7 @@ def test_bfloat16_loads_and_generates(tiny_llama_dir):
     assert all(c.num_tokens <= 5 for c in out.completions)
 
 
-def test_top_p_keeps_only_the_nucleus():
-    from pumsearch.backends.transformers_backend import sample_next
-
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.5, 0.3, 0.15, 0.05]]))
-    temperature = torch.ones(2, 1)
-    top_p = torch.tensor([[0.7], [1.0]])
-    drawn: list[set[int]] = [set(), set()]
-    for seed in range(300):
-        gens = [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1000)]
-        a, b = sample_next(logits, temperature, top_p, [False, False], gens)
-        drawn[0].add(a)
-        drawn[1].add(b)
-    assert drawn[0] == {0, 1}  # 0.5 + 0.3 reaches 0.7: the tail is cut
-    assert drawn[1] == {0, 1, 2, 3}
-    assert sample_next(logits, temperature, top_p, [True, True], gens) == [0, 0]
-
-
 def test_a_model_without_chat_template_gets_a_plain_prompt_and_a_warning(tmp_path, caplog):
-    from tiny_models import build_tiny_causal_lm
-
     gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path, "llama", chat_template=None)))
     with caplog.at_level("WARNING"):
         text, ids = gen.chat_prompt("What is 2 + 3?", "Be brief.")
@@ -148,6 +130,8 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch):
         embedded.find_gguf()
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_embedded_model_is_converted_once_and_reused(embedded_model_dir, monkeypatch):
     from pumsearch.backends import embedded
 

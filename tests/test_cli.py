@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -129,40 +131,39 @@ def test_tree_show_rejects_a_file_that_is_not_a_tree(tmp_path):
     assert result.exit_code == 2 and "not a pumsearch tree" in result.output
 
 
+def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
+    """The one bad-input case through the installed `pumsearch` console script, in its own process
+    (the others run in-process, as `pumsearch.cli:main` runs `app()`): one line on stderr, exit 2,
+    nothing written."""
+    script = Path(sysconfig.get_path("scripts")) / "pumsearch"
+    assert script.exists(), f"no {script}: install the package (bash scripts/setup.sh dev)"
+    out = subprocess.run([str(script), "run", "--backend", "scripted", "--dataset", "nosuchset", "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown dataset 'nosuchset'"), out.stderr
+    assert out.stdout == "" and not (tmp_path / "run").exists()
+
+
 def test_help_is_fast_and_does_not_import_torch():
     code = "import sys; from pumsearch.cli import app; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 @pytest.mark.embedded
 def test_solve_on_the_embedded_model(embedded_model_dir, tmp_path):
     """The README's first command, shortened: a real run of the embedded SmolLM2."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(embedded_model_dir.parent.parent)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pumsearch.cli",
-            "solve",
-            "Natalia sold 48 clips in April and half as many in May. How many altogether?",
-            "--strategy",
-            "bon",
-            "--budget",
-            "2",
-            "--max-tokens",
-            "24",
-            "--json",
-            "--tree-out",
-            str(tmp_path / "t.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    result = runner.invoke(
+        app,
+        ["solve", "Natalia sold 48 clips in April and half as many in May. How many altogether?", "--strategy",
+         "bon", "--budget", "2", "--max-tokens", "24", "--json", "--tree-out", str(tmp_path / "t.json")],
+        env={"XDG_CACHE_HOME": str(embedded_model_dir.parent.parent)},
     )
-    assert out.returncode == 0, out.stderr
-    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["num_candidates"] == 2 and record["counters"]["generated_tokens"] > 0
     assert (tmp_path / "t.json").exists()
 

@@ -23,7 +23,7 @@ from pumsearch.search.engine import Engine
 from pumsearch.search.tree import load_tree
 from pumsearch.strategies import get_strategy
 from tests.helpers_runs import write_gsm8k_style
-from tests.helpers_servers import InferenceServer, build_tiny_policy, build_tiny_reward
+from tests.helpers_servers import InferenceServer
 
 runner = CliRunner()
 
@@ -128,13 +128,13 @@ def test_run_records_the_mcts_flags_in_its_configuration(tmp_path: Path) -> None
     one_line_error(refused, "different configuration", "search.c_puct: 1.5 -> 2.0")
 
 
-def test_scorer_settings_enter_the_run_key_and_the_device_does_not(tmp_path: Path) -> None:
+def test_scorer_settings_enter_the_run_key_and_the_device_does_not(tmp_path: Path, tiny_reward_dir: Path) -> None:
     spec = ScorerSpec("orm=/m", "orm", None, "/m", {"dtype": "bfloat16", "device": "cuda", "cache_size": 8,
                                                     "url": "http://h:1"})
     assert spec.to_dict()["options"] == {"dtype": "bfloat16"}  # url: the path names the served model
     assert ScorerSpec("orm", "orm", options={"url": "http://h:1"}).to_dict()["options"] == {"url": "http://h:1"}
     assert "options" not in ScorerSpec("verifier", "verifier", options={"device": "cpu"}).to_dict()
-    reward = build_tiny_reward(tmp_path / "rm")
+    reward = tiny_reward_dir
     data = write_gsm8k_style(tmp_path / "d.jsonl", 2)
     out = tmp_path / "s"
     args = ["sweep", "--backend", "scripted", "--dataset", str(data), "--strategies", "bon", "--budgets", "2",
@@ -154,10 +154,9 @@ def test_scorer_settings_enter_the_run_key_and_the_device_does_not(tmp_path: Pat
 
 # -- a server backend ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("servers")
-    policy = InferenceServer(build_tiny_policy(root / "policy")).start()
-    reward = InferenceServer(build_tiny_reward(root / "rm"), reward=True).start()
+def servers(step_llama_dir, tiny_reward_dir):
+    policy = InferenceServer(step_llama_dir).start()
+    reward = InferenceServer(tiny_reward_dir, reward=True).start()
     yield policy, reward
     policy.stop()
     reward.stop()

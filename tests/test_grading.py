@@ -27,6 +27,7 @@ def grader():
     g.close()
 
 
+@pytest.mark.slow
 def test_all_math500_references_verify_against_their_own_solutions(grader):
     """Extraction included: the final-expression rule must not cut an equation answer
     (``y = 2x + 3``, ``5x - 7y + 11z + 4 = 0``) down to its right-hand side."""

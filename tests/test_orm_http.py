@@ -10,14 +10,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from pumsearch.scorers import ScorerError, load_scorer
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import ScoreItem
-from tests.helpers_servers import InferenceServer, build_tiny_policy, build_tiny_reward
+from tests.helpers_servers import InferenceServer
 
 
 @pytest.fixture(scope="module")
-def reward_server(tmp_path_factory):
-    server = InferenceServer(
-        build_tiny_reward(tmp_path_factory.mktemp("rm") / "tiny-rm"), reward=True
-    ).start()
+def reward_server(tiny_reward_dir):
+    server = InferenceServer(tiny_reward_dir, reward=True).start()
     yield server
     server.stop()
 
@@ -54,8 +52,8 @@ async def test_rewards_are_embedding_zero_of_the_chat(reward_server):
     await scorer.aclose()
 
 
-def test_a_generation_server_is_not_a_reward_server(tmp_path):
-    server = InferenceServer(build_tiny_policy(tmp_path / "policy")).start()
+def test_a_generation_server_is_not_a_reward_server(step_llama_dir):
+    server = InferenceServer(step_llama_dir).start()
     try:
         with pytest.raises(ScorerError, match="serve the reward model with --is-embedding"):
             load_scorer("orm", url=server.url)

@@ -18,7 +18,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from helpers_search import depth_policy, hashed_value, problems, run, scripted_scorer
 
 from pumsearch.api import make_strategy
 from pumsearch.backends.scripted import ScriptedGenerator
@@ -33,6 +32,7 @@ from pumsearch.strategies.particles import (
     resample,
     tempered_temperature,
 )
+from tests.helpers_search import depth_policy, hashed_value, problems, run, scripted_scorer
 
 
 def weights_of(rewards: list[float], temperature: float = 1.0) -> list[float]:

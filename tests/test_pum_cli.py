@@ -13,12 +13,10 @@ from pumsearch.cli import app
 runner = CliRunner()
 
 
-def test_label_pairs_train_end_to_end(tmp_path: Path) -> None:
+def test_label_pairs_train_end_to_end(tmp_path: Path, tiny_qwen3_dir: Path) -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from tiny_models import build_tiny_causal_lm
-
-    model = str(build_tiny_causal_lm(tmp_path / "m", "qwen3"))
+    model = str(tiny_qwen3_dir)
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 3?", "answer": str(i + 3)}) + "\n"
                             for i in range(3)))

@@ -142,14 +142,12 @@ async def test_labels_need_reference_answers_and_models(grader: Grader) -> None:
         LabelSettings(standardise="global")
 
 
-async def test_labelling_a_real_tiny_model_cuts_by_token_ids(tmp_path: Path, grader: Grader) -> None:
+async def test_labelling_a_real_tiny_model_cuts_by_token_ids(tiny_llama_dir: Path, grader: Grader) -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from tiny_models import build_tiny_causal_lm
-
     from pumsearch.backends.transformers_backend import TransformersGenerator
 
-    gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path / "m", "llama")))
+    gen = TransformersGenerator.load(str(tiny_llama_dir))
     calls: list[tuple[list, list]] = []
     original = gen.generate
 

@@ -27,11 +27,9 @@ def fixed_pairs() -> list[Pair]:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_models import build_tiny_causal_lm
-
+def base(tiny_qwen3_dir: Path) -> Path:
     torch.set_num_threads(1)
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("pum") / "base", "qwen3")
+    return tiny_qwen3_dir
 
 
 def probe_scores(model) -> list[float]:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_search import depth_policy, hashed_value, problems, run, scripted_scorer
 from typer.testing import CliRunner
 
 from pumsearch.api import make_strategy
@@ -30,6 +29,7 @@ from pumsearch.search.tree import ROOT, SearchTree, load_tree
 from pumsearch.strategies import StrategyError, search_config
 from pumsearch.strategies.rebase import allocate
 from tests.helpers_runs import write_gsm8k_style
+from tests.helpers_search import depth_policy, hashed_value, problems, run, scripted_scorer
 
 
 def reference_select_softmax(scores: Sequence[float], width: int, temperature: float) -> list[int]:

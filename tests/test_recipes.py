@@ -1,29 +1,132 @@
-"""The recipes of docs/architecture.md, followed step by step: a new backend and a new PRM format
-are registered exactly as the recipes say, then used through the library and the command line."""
+"""The recipes of docs/architecture.md, followed step by step: a new strategy, a new backend and a
+new PRM format are written and registered exactly as the recipes say, then used through the library
+and the command line."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from pumsearch import load_generator, load_scorer
+from pumsearch import (
+    ROOT,
+    Problem,
+    SearchContext,
+    SearchResult,
+    Strategy,
+    StrategyError,
+    StrategySettings,
+    asearch,
+    load_generator,
+    load_scorer,
+    search_config,
+)
+from pumsearch.backends.scripted import ScriptedGenerator
 from pumsearch.cli import app
 from pumsearch.registry import BACKENDS, register_backend
 from pumsearch.scorers.hf import Encoded, encode_with_offsets, load_backbone, tag_token_positions
 from pumsearch.scorers.prm import PRM_FORMATS, PlusMinusPRM, register_prm_format, without_bos
-from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import Completion, GenerationOutput, GenerationRequest, ScoreItem
+from pumsearch.search.tree import load_tree
 from tests.helpers_runs import write_gsm8k_style
-from tests.helpers_scorers import build_shepherd
+from tests.helpers_search import depth_policy, scripted_scorer
 
 runner = CliRunner()
+
+
+# -- recipe: a strategy -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeepBestSettings(StrategySettings):
+    """Step 1: the strategy's settings, one field each, with a default and a help text."""
+
+    keep: int = field(default=1, metadata={"help": "First steps finished to the end."})
+
+
+class KeepBest(Strategy):
+    """Step 2: declarations. Step 3: the search, one expand and one score per round: --budget first
+    steps, scored; the best ``keep`` of them finished to the end, scored; pick among those."""
+
+    name: ClassVar[str] = "keep-best"
+    requires_scorer: ClassVar[bool] = True
+    Settings = KeepBestSettings
+    settings: KeepBestSettings
+    node_defaults: ClassVar[Mapping[str, Any]] = types.MappingProxyType({"kept": False})
+
+    def budget_limit(self) -> int:
+        return self.config.budget + self.settings.keep  # first steps, then one finish per kept step
+
+    def validate(self, has_scorer: bool) -> None:
+        super().validate(has_scorer)
+        if not 1 <= self.settings.keep <= self.config.budget:
+            raise StrategyError(f"keep must be in 1..--budget ({self.config.budget}), not {self.settings.keep}")
+
+    async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
+        (firsts,) = await ctx.expand([ROOT], self.config.budget)
+        await ctx.score(firsts)
+        kept = sorted(firsts, key=lambda n: ctx.node_score(n) or 0.0, reverse=True)[: self.settings.keep]
+        for node in kept:
+            ctx.tree[node]["kept"] = True
+        finished = [n for ends in await ctx.expand(kept, 1, until="end") for n in ends]
+        await ctx.score(finished)
+        return await ctx.finish(ctx.candidates(finished))
+
+
+KEEP_BEST = "tests.test_recipes:KeepBest"  # step 4: importable as package.module:ClassName
+
+
+def test_a_strategy_runs_through_the_library_with_every_round_batched() -> None:
+    config = search_config(strategy=KEEP_BEST, budget=4, keep=2, max_tokens=64)  # its setting as a keyword
+    assert config.strategy_options == {"keep": 2}
+    generator = ScriptedGenerator(depth_policy(3))  # step 5: the scripted backend
+    scorer = scripted_scorer()
+    problems = [Problem(f"p{i}", f"question {i}") for i in range(3)]
+    results = asyncio.run(asearch(problems, generator=generator, scorer=scorer, config=config))
+    # two rounds, each one backend call and one scorer call holding every problem's prefixes
+    assert [len(call) for call in generator.calls] == [3, 6]
+    assert [len(batch) for batch in scorer.inner.batches] == [12, 6]
+    for result in results:
+        assert isinstance(result, SearchResult) and result.summary()["strategy"] == "keep-best"
+        tree = result.tree
+        firsts = tree.children(ROOT)
+        kept = [n for n in firsts if tree[n]["kept"]]
+        assert len(firsts) == 4 and len(kept) == 2  # every node carries the declared attribute
+        best = sorted(firsts, key=lambda n: tree[n]["scores"]["scripted"], reverse=True)[:2]
+        assert sorted(kept) == sorted(best)
+        assert all(tree.children(n) for n in kept) and not any(tree.children(n) for n in firsts if n not in kept)
+        assert {c.node for c in result.candidates} == {n for k in kept for n in tree.children(k)}
+
+
+def test_a_strategy_runs_from_the_command_line_with_its_setting(tmp_path: Path) -> None:
+    data = write_gsm8k_style(tmp_path / "d.jsonl", 2)
+    out = tmp_path / "run"
+    args = ["run", "--backend", "scripted", "--dataset", str(data), "--scorer", "verifier", "--budget", "3",
+            "--strategy", KEEP_BEST, "--max-tokens", "64", "--out", str(out)]
+    ran = runner.invoke(app, [*args, "--strategy-option", "keep=2"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads((out / "config.json").read_text())["search"]["extra"] == {"keep": 2}
+    for line in (out / "records.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert record["strategy"] == "keep-best"
+        tree, _ = load_tree(out / record["tree_file"])
+        assert len(tree.children(ROOT)) == 3 and sum(tree[n]["kept"] for n in tree.children(ROOT)) == 2
+    for bad, message in ((["--strategy-option", "keep=5"], "keep must be in 1..--budget (3), not 5"),
+                         (["--strategy-option", "width=2"], "strategy 'keep-best' has no setting 'width'")):
+        refused = runner.invoke(app, [*args, *bad, "--out", str(tmp_path / "refused")])
+        assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
+        lines = [line for line in refused.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], refused.output
+    no_scorer = [a for a in args if a not in ("--scorer", "verifier")]
+    refused = runner.invoke(app, [*no_scorer, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "strategy 'keep-best' needs a scorer" in refused.output
+    assert not (tmp_path / "refused").exists()
 
 
 # -- recipe: a backend ------------------------------------------------------------------------------
@@ -133,8 +236,8 @@ def plus_format() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_shepherd(tmp_path_factory.mktemp("recipe"))  # a tiny Mistral with "+" and "-" tokens
+def checkpoint(scorer_checkpoints: dict[str, Path]) -> Path:
+    return scorer_checkpoints["shepherd"]  # a tiny Mistral with "+" and "-" tokens
 
 
 def test_a_registered_prm_format_scores_as_an_independent_forward_does(plus_format: None, checkpoint: Path) -> None:

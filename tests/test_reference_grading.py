@@ -183,6 +183,7 @@ def test_a_vote_none_of_whose_answers_parses_is_decided_by_score_then_order(grad
     assert choice.candidate.node == 3 and "parsed" in (choice.note or "")
 
 
+@pytest.mark.slow
 def test_an_answer_that_makes_math_verify_time_out_votes_as_its_own_string():
     """Comparing 9^(9^(9^9)) with a number makes sympy evaluate it: math-verify's own timeout
     stops it after 5 s, ours (the grader's per-answer timeout) sooner. The vote goes on."""
@@ -219,7 +220,7 @@ def _by_value(answers: list[str]) -> Fraction:
 
 
 def _bon(budget: int, seed: int):
-    from helpers_search import run
+    from tests.helpers_search import run
 
     config = SearchConfig(strategy="bon", budget=budget, seed=seed, select="majority")
     (result,), _ = run([Problem("p", "q", "1/2")], config, ScriptedGenerator(_forms_policy), None)

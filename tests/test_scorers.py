@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_scorers import (
-    SYSTEM,
-    build_orm,
-    build_pum,
-    build_qwen_prm,
-    build_rlhflow,
-    build_shepherd,
-    qwen_prm_class,
-)
 
 from pumsearch.scorers import BatchedScorer, ScorerError, load_scorer
 from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import Score, ScoreItem
 from pumsearch.search.selection import aggregate_steps
+from tests.tiny_models import SYSTEM, build_qwen_prm, build_shepherd, qwen_prm_class
 
 torch.set_num_threads(1)
 PROBLEM = Problem("p1", "What is 2 + 3 ?", "5")
@@ -35,17 +27,8 @@ ITEM = ScoreItem(PROBLEM, STEPS)
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("scorers")
-    pum, base = build_pum(root)
-    return {
-        "pum": pum,
-        "base": base,
-        "qwen": build_qwen_prm(root),
-        "shepherd": build_shepherd(root),
-        "rlhflow": build_rlhflow(root),
-        "orm": build_orm(root),
-    }
+def ckpts(scorer_checkpoints: dict[str, Path]) -> dict[str, Path]:
+    return scorer_checkpoints
 
 
 def run(coro):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_scorers import build_orm, build_pum, build_qwen_prm, build_rlhflow
 from typer.testing import CliRunner
 
 from pumsearch.cli import app
@@ -24,14 +23,8 @@ QUESTION = "What is 2 + 3 ?"
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cli-scorers")
-    return {
-        "qwen": build_qwen_prm(root, shard=False),
-        "pum": build_pum(root)[0],
-        "orm": build_orm(root),
-        "policy": build_rlhflow(root),
-    }
+def ckpts(scorer_checkpoints: dict[str, Path]) -> dict[str, Path]:
+    return {**scorer_checkpoints, "policy": scorer_checkpoints["rlhflow"]}
 
 
 def steps_file(tmp_path: Path, text: str, name: str = "steps.txt") -> Path:

@@ -19,14 +19,15 @@ from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import GenerationRequest, SamplingParams
 from pumsearch.search.tree import ROOT
 from pumsearch.strategies.base import Strategy
-from tests.helpers_servers import InferenceServer, build_tiny_policy, build_tokenizer, closed_port_url
+from tests.helpers_servers import InferenceServer, closed_port_url
+from tests.tiny_models import step_tokenizer
 
 FAST = {"retries": 1, "backoff": 0.01}
 
 
 @pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory):
-    return build_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-llama")
+def policy_dir(step_llama_dir):
+    return step_llama_dir
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ async def test_prefixes_are_extended_by_generated_token_ids(server, policy_dir):
     gen = SGLangServerGenerator.connect(server.url, model=str(policy_dir), **FAST)
     text, ids = gen.chat_prompt("what is one", None)
     assert text == "<|im_start|>user\nwhat is one<|im_end|>\n<|im_start|>assistant\n"
-    tok = build_tokenizer()
+    tok = step_tokenizer()
     assert list(ids) == tok(text, add_special_tokens=False)["input_ids"]
 
     config = SearchConfig(strategy="two-steps", budget=8, max_step_tokens=10, max_tokens=40, system_prompt="")

@@ -24,7 +24,7 @@ import pytest
 from pumsearch.backends import BackendError, load_generator
 from pumsearch.backends import sglang_engine as engine_module
 from pumsearch.search.protocols import GenerationRequest, SamplingParams
-from tests.helpers_servers import InferenceServer, build_tiny_policy
+from tests.helpers_servers import InferenceServer
 
 
 class RecordingEngine:
@@ -103,8 +103,8 @@ class RecordingEngine:
 
 
 @pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory):
-    return build_tiny_policy(tmp_path_factory.mktemp("engine") / "tiny-llama")
+def policy_dir(step_llama_dir):
+    return step_llama_dir
 
 
 @pytest.fixture

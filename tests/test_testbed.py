@@ -209,29 +209,31 @@ QUALITY_N = 8
 QUALITY_MAJORITY_MARGIN = 0.04
 QUALITY_PRM_MARGIN = 0.06
 QUALITY_BEAM_MARGIN = 0.08
-_RUNS: dict[tuple, list] = {}
 
 
-async def run_search(strategy: str, budget: int, scorer: str | None = None) -> list:
+def run_search(strategy: str, budget: int, scorer: str | None = None, limit: int | None = None) -> list:
+    """One search of the fixed set (its first ``limit`` problems) with the weak policy."""
+    import asyncio
+
     from pumsearch.api import asearch, resolve_scorer
     from pumsearch.backends import load_generator
     from pumsearch.search.config import SearchConfig
 
-    key = (strategy, budget, scorer)
-    if key not in _RUNS:  # the tests below share runs: the policy is the slow part
-        config = SearchConfig(
-            strategy=strategy, budget=budget, temperature=0.8, max_tokens=64, max_step_tokens=16, seed=0
-        )
-        problems = testbed_problems(QUALITY_SPEC)
-        results = await asearch(
-            problems,
-            generator=load_generator("testbed:weak"),
-            scorer=resolve_scorer(scorer, config),
-            config=config,
-        )
-        assert not [r for r in results if isinstance(r, BaseException)]
-        _RUNS[key] = results
-    return _RUNS[key]
+    config = SearchConfig(
+        strategy=strategy, budget=budget, temperature=0.8, max_tokens=64, max_step_tokens=16, seed=0
+    )
+    problems = testbed_problems(QUALITY_SPEC)[:limit]
+    results = asyncio.run(asearch(problems, generator=load_generator("testbed:weak"),
+                                  scorer=resolve_scorer(scorer, config), config=config))
+    assert not [r for r in results if isinstance(r, BaseException)]
+    return results
+
+
+@pytest.fixture(scope="module")
+def bon_results() -> list:
+    """BoN-8 with the exact PRM over the fixed set, shared by the tests below (the policy is the
+    slow part)."""
+    return run_search("bon", QUALITY_N, scorer="testbed-prm")
 
 
 def accuracy(results) -> float:
@@ -244,27 +246,28 @@ def majority_accuracy(results) -> float:
     return sum(bool(select_candidate(r.candidates, "majority").correct) for r in results) / len(results)
 
 
-async def test_bon_majority_beats_a_single_sample_with_the_weak_policy():
-    results = await run_search("bon", QUALITY_N, scorer="testbed-prm")
-    single = sum(bool(c.correct) for r in results for c in r.candidates) / (len(results) * QUALITY_N)
-    majority = majority_accuracy(results)
+@pytest.mark.slow
+def test_bon_majority_beats_a_single_sample_with_the_weak_policy(bon_results):
+    single = sum(bool(c.correct) for r in bon_results for c in r.candidates) / (len(bon_results) * QUALITY_N)
+    majority = majority_accuracy(bon_results)
     assert majority >= single + QUALITY_MAJORITY_MARGIN, (single, majority)
 
 
-async def test_bon_with_the_exact_prm_beats_bon_majority():
-    results = await run_search("bon", QUALITY_N, scorer="testbed-prm")
-    assert accuracy(results) >= majority_accuracy(results) + QUALITY_PRM_MARGIN
+@pytest.mark.slow
+def test_bon_with_the_exact_prm_beats_bon_majority(bon_results):
+    assert accuracy(bon_results) >= majority_accuracy(bon_results) + QUALITY_PRM_MARGIN
 
 
-async def test_beam_with_the_exact_prm_beats_bon_majority():
+@pytest.mark.slow
+def test_beam_with_the_exact_prm_beats_bon_majority(bon_results):
     from pumsearch.strategies import StrategyError, get_strategy
 
     try:
         get_strategy("beam")
     except StrategyError:
         pytest.skip("beam search is not in this build (it comes with the tree-search branch)")
-    beam = accuracy(await run_search("beam", QUALITY_N, scorer="testbed-prm"))
-    majority = majority_accuracy(await run_search("bon", QUALITY_N, scorer="testbed-prm"))
+    beam = accuracy(run_search("beam", QUALITY_N, scorer="testbed-prm"))
+    majority = majority_accuracy(bon_results)
     # An exact PRM prunes every wrong step, so beam keeps the right prefixes that majority vote over
     # whole samples cannot find; margin measured above.
     assert beam >= majority + QUALITY_BEAM_MARGIN, (beam, majority)
@@ -332,24 +335,24 @@ def test_testbed_chains_load_as_a_dataset():
         load_problems("testbed:nonsense=1")
 
 
-async def test_dvts_read_off_groups_whole_subtrees():
+def test_dvts_read_off_groups_whole_subtrees():
     """DVTS gives the root M children per subtree: a run at N records N/M read-off groups, and
-    every generated token lies in exactly one of them."""
+    every generated token lies in exactly one of them (two problems of the fixed set)."""
     from pumsearch.runs.subsample import group_rows, subsample
     from pumsearch.search.config import SearchConfig
     from pumsearch.strategies import DVTS
 
-    (result, *_) = await run_search("dvts", QUALITY_N, scorer="testbed-prm")
     dvts = DVTS(SearchConfig(strategy="dvts", budget=QUALITY_N))
-    groups = group_rows(result.tree, result.candidates, dvts.subsample_groups(result.tree, result.candidates))
-    assert len(groups) == QUALITY_N // 4  # default beam width M = 4
-    assert sum(g["tokens"] for g in groups) == result.counters.generated_tokens
-    assert sum(len(g["candidates"]) for g in groups) == len(result.candidates)
-    block = {"unit": "subtrees", "budget_per_group": 4, "value_kind": "probability", "groups": groups}
-    assert subsample(block, 4, "best").generated_tokens == groups[0]["tokens"]
+    for result in run_search("dvts", QUALITY_N, scorer="testbed-prm", limit=2):
+        groups = group_rows(result.tree, result.candidates, dvts.subsample_groups(result.tree, result.candidates))
+        assert len(groups) == QUALITY_N // 4  # default beam width M = 4
+        assert sum(g["tokens"] for g in groups) == result.counters.generated_tokens
+        assert sum(len(g["candidates"]) for g in groups) == len(result.candidates)
+        block = {"unit": "subtrees", "budget_per_group": 4, "value_kind": "probability", "groups": groups}
+        assert subsample(block, 4, "best").generated_tokens == groups[0]["tokens"]
 
 
-async def test_a_search_that_states_no_answer_counts_as_wrong():
+def test_a_search_that_states_no_answer_counts_as_wrong():
     """MCTS at N = 1 expands 8 first steps and finishes no solution: with a reference answer the
     result is wrong (False), not ungraded (None), so reports and summaries do not drop it."""
     from types import SimpleNamespace
@@ -357,7 +360,7 @@ async def test_a_search_that_states_no_answer_counts_as_wrong():
     from pumsearch.runs.report import wrong_if_unanswered
     from pumsearch.runs.runner import record_extras
 
-    results = await run_search("mcts", 1, scorer="testbed-prm")
+    results = run_search("mcts", 1, scorer="testbed-prm")
     unanswered = [r for r in results if r.answer is None]
     assert unanswered and all(r.correct is False for r in unanswered)
     run_dir = SimpleNamespace(spec=SimpleNamespace(key="k", subsample=None))

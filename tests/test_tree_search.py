@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
-from helpers_search import depth_policy, hashed_value, problems, run, scripted_scorer
 
 from pumsearch.api import make_strategy
 from pumsearch.backends.scripted import ScriptedGenerator
@@ -20,6 +19,7 @@ from pumsearch.search.problem import Problem
 from pumsearch.search.protocols import GenerationOutput, GenerationRequest
 from pumsearch.search.tree import ROOT, SearchTree
 from pumsearch.strategies import StrategyError, search_config
+from tests.helpers_search import depth_policy, hashed_value, problems, run, scripted_scorer
 
 
 def value(tree: SearchTree, node: int) -> float:

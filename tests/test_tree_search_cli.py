@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_models import build_tiny_llama
 from typer.testing import CliRunner
 
 from pumsearch.cli import app
@@ -19,8 +18,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
+def tiny_model(step_llama_dir: Path) -> str:
+    return str(step_llama_dir)
 
 
 def solve(*args: str) -> tuple[int, str]:

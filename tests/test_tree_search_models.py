@@ -8,14 +8,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers_models import build_tiny_llama
-from helpers_search import scripted_scorer
 
 from pumsearch.api import asearch
 from pumsearch.backends.transformers_backend import TransformersGenerator
 from pumsearch.search.problem import Problem
 from pumsearch.search.result import SearchResult
 from pumsearch.strategies import search_config
+from tests.helpers_search import scripted_scorer
 
 PROBLEMS = [Problem("a", "what is 1 + 3"), Problem("b", "take the sum of 2 and 2"), Problem("c", "x = 4")]
 
@@ -27,9 +26,8 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> TransformersGenerator:
-    path = build_tiny_llama(Path(tmp_path_factory.mktemp("tiny-llama")))
-    return TransformersGenerator.load(str(path))
+def generator(step_llama_dir: Path) -> TransformersGenerator:
+    return TransformersGenerator.load(str(step_llama_dir))
 
 
 def search(generator: TransformersGenerator, strategy: str, seed: int,

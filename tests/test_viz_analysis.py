@@ -10,7 +10,6 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
-from helpers_viz import PLANTED, ranking_tree, save_bon_tree, write_run_dir
 from typer.testing import CliRunner
 
 from pumsearch.cli import app
@@ -24,6 +23,7 @@ from pumsearch.viz.analysis import (
 )
 from pumsearch.viz.html import render_trees_html, script_safe_json
 from pumsearch.viz.run_index import read_records, write_run_index
+from tests.helpers_viz import PLANTED, ranking_tree, save_bon_tree, write_run_dir
 
 runner = CliRunner()
 

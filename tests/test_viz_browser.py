@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_viz import (
+from typer.testing import CliRunner
+
+from pumsearch.cli import app
+from tests.helpers_viz import (
     HOSTILE_QUESTION,
     PLANTED,
     big_tree,
@@ -24,9 +27,6 @@ from helpers_viz import (
     save_bon_tree,
     write_run_dir,
 )
-from typer.testing import CliRunner
-
-from pumsearch.cli import app
 
 DOC_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 runner = CliRunner()
@@ -115,6 +115,7 @@ def test_click_collapse_and_planted_markup_in_a_real_search_tree(browser: Any, t
     screenshot(browser, tmp_path, "viewer-bon.png")
 
 
+@pytest.mark.slow
 def test_thousands_of_nodes_open_collapsed_and_expand_on_demand(browser: Any, tmp_path: Path) -> None:
     tree, result = big_tree(branching=4, depth=6)  # 5460 steps
     path = tree.save(tmp_path / "big.tree.json", result)

@@ -8,10 +8,14 @@ This model demonstrates the pipeline on a laptop CPU; it is very weak at arithme
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from pumsearch.models import ModelLoadError
@@ -50,7 +54,17 @@ def embedded_model_dir(cache_dir: str | Path | None = None) -> Path:
 
 def convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise the GGUF to float32 safetensors; written to a temporary directory and renamed, so
-    an interrupted conversion never leaves a half checkpoint behind."""
+    an interrupted conversion never leaves a half checkpoint behind. Says so in one line on stderr
+    (sizes and time) instead of transformers' bar of one step per tensor."""
+    started = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):  # the progress bars; errors still raise
+        _convert(gguf, target)
+    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
+    print(f"converted the embedded model once ({gguf.stat().st_size / 1e6:.0f} MB GGUF -> {size / 1e6:.0f} MB "
+          f"safetensors in {target}) in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def _convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

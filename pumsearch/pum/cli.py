@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from pumsearch.cli_common import fail, user_errors
+from pumsearch.cli_common import THREADS_HELP, fail, user_errors
+from pumsearch.models import use_cpu_threads
 
 pum_app = typer.Typer(help="Train your own Prefix Utility Model: label, pairs, train (docs/pum-training.md).",
                       no_args_is_help=True)
@@ -86,9 +87,11 @@ def label_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16, ...")] = "float32",
     step_delimiter: Delimiter = "\n\n",
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
     """Sample trajectories, cut prefixes, estimate each prefix's gain for every student."""
     try:
+        use_cpu_threads(threads)
         from pumsearch.datasets import load_problems
         from pumsearch.pum.label import LabelSettings, label_to_file
 
@@ -177,7 +180,7 @@ def train_cmd(
     val_fraction: Annotated[float, typer.Option(help="Share of problems held out.")] = 0.1,
     max_length: Annotated[int, typer.Option(help="Skip inputs longer than this many tokens.")] = 1024,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     seed: Seed = 0,
     step_delimiter: Delimiter = "\n\n",
 ) -> None:
@@ -191,10 +194,7 @@ def train_cmd(
                                  head_hidden=head_hidden, activation=activation, tie_loss=tie_loss,
                                  tie_weight=tie_weight, margin_scale=margin_scale, val_fraction=val_fraction,
                                  max_length=max_length, max_steps=max_steps, seed=seed, step_delimiter=step_delimiter)
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        use_cpu_threads(threads)
         resolved = _resolve(base)
         if resolved is None:
             raise ValueError("--base needs a model path or name")

@@ -74,7 +74,10 @@ def parse_scorer_specs(text: str | None) -> list[ScorerSpec | None]:
 def parse_int_list(text: str | list[int] | None, what: str, minimum: int = 0) -> list[int]:
     if text is None:
         raise RunError(f"give {what} as a comma-separated list, e.g. 4,8,16")
-    items = text if isinstance(text, list) else [t.strip() for t in str(text).split(",") if t.strip()]
+    items = text if isinstance(text, list) else [t.strip() for t in str(text).split(",")]
+    if any(item == "" for item in items) and len(items) > 1:
+        raise RunError(f"{what} {text!r} has an empty entry: separate the numbers with single commas")
+    items = [item for item in items if item != ""]
     try:
         values = [int(v) for v in items]
     except (TypeError, ValueError):
@@ -92,7 +95,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if match is None:
         raise RunError(f"--shard must look like i/n, e.g. 0/4 (got {text!r})")
     index, count = int(match[1]), int(match[2])
-    if count < 1 or not 0 <= index < count:
+    if count < 1:
+        raise RunError(f"--shard {text}: the number of shards n must be at least 1 (i/n, e.g. 0/4)")
+    if not 0 <= index < count:
         raise RunError(
             f"--shard {text}: the shard index must be in 0..{max(count - 1, 0)} (shards are 0-based)"
         )

@@ -20,12 +20,32 @@ RECORDS_GLOB = "records*.jsonl"
 
 
 class RunError(ValueError):
-    """A run directory cannot be used as asked (the message says what to do)."""
+    """A run directory cannot be used as asked (the message says what to do). ``exit_code``: what
+    the command line exits with (README, "Exit codes")."""
+
+    exit_code = 2
+
+
+class RunLocked(RunError):
+    """Another process is writing to the run directory."""
+
+    exit_code = 3
+
+
+class RunWriteError(RunError):
+    """The run directory stopped taking writes mid-run (what finished before is kept)."""
+
+    exit_code = 1
 
 
 def records_file_name(shard: tuple[int, int] | None) -> str:
     """Shards write their own file, so shards on a shared disk never interleave lines."""
     return "records.jsonl" if shard is None else f"records.shard-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+def planned_file_name(shard: tuple[int, int] | None) -> str:
+    """The problems a records file was asked to hold (one file per shard, as for records)."""
+    return "planned.json" if shard is None else f"planned.shard-{shard[0]}-of-{shard[1]}.json"
 
 
 def parse_records(path: Path) -> tuple[list[dict[str, Any]], int | None]:

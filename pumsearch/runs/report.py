@@ -3,9 +3,12 @@
 One row per configuration family x budget x selection. A family is a run configuration with its
 seed and budget left out, so seeds pool into one row and budgets line up into one curve.
 
-- accuracy: mean over every (seed, problem) record of the selected answer's correctness;
-  ``se`` is the standard error of that mean, sd / sqrt(n) with the sample standard deviation
-  (ddof = 1) over those same records (0 when n < 2).
+- accuracy: mean over every (seed, problem) the runs were asked for of the selected answer's
+  correctness; a problem that failed or was never run (planned.json) counts as wrong, so a run
+  whose backend died cannot look better than it is (``finished_only``: over finished problems, as
+  before); ``se`` is the standard error of that mean, sd / sqrt(n) with the sample standard
+  deviation (ddof = 1) over those same outcomes (0 when n < 2). ``failed`` and ``missing`` count
+  the (seed, problem) pairs without a finished record.
 - pass@N: any finished candidate correct; maj@N: the majority-vote answer correct.
 - tokens: mean generated tokens per problem; wall: mean wall time per problem in seconds (blank
   for budgets read off a larger run, whose time was not measured).
@@ -26,7 +29,7 @@ from typing import Any
 
 from pumsearch.runs.records import RunError
 from pumsearch.runs.rundir import RunDir, find_run_dirs, load_run_dir
-from pumsearch.runs.subsample import selections_for, subsample
+from pumsearch.runs.subsample import SELECTIONS, selections_for, subsample
 
 BREAKDOWN_FIELDS = ("level", "subject")
 
@@ -49,6 +52,8 @@ class Row:
     maj_at_n: float | None
     mean_tokens: float | None
     mean_wall_time: float | None
+    failed: int = 0
+    missing: int = 0
 
     @property
     def series(self) -> str:
@@ -63,10 +68,11 @@ class Outcome:
     correct: bool | None
     pass_at_n: bool | None
     maj_at_n: bool | None
-    tokens: float
+    tokens: float | None  # None: not finished
     wall_time: float | None
     seed: int
     metadata: dict[str, Any]
+    status: str = "ok"  # ok, failed (its last record failed) or missing (planned, never run)
 
 
 def mean(values: list[float]) -> float | None:
@@ -95,12 +101,15 @@ def wrong_if_unanswered(verdict: bool | None, record: dict[str, Any]) -> bool | 
     return verdict
 
 
-def run_outcomes(run: RunDir) -> dict[tuple[int, str, bool], list[Outcome]]:
-    """(budget, selection, subsampled) -> outcomes of the run's finished records."""
+def run_outcomes(run: RunDir, *, finished_only: bool = False) -> dict[tuple[int, str, bool], list[Outcome]]:
+    """(budget, selection, subsampled) -> outcomes of the run's problems: one per finished record,
+    and (unless ``finished_only``) one per failed or missing problem, counted as wrong where it has
+    a reference answer."""
     out: dict[tuple[int, str, bool], list[Outcome]] = defaultdict(list)
     n_run = run.spec.search.budget
     seed = run.spec.search.seed
-    for record in run.records().values():
+    records = run.records()
+    for record in records.values():
         if record["status"] != "ok":
             continue
         block = record.get("subsample")
@@ -135,7 +144,36 @@ def run_outcomes(run: RunDir) -> dict[tuple[int, str, bool], list[Outcome]]:
                         meta,
                     )
                 )
+    if not finished_only:
+        unfinished = _unfinished_outcomes(run, records)
+        for key in set(out) | set(_row_keys(run)):
+            out[key].extend(unfinished)
     return out
+
+
+def _row_keys(run: RunDir) -> list[tuple[int, str, bool]]:
+    """The rows a run gives whatever its records hold (so a run where every problem failed still
+    shows up, with its failures)."""
+    n_run = run.spec.search.budget
+    if not run.spec.subsample:
+        return [(n_run, default_select(run), False)]
+    selections = SELECTIONS if run.spec.scorer else ("majority",)
+    return [(b, s, b < n_run) for b in run.spec.subsample_budgets or [n_run] for s in selections]
+
+
+def _unfinished_outcomes(run: RunDir, records: dict[str, dict[str, Any]]) -> list[Outcome]:
+    """A wrong outcome (ungraded without a reference) per failed or missing problem of the run."""
+    seed = run.spec.search.seed
+    outcomes = []
+    for record in records.values():
+        if record["status"] != "ok":
+            wrong = False if record.get("reference") is not None else None
+            outcomes.append(Outcome(wrong, wrong, wrong, None, None, seed, record.get("metadata") or {}, "failed"))
+    for pid, has_reference in run.planned().items():
+        if pid not in records:
+            wrong = False if has_reference else None
+            outcomes.append(Outcome(wrong, wrong, wrong, None, None, seed, {}, "missing"))
+    return outcomes
 
 
 def _frac(values: list[bool | None]) -> list[float]:
@@ -146,7 +184,8 @@ def make_row(run: RunDir, key: tuple[int, str, bool], outcomes: list[Outcome]) -
     budget, select, subsampled = key
     spec = run.spec
     correct = _frac([o.correct for o in outcomes])
-    walls = [o.wall_time for o in outcomes if o.wall_time is not None]
+    done = [o for o in outcomes if o.status == "ok"]
+    walls = [o.wall_time for o in done if o.wall_time is not None]
     return Row(
         family=spec.family,
         dataset=str(spec.dataset.get("spec")),
@@ -162,8 +201,10 @@ def make_row(run: RunDir, key: tuple[int, str, bool], outcomes: list[Outcome]) -
         se=standard_error(correct),
         pass_at_n=mean(_frac([o.pass_at_n for o in outcomes])),
         maj_at_n=mean(_frac([o.maj_at_n for o in outcomes])),
-        mean_tokens=mean([o.tokens for o in outcomes]),
-        mean_wall_time=mean(walls) if walls and len(walls) == len(outcomes) else None,
+        mean_tokens=mean([o.tokens for o in done if o.tokens is not None]),
+        mean_wall_time=mean(walls) if walls and len(walls) == len(done) else None,
+        failed=sum(o.status == "failed" for o in outcomes),
+        missing=sum(o.status == "missing" for o in outcomes),
     )
 
 
@@ -183,8 +224,9 @@ class Report:
         }
 
 
-def build_report(dirs: list[Path]) -> Report:
-    """Read every run below ``dirs`` and pool outcomes by (family, budget, selection)."""
+def build_report(dirs: list[Path], *, finished_only: bool = False) -> Report:
+    """Read every run below ``dirs`` and pool outcomes by (family, budget, selection); accuracy
+    over every planned problem unless ``finished_only``."""
     runs: list[RunDir] = []
     seen: set[Path] = set()
     for d in dirs:
@@ -194,11 +236,12 @@ def build_report(dirs: list[Path]) -> Report:
                 runs.append(load_run_dir(path))
     pooled: dict[tuple[str, int, str, bool], tuple[RunDir, list[Outcome]]] = {}
     for run in runs:
-        for key, outcomes in run_outcomes(run).items():
+        for key, outcomes in run_outcomes(run, finished_only=finished_only).items():
             slot = pooled.setdefault((run.spec.family, *key), (run, []))
             slot[1].extend(outcomes)
+    pooled = {key: slot for key, slot in pooled.items() if slot[1]}
     if not pooled:
-        raise RunError(f"no finished records in {', '.join(map(str, dirs))}")
+        raise RunError(f"no records in {', '.join(map(str, dirs))}")
     rows, breakdown = [], []
     for (_, *key), (run, outcomes) in pooled.items():
         row = make_row(run, tuple(key), outcomes)  # type: ignore[arg-type]
@@ -265,10 +308,30 @@ def plot_series(rows: list[Row]) -> dict[str, list[Row]]:
     return {label: sorted(rs, key=lambda r: r.budget) for label, rs in sorted(lines.items())}
 
 
+SUBSAMPLED_NOTE = "hollow: read off a larger run"
+
+
+def merge_identical(lines: dict[str, list[Row]], xof: Any) -> list[tuple[str, list[Row]]]:
+    """Lines that would be drawn on top of each other (same points, same error) as one line whose
+    label names them all, so every legend entry is a visible line."""
+    merged: dict[tuple[Any, ...], list[str]] = {}
+    rows_of: dict[tuple[Any, ...], list[Row]] = {}
+    for label, all_rows in lines.items():
+        rows = [r for r in all_rows if xof(r) is not None]  # a row with nothing finished has no tokens
+        if not rows:
+            continue
+        key = tuple((xof(r), r.accuracy, r.se, r.subsampled) for r in rows)
+        merged.setdefault(key, []).append(label)
+        rows_of.setdefault(key, rows)
+    return [("\n= ".join(labels), rows_of[key]) for key, labels in merged.items()]
+
+
 def make_figures(report: Report) -> dict[str, Any]:
     """Accuracy against budget and against mean generated tokens; one line per strategy x scorer
-    (x selection), with a band of one standard error."""
+    (x selection), with a band of one standard error. Identical lines are merged into one (its
+    label names each); points read off a larger run (subsampled) are hollow, measured ones filled."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     lines = plot_series(report.rows)
     figures = {}
@@ -278,18 +341,28 @@ def make_figures(report: Report) -> dict[str, Any]:
     ):
         fig = Figure(figsize=(7, 4.5))
         ax = fig.add_subplot()
-        for label, rows in lines.items():
+        for label, rows in merge_identical(lines, xof):
             xs = [float(xof(r)) for r in rows]
             ys = [float(r.accuracy) for r in rows]  # type: ignore[arg-type]
             se = [float(r.se or 0.0) for r in rows]
-            (line,) = ax.plot(xs, ys, marker="o", label=label)
+            (line,) = ax.plot(xs, ys, label=label)
+            color = line.get_color()
+            for subsampled in (False, True):
+                points = [(x, y) for x, y, r in zip(xs, ys, rows, strict=True) if r.subsampled == subsampled]
+                if points:
+                    ax.scatter(*zip(*points, strict=True), s=30, zorder=3, edgecolors=color, linewidths=1.5,
+                               facecolors="none" if subsampled else color)
             ax.fill_between(
                 xs,
                 [y - s for y, s in zip(ys, se, strict=True)],
                 [y + s for y, s in zip(ys, se, strict=True)],
                 alpha=0.15,
-                color=line.get_color(),
+                color=color,
             )
+        handles, labels = ax.get_legend_handles_labels()
+        if any(r.subsampled for r in report.rows):
+            handles.append(Line2D([], [], linestyle="", marker="o", color="gray", markerfacecolor="none"))
+            labels.append(SUBSAMPLED_NOTE)
         ax.set_xscale("log", base=2 if name == "accuracy_vs_budget" else 10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
@@ -297,7 +370,7 @@ def make_figures(report: Report) -> dict[str, Any]:
         datasets = sorted({r.dataset for r in report.rows})
         ax.set_title(f"{', '.join(datasets)}: accuracy vs {'budget' if 'budget' in name else 'compute'}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(handles, labels, fontsize="small")
         fig.tight_layout()
         figures[name] = fig
     return figures

@@ -1,9 +1,11 @@
 """A run directory: the resolved configuration, the records, the trees and a summary.
 
-    <dir>/config.json     what defines the run (its key is a hash of it) plus the environment
-    <dir>/records.jsonl   one record per finished problem (records.shard-I-of-N.jsonl per shard)
-    <dir>/trees/          one tree file per problem
-    <dir>/summary.json    totals over the records, rewritten at the end (and on Ctrl-C)
+    <dir>/config.json        what defines the run (its key is a hash of it) plus the environment
+    <dir>/records.jsonl      one record per finished problem (records.shard-I-of-N.jsonl per shard)
+    <dir>/planned.json       the problems the run was asked for, so a report counts the missing ones
+    <dir>/records.jsonl.lock held (an OS file lock) by the process writing records.jsonl
+    <dir>/trees/             one tree file per problem
+    <dir>/summary.json       totals over the records, rewritten at the end (and on Ctrl-C)
 
 The key covers everything that changes a problem's result: search settings, dataset and field
 mapping, model, backend, dtype and scorer. It leaves out what only selects problems (--limit,
@@ -14,22 +16,36 @@ different configuration is refused.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from pumsearch.runs.records import RECORDS_GLOB, RecordLog, RunError, merge_record_files, records_file_name
+from pumsearch.runs.records import (
+    RECORDS_GLOB,
+    RecordLog,
+    RunError,
+    RunLocked,
+    merge_record_files,
+    planned_file_name,
+    records_file_name,
+)
 from pumsearch.search.config import SearchConfig
 from pumsearch.search.result import tree_file_name
 
 RUN_FORMAT = "pumsearch-run"
 RUN_VERSION = 1
+PLANNED_FORMAT = "pumsearch-planned"
+PLANNED_GLOB = "planned*.json"
 TREES_DIR = "trees"
 PACKAGES = ("pumsearch", "torch", "transformers", "math-verify", "sglang", "numpy")
 
@@ -194,20 +210,97 @@ class RunDir:
     def records(self) -> dict[str, dict[str, Any]]:
         return merge_record_files(self.records_glob)
 
-    def finished_ids(self) -> set[str]:
-        return {pid for pid, r in self.records().items() if r.get("status") == "ok"}
-
     def log(self, shard: tuple[int, int] | None) -> RecordLog:
         return RecordLog(self.path / records_file_name(shard))
+
+    def lock(self, shard: tuple[int, int] | None) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock of the records file ``shard`` writes (see ``hold_lock``)."""
+        return hold_lock(self.path / (records_file_name(shard) + ".lock"))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.path / "summary.json", summary)
 
+    def planned(self) -> dict[str, bool]:
+        """Every problem any session was asked to run (all shards): id -> has a reference answer.
+        Empty for a directory made before planned files were written: its records are all it
+        planned."""
+        planned: dict[str, bool] = {}
+        for path in sorted(self.path.glob(PLANNED_GLOB)):
+            planned.update(_read_json(path).get("problems") or {})
+        return planned
+
+    def add_planned(self, problems: Sequence[Any], shard: tuple[int, int] | None) -> None:
+        """Add ``problems`` to what the records file of ``shard`` is asked to hold."""
+        path = self.path / planned_file_name(shard)
+        known = _read_json(path).get("problems") or {} if path.exists() else {}
+        wanted = {**known, **{p.id: p.answer is not None for p in problems}}
+        if wanted != known:
+            write_json_atomic(path, {"format": PLANNED_FORMAT, "version": 1, "problems": wanted})
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        tmp.replace(path)
+    except OSError as err:
+        raise RunError(f"cannot write {path} ({err.strerror or err}): make {path.parent} writable, or use "
+                       "another --out") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path} is not valid JSON ({err}); delete it and rerun") from None
+    return data if isinstance(data, dict) else {}
+
+
+# -- one writer per records file --------------------------------------------------------------------
+_held: dict[Path, tuple[IO[str], int]] = {}  # lock file -> (its open file, holders in this process)
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path) -> Iterator[None]:
+    """An exclusive OS file lock (flock) on ``path`` for as long as the block runs. The OS drops it
+    when the process ends, however it ends (kill -9 included), so a stale lock cannot stay behind.
+    Re-entrant within one process (the command line takes it before loading the model, the run
+    again). Another process holding it: RunLocked, naming its pid."""
+    key = path.resolve()
+    if key in _held:
+        handle, count = _held[key]
+        _held[key] = (handle, count + 1)
+    else:
+        _held[key] = (_acquire(path), 1)
+    try:
+        yield
+    finally:
+        handle, count = _held.pop(key)
+        if count > 1:
+            _held[key] = (handle, count - 1)
+        else:
+            handle.close()  # closing the file releases the lock
+
+
+def _acquire(path: Path) -> IO[str]:
+    try:
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as err:
+        raise RunError(f"cannot write {path} ({err.strerror or err}): make {path.parent} writable, or use "
+                       "another --out") from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunLocked(f"{path.parent} is being written by another pumsearch process (pid {holder}); wait "
+                        "for it to finish or stop it, or use another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -245,7 +338,10 @@ def open_run_dir(path: Path, spec: RunSpec, extra: dict[str, Any] | None = None)
         return RunDir(path, spec, existing)
     if path.exists() and any(path.glob(RECORDS_GLOB)):
         raise RunError(f"{path} has records but no config.json; use another --out directory")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create {path} ({err.strerror or err}): choose an --out you can write to") from None
     config = {
         "format": RUN_FORMAT,
         "version": RUN_VERSION,

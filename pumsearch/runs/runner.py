@@ -8,13 +8,15 @@ and redoes a problem whose record line was cut off.
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pumsearch.runs.grid import RunPlan, ScorerSpec
-from pumsearch.runs.records import RunError
+from pumsearch.runs.records import RunError, RunWriteError
 from pumsearch.runs.rundir import RunDir, open_run_dir
 from pumsearch.runs.subsample import group_rows
 from pumsearch.search.engine import Engine
@@ -26,18 +28,25 @@ from pumsearch.strategies import Strategy, make_strategy
 
 
 class RunProgress(Protocol):
-    """What a progress display is told (the CLI draws a rich bar; tests may record the calls)."""
+    """What a progress display is told (the CLI draws a rich bar; tests may record the calls):
+    ``begin`` with the records of the problems finished before (a resumed run), ``record`` as each
+    problem finishes, ``note`` for what the user should know (a repaired records file)."""
 
-    def begin(self, label: str, total: int, already_done: int) -> None: ...
+    def begin(self, label: str, total: int, already_done: int, previous: Sequence[dict[str, Any]] = ()) -> None: ...
 
     def record(self, record: dict[str, Any]) -> None: ...
 
+    def note(self, message: str) -> None: ...
+
 
 class NoProgress:
-    def begin(self, label: str, total: int, already_done: int) -> None:
+    def begin(self, label: str, total: int, already_done: int, previous: Sequence[dict[str, Any]] = ()) -> None:
         pass
 
     def record(self, record: dict[str, Any]) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
 
@@ -51,14 +60,19 @@ class Tally:
     graded: int = 0
     correct: int = 0
     generated_tokens: int = 0
+    errors: list[str] = field(default_factory=list)  # the error of each failed problem
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any], *, counts_tokens: bool = True) -> None:
+        """Count a record; ``counts_tokens=False`` for one finished before this session (it enters
+        the accuracy, not the rate)."""
         if record["status"] != "ok":
             self.failed += 1
+            self.errors.append(str(record.get("error") or "unknown error"))
             return
         self.done += 1
-        self.generated_tokens += int(record["counters"]["generated_tokens"])
-        if record["correct"] is not None:
+        if counts_tokens:
+            self.generated_tokens += int(record["counters"]["generated_tokens"])
+        if record["correct"] is not None or record.get("reference") is not None:  # no answer: wrong
             self.graded += 1
             self.correct += int(bool(record["correct"]))
 
@@ -98,11 +112,28 @@ def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str,
     return extra
 
 
+def group_failures(errors: Sequence[str]) -> list[tuple[int, str]]:
+    """(count, an example) per kind of failure, most frequent first: errors that differ only in
+    numbers (ports, token counts) are one kind."""
+    kinds: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for error in errors:
+        kind = re.sub(r"\d+", "#", error)
+        kinds[kind] += 1
+        example.setdefault(kind, error)
+    return [(count, example[kind]) for kind, count in kinds.most_common()]
+
+
 def summarise(run_dir: RunDir, **facts: Any) -> dict[str, Any]:
-    """Totals over every record in the directory (all shards), plus the given facts."""
-    records = list(run_dir.records().values())
-    ok = [r for r in records if r["status"] == "ok"]
+    """Totals over every record in the directory (all shards), plus the given facts. ``accuracy``
+    counts every planned problem (a failed or missing one as wrong); ``accuracy_finished`` only
+    the finished ones."""
+    records = run_dir.records()
+    # id -> has a reference answer, for every problem asked for (a record knows best)
+    planned = {**run_dir.planned(), **{pid: r.get("reference") is not None for pid, r in records.items()}}
+    ok = [r for r in records.values() if r["status"] == "ok"]
     graded = [r for r in ok if r["correct"] is not None or r.get("reference") is not None]  # no answer: wrong
+    gradable = sum(planned.values())
 
     def mean(values: Sequence[float]) -> float | None:
         return sum(values) / len(values) if values else None
@@ -110,9 +141,14 @@ def summarise(run_dir: RunDir, **facts: Any) -> dict[str, Any]:
     return {
         "format": "pumsearch-summary",
         "key": run_dir.spec.key,
+        "problems_planned": len(planned),
         "problems_finished": len(ok),
         "problems_failed": len(records) - len(ok),
-        "accuracy": mean([float(bool(r["correct"])) for r in graded]),
+        "problems_missing": len(planned.keys() - records.keys()),
+        "failures": [{"count": n, "error": e} for n, e in group_failures(
+            [str(r.get("error")) for r in records.values() if r["status"] != "ok"])],
+        "accuracy": sum(bool(r["correct"]) for r in graded) / gradable if gradable else None,
+        "accuracy_finished": mean([float(bool(r["correct"])) for r in graded]),
         "pass_at_n": mean([float(bool(r.get("pass_at_n"))) for r in graded]),
         "maj_at_n": mean([float(bool(r.get("maj_at_n"))) for r in graded]),
         "generated_tokens": sum(int(r["counters"]["generated_tokens"]) for r in ok),
@@ -141,18 +177,44 @@ async def execute_run(
         require_answers(problems, who=f"scorer {scorer.identity}", fix="give --answer-field or drop that scorer",
                         error=RunError)
     run_dir = open_run_dir(plan.path, plan.spec, extra_config)
+    with run_dir.lock(shard):
+        return await _execute_locked(plan, run_dir, problems, generator=generator, scorer=scorer,
+                                     concurrency=concurrency, batch_tokens=batch_tokens, shard=shard,
+                                     progress=progress)
+
+
+async def _execute_locked(plan: RunPlan, run_dir: RunDir, problems: Sequence[Problem], *, generator: Generator,
+                          scorer: Scorer | None, concurrency: int, batch_tokens: int | None,
+                          shard: tuple[int, int] | None, progress: RunProgress) -> Tally:
     config = plan.spec.search
     strategy = make_strategy(config, scorer is not None)
-    finished = run_dir.finished_ids()
-    todo = [p for p in problems if p.id not in finished]
+    run_dir.add_planned(problems, shard)
+    records = run_dir.records()
+    previous = [records[p.id] for p in problems if records.get(p.id, {}).get("status") == "ok"]
+    todo = [p for p in problems if records.get(p.id, {}).get("status") != "ok"]
     value_kind = scorer.value_kind if scorer is not None else "probability"
     scorer_label = plan.spec.scorer_label if scorer is not None else None
     tally = Tally()
     log = run_dir.log(shard).open()
-    progress.begin(plan.label, len(problems), len(problems) - len(todo))
+    if log.repaired:
+        progress.note(f"{log.path} ended in a line cut off mid-write (a killed run): it was removed, and that "
+                      "problem is run again")
+    progress.begin(plan.label, len(problems), len(previous), previous)
     started_wall = time.perf_counter()
+    write_error: list[RunWriteError] = []
 
     def on_result(problem: Problem, result: SearchResult | None, err: BaseException | None) -> None:
+        if write_error:  # the directory stopped taking writes: the run is ending
+            return
+        try:
+            write_result(problem, result, err)
+        except OSError as error:
+            write_error.append(RunWriteError(
+                f"stopped: cannot write to {run_dir.path} ({error.strerror or error}); the problems finished "
+                "before are kept: make it writable and rerun the same command to resume"))
+            raise write_error[0] from None
+
+    def write_result(problem: Problem, result: SearchResult | None, err: BaseException | None) -> None:
         if result is not None:
             tree_rel = run_dir.tree_file(problem.id)
             result.tree.save(run_dir.path / tree_rel, result.summary())
@@ -188,17 +250,20 @@ async def execute_run(
         interrupted = False
     finally:  # also on Ctrl-C (cancellation): what finished is on disk; say so in the summary
         log.close()
-        run_dir.write_summary(
-            summarise(
-                run_dir,
-                interrupted=interrupted,
-                model_name=getattr(generator, "name", None),
-                scorer_identity=getattr(scorer, "identity", None),
-                value_kind=value_kind,
-                session_wall_time=round(time.perf_counter() - started_wall, 3),
-                repaired_truncated_line=log.repaired,
-            )
+        summary = summarise(
+            run_dir,
+            interrupted=interrupted,
+            model_name=getattr(generator, "name", None),
+            scorer_identity=getattr(scorer, "identity", None),
+            value_kind=value_kind,
+            session_wall_time=round(time.perf_counter() - started_wall, 3),
+            repaired_truncated_line=log.repaired,
         )
+        try:
+            run_dir.write_summary(summary)
+        except RunError:
+            if not write_error:  # a directory that took every record but not the summary
+                raise
     return tally
 
 
@@ -238,4 +303,4 @@ def default_scorer_loader(spec: ScorerSpec, config: Any) -> Scorer:
     return load_scorer(spec.name, step_delimiter=config.step_delimiter, **spec.load_options())
 
 
-__all__ = ["NoProgress", "RunProgress", "Tally", "execute_plans", "execute_run", "summarise"]
+__all__ = ["NoProgress", "RunProgress", "Tally", "execute_plans", "execute_run", "group_failures", "summarise"]

@@ -168,7 +168,10 @@ def check_sweep_dir(out: Path, base: dict[str, Any], grid: dict[str, Any]) -> No
         existing["grids"] = grids
         write_json_atomic(path, existing)
         return
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create {out} ({err.strerror or err}): choose an --out you can write to") from None
     write_json_atomic(
         path,
         {"format": SWEEP_FORMAT, "version": 1, "base_key": config_hash(base), "base": base, "grids": [grid]},

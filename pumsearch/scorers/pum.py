@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pumsearch.models import resolve_model_name
+from pumsearch.models import check_safetensors, resolve_model_name
 from pumsearch.scorers.base import ScorerError
 from pumsearch.scorers.hf import (
     SCORER_SYSTEM_PROMPT,
@@ -199,6 +199,8 @@ def check_layout(folder: Path) -> tuple[Path, dict[str, Any], Path]:
         raise ScorerError(
             f"PUM checkpoint {folder} has no adapter weights: {adapter}/adapter_model.safetensors is missing"
         )
+    if (adapter / "adapter_model.safetensors").exists():
+        check_safetensors(adapter / "adapter_model.safetensors")  # cut short: one line, not peft's traceback
     head = folder / "value_head.pt"
     if not head.exists():
         raise ScorerError(f"PUM checkpoint {folder} has no value head: {head} is missing")
@@ -206,16 +208,23 @@ def check_layout(folder: Path) -> tuple[Path, dict[str, Any], Path]:
 
 
 def load_value_head_state(path: Path) -> dict[str, Any]:
+    """The value head's tensors, read with weights_only (no code in the file runs). A torch.save
+    archive holding more than tensors is named as such, anything else that does not read as
+    corrupt; torch's own hint to load the file unsafely is never passed on."""
     import pickle
+    import zipfile
 
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ScorerError(
-            f"cannot load {path} as a plain state dict (weights_only): {str(err).splitlines()[0]}"
-        ) from None
+    except Exception as err:  # garbage bytes raise anything from UnpicklingError to KeyError
+        if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+            raise ScorerError(f"{path} holds pickled objects, not only tensors (torch.load with weights_only "
+                              "refuses it; e.g. a whole module saved with torch.save): save the head's state_dict() "
+                              "instead") from None
+        raise ScorerError(f"{path} is corrupt: no saved tensors could be read from it ({type(err).__name__}); "
+                          "restore value_head.pt from the PUM checkpoint") from None
     return unwrap_state(state, str(path))
 
 

@@ -17,13 +17,19 @@ FinishReason = Literal["step", "eos", "length"]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings for one request. Backends must set every field explicitly."""
+    """Sampling settings for one request. Backends must set every field explicitly.
+
+    ``want_logprobs`` asks for the log-probability of every generated token; ``top_logprobs``
+    (implies it) for that many most likely alternatives at each token too. Both are of the
+    model's raw distribution, before temperature and top-p (vLLM's default; see
+    docs/backends.md for what each backend returns)."""
 
     temperature: float = 0.8
     top_p: float = 1.0
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     want_logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,12 @@ class GenerationRequest:
 @dataclass
 class Completion:
     """One sampled continuation. ``text`` excludes the matched stop string and the end-of-sequence
-    token; ``token_ids`` are everything generated (stop tokens included) where known."""
+    token; ``token_ids`` are everything generated (stop tokens included) where known.
+
+    Filled only when the request asked (SamplingParams.want_logprobs / top_logprobs) and the
+    backend can: ``logprob`` is the sum over the generated tokens, ``token_logprobs`` one per
+    token, ``top_logprobs`` per token the (token id, log-probability) pairs of the most likely
+    tokens, most likely first."""
 
     text: str
     token_ids: list[int] | None
@@ -53,6 +64,8 @@ class Completion:
     finish_reason: FinishReason
     matched_stop: str | None = None
     logprob: float | None = None
+    token_logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass

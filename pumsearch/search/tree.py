@@ -126,6 +126,8 @@ class SearchTree:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SearchTree:
+        if not isinstance(data, dict):
+            raise ValueError(f"not a pumsearch tree (a JSON {type(data).__name__}, not an object)")
         if data.get("format") != TREE_FORMAT:
             raise ValueError(f"not a pumsearch tree (format is {data.get('format')!r})")
         if data.get("version") != TREE_VERSION:

@@ -14,6 +14,7 @@ import typer
 
 from pumsearch.cli_common import console, err_console, fail, user_errors
 from pumsearch.cli_options import UsageError
+from pumsearch.models import use_cpu_threads
 
 testbed_app = typer.Typer(help="The arithmetic testbed: train and evaluate its student policies.",
                           no_args_is_help=True)
@@ -37,6 +38,7 @@ def testbed_train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
+        use_cpu_threads(threads)
         from pumsearch.testbed.train import SIZES, TrainSettings, train_policy
 
         if size not in SIZES:
@@ -77,13 +79,11 @@ def testbed_evaluate(
 ) -> None:
     """Greedy accuracy, sample accuracy, pass@k and majority@k of a policy on test chains."""
     try:
-        import torch
-
         from pumsearch.backends import load_generator
         from pumsearch.testbed import resolve_model_name
         from pumsearch.testbed.evaluate import evaluate_policy, write_card
 
-        torch.set_num_threads(threads)
+        use_cpu_threads(threads)
         generator = load_generator(policy)
         results = []
         for one in spec:

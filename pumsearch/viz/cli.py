@@ -5,17 +5,18 @@ Only typer and rich are imported here; the viewer and analyses load inside the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
-from pumsearch.cli_common import console, fail, user_errors
+from pumsearch.cli_common import compact_table, console, fail, user_errors
 from pumsearch.cli_options import UsageError
 
 tree_app = typer.Typer(help="Inspect saved search trees.", no_args_is_help=True)
@@ -65,6 +66,15 @@ def tree_outline(tree: Any, width: int, chosen: set[int]) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """A file that cannot be written (a read-only or missing directory) is the user's to fix."""
+    try:
+        yield
+    except OSError as err:
+        raise UsageError(f"cannot write {out} ({err.strerror or err}): choose another -o") from None
+
+
 # -- tree viewer and analyses (docs/viewer.md) ------------------------------------------------------
 TreeFiles = Annotated[list[Path] | None, typer.Argument(help="Saved trees (.tree.json).", show_default=False)]
 
@@ -109,8 +119,9 @@ def tree_html(
         if out is None:
             raise UsageError("say where to write the page: -o OUT.html")
         page = render_trees_html([(t, r, f.name) for t, r, f in loaded], title)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(page, encoding="utf-8")
     except user_errors() as err:
         fail(str(err))
         return
@@ -137,18 +148,21 @@ def tree_stats_cmd(
     print_stats(per_tree, total)
 
 
+STATS_COLUMNS = ("problem", "nodes", "depth", "mean\nbranch", "solutions", "correct", "wrong", "diverge\nat",
+                 "tokens", "tokens\nabandoned")
+
+
 def print_stats(per_tree: list[dict[str, Any]], total: dict[str, Any]) -> None:
-    table = Table(title="trees")
-    columns = ("problem", "nodes", "depth", "branching", "solutions", "correct", "wrong", "diverge at",
-               "tokens", "abandoned")
-    for col in columns:
-        table.add_column(col, justify="left" if col == "problem" else "right")
+    table = compact_table(STATS_COLUMNS, text=("problem",), title="trees")
     overall = {**total, "problem_id": "all", "max_depth": max((p["max_depth"] for p in per_tree), default=0)}
     for s in [*per_tree, overall]:
         table.add_row(Text(s["problem_id"]), str(s["nodes"]), str(s["max_depth"]), _num(s["mean_branching"]),
                       str(s["solutions"]), str(s["correct_solutions"]), str(s["wrong_solutions"]),
                       _num(s["mean_divergence_depth"]), str(s["tokens_total"]), str(s["tokens_abandoned"]))
     console.print(table)
+    console.print("mean branch: children per inner node; diverge at: mean shared steps where a wrong solution "
+                  "leaves the nearest correct one; tokens abandoned: on branches no solution ends in",
+                  highlight=False, markup=False)
     labels = {"depth_distribution": "nodes per depth", "branching_distribution": "children per inner node",
               "divergence_depths": "shared steps when a wrong solution leaves the nearest correct one"}
     for key, label in labels.items():
@@ -164,6 +178,9 @@ def _names(found: list[str]) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+RANK_COLUMNS = ("problem", "candidates", "correct", "worst\ncorrect\npct", "best\nwrong\npct", "pairwise\nacc")
 
 
 @tree_app.command("rank")
@@ -198,9 +215,8 @@ def tree_rank(
                   "mean": total}
         sys.stdout.write(json.dumps(report) + "\n")
         return
-    table = Table(title=f"ranking quality of {scorer} ({aggregate} aggregation; percentile = rank / n)")
-    for col in ("problem", "candidates", "correct", "worst correct pct", "best wrong pct", "pairwise acc"):
-        table.add_column(col, justify="left" if col == "problem" else "right")
+    table = compact_table(RANK_COLUMNS, text=("problem",),
+                          title=f"ranking quality of {scorer} ({aggregate} aggregation; percentile = rank / n)")
     for r in rows:
         table.add_row(Text(r.problem_id), str(r.candidates), str(r.correct), _num(r.worst_correct_percentile),
                       _num(r.best_wrong_percentile), _num(r.pairwise_accuracy))
@@ -222,8 +238,9 @@ def tree_graphml(
 
     try:
         ((tree, _, _),) = _load_trees([file])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_graphml(tree, out)
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_graphml(tree, out)
     except user_errors() as err:
         fail(str(err))
         return

@@ -179,6 +179,17 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
     assert needle in result.output
 
 
+@pytest.mark.parametrize("strategy", ["rebase", "particles"])
+def test_a_testbed_policy_searches_with_its_default_scorer(strategy: str, tmp_path: Path) -> None:
+    """No --scorer is an error (above) unless the policy's family brings a default: the testbed's PUM."""
+    result = CliRunner().invoke(app, ["solve", "start 3, add 4.", "--model", "testbed:weak", "--strategy", strategy,
+                                      "--budget", "2", "--max-tokens", "40", "--json",
+                                      "--tree-out", str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["scorer"] == "pum" and record["counters"]["scorer_calls"] >= 1
+
+
 # -- shared with particle filtering and adaptive Best-of-N ------------------------------------------
 NEW_STRATEGIES = [
     ({"strategy": "rebase"}, depth_policy(3)),

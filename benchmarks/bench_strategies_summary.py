@@ -68,6 +68,14 @@ def solutions_drawn(runs: Path, sub: str) -> dict[int, float]:
     return {cap: sum(v) / len(v) for cap, v in sorted(drawn.items())}
 
 
+def seeds_cell(rows: list[dict[str, Any]]) -> str:
+    """'S x C' (seeds x chains per seed), naming the budgets run with fewer seeds than the most."""
+    most = max(r["seeds"] for r in rows)
+    chains = rows[0]["n"] // max(rows[0]["seeds"], 1)
+    fewer = [f"N={r['budget']}: {r['seeds']}" for r in rows if r["seeds"] < most]
+    return f"{most} x {chains}" + (f" ({', '.join(fewer)})" if fewer else "")
+
+
 def markdown(lines: dict[str, list[dict[str, Any]]], drawn: dict[str, dict[int, float]]) -> str:
     budgets = sorted({r["budget"] for rs in lines.values() for r in rs})
     head = "| method | seeds x chains | " + " | ".join(f"N={n}" for n in budgets) + " |"
@@ -78,8 +86,7 @@ def markdown(lines: dict[str, list[dict[str, Any]]], drawn: dict[str, dict[int, 
         for label, rs in lines.items():
             by_n = {r["budget"]: r for r in rs}
             cells = [format(by_n[n][key], fmt) if n in by_n and by_n[n][key] is not None else "" for n in budgets]
-            out.append(f"| {label} | {rs[0]['seeds']} x {rs[0]['n'] // max(rs[0]['seeds'], 1)} | " + " | ".join(cells)
-                       + " |")
+            out.append(f"| {label} | {seeds_cell(rs)} | " + " | ".join(cells) + " |")
         return out
 
     text = ["Accuracy (± se over seeds x chains in report.txt):", "", *table("accuracy", ".3f"), "",

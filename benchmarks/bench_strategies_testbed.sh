@@ -11,16 +11,22 @@
 # none of them can be read off a larger run), Best-of-N with the exact PRM (one run at 64; majority,
 # best and weighted read off for every N) and adaptive Best-of-N without a scorer (one run at cap 64,
 # smaller caps read off). variants: the options of particle filtering and REBASE, and the other stop
-# rules, at N = 16 and 64, seed 0. report: one `pumsearch report` over everything, and the summary.
+# rules, at N = 16 and 64, seed 0 (VARIANT_SEEDS, VARIANT_BUDGETS and BEAM_DISTINCT_BUDGETS change
+# that; RESULTS.md adds seed 1 at N = 16). report: one `pumsearch report` over everything, the summary
+# and the analysis of where the step searches spend their expansions.
 set -euo pipefail
 RUNS=${RUNS:-/tmp/strategies-testbed}
 RESULTS=${RESULTS:-benchmarks/results/strategies}
-SEEDS=${SEEDS:-0,1}
+SEEDS=${SEEDS:-0,1,2}
+VARIANT_SEEDS=${VARIANT_SEEDS:-0}
+VARIANT_BUDGETS=${VARIANT_BUDGETS:-16,64}
+BEAM_DISTINCT_BUDGETS=${BEAM_DISTINCT_BUDGETS:-8,16,64}
 export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's pumsearch, also for benchmarks/*.py
 COMMON=(--dataset testbed:standard --model testbed:weak --temperature 0.8 --max-tokens 96
         --max-step-tokens 24 --concurrency 64)
-PUMSEARCH=(nice -n 10 python -m pumsearch.cli)
+PYTHON=${PYTHON:-python}  # the interpreter that has pumsearch's dependencies
+PUMSEARCH=(nice -n 10 "$PYTHON" -m pumsearch.cli)
 
 main() {
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies particles,rebase,beam \
@@ -32,7 +38,7 @@ main() {
 }
 
 variants() {
-  local v=(--seeds 0 --budgets 16,64 --scorers testbed-prm)
+  local v=(--seeds "$VARIANT_SEEDS" --budgets "$VARIANT_BUDGETS" --scorers testbed-prm)
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies particles --resampling systematic \
       --out "$RUNS/particles-systematic"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies particles --resample-finished \
@@ -49,19 +55,20 @@ variants() {
       --out "$RUNS/rebase-t1"
   # beam keeping only distinct prefixes (search-and-learn's recipes turn this on): is the gap to
   # particles and REBASE one of diversity?
-  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 8,16,64 --scorers testbed-prm --strategies beam \
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$VARIANT_SEEDS" --budgets "$BEAM_DISTINCT_BUDGETS" --scorers testbed-prm --strategies beam \
       --filter-duplicates --out "$RUNS/beam-filter-duplicates"
-  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 4,8,16,32,64 --scorers none --strategies bon \
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$VARIANT_SEEDS" --budgets 4,8,16,32,64 --scorers none --strategies bon \
       --adaptive --stop-rule supermajority --out "$RUNS/adaptive-supermajority"
-  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds 0 --budgets 4,8,16,32,64 --scorers testbed-prm \
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$VARIANT_SEEDS" --budgets 4,8,16,32,64 --scorers testbed-prm \
       --strategies bon --adaptive --stop-rule consensus --out "$RUNS/adaptive-consensus-prm"
 }
 
 report() {
   mkdir -p "$RESULTS"
-  COLUMNS=200 python -m pumsearch.cli report "$RUNS" --csv "$RESULTS/report.csv" --json "$RESULTS/report.json" \
+  COLUMNS=200 "$PYTHON" -m pumsearch.cli report "$RUNS" --csv "$RESULTS/report.csv" --json "$RESULTS/report.json" \
       --plots "$RESULTS" > "$RESULTS/report.txt"
-  python benchmarks/bench_strategies_summary.py "$RUNS" "$RESULTS"
+  "$PYTHON" benchmarks/bench_strategies_summary.py "$RUNS" "$RESULTS"
+  "$PYTHON" benchmarks/bench_strategies_analysis.py "$RUNS" "$RESULTS" > /dev/null
 }
 
 steps=("$@")

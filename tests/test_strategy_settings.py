@@ -84,7 +84,7 @@ def test_settings_are_typed_and_checked_by_the_strategy() -> None:
         search_config(strategy="mcts", expansions="x")
     with pytest.raises(StrategyError, match=r"strategy 'bon' has no setting 'width' \(it takes adaptive, stop_rule,"):
         search_config(strategy="bon", width=3)
-    with pytest.raises(StrategyError, match="it takes beam_width, lookahead"):
+    with pytest.raises(StrategyError, match="it takes beam_width, last_round_to_end, lookahead"):
         DVTS(SearchConfig(strategy="dvts", strategy_options={"filter_duplicates": True}))
     # a built-in strategy's setting that this one does not take is left out, as with its flag
     assert search_config(strategy="bon", beam_width=8).strategy_options == {}

@@ -83,8 +83,25 @@ def test_beam_retains_finished_beams_and_refills_the_round() -> None:
             continue
         assert set(expanded) == top(tree, nodes, 2)
         assert sum(len(tree.children(n)) for n in expanded) == 8  # N per round, even with fewer live
-    expected = sorted(terminals, key=lambda n: (-value(tree, n), n))[:8]
-    assert [c.node for c in result.candidates] == expected
+    # the first N to finish are returned (search-and-learn, beam_search.py:184): round 1's
+    # finished first steps, then round 3's in the round-robin order of their parents
+    depth_one = sorted(at_depth(tree, 1))  # the root's children, in generation order
+    depth_two = round_robin_order(tree, [n for n in depth_one if tree.children(n)])
+    depth_three = round_robin_order(tree, [n for n in depth_two if tree.children(n)])
+    completion_order = [n for n in depth_one if tree[n]["terminal"]] + depth_three
+    assert [c.node for c in result.candidates] == completion_order[:8]
+    best = search_config(strategy="beam", budget=8, beam_width=4, sort_completed=True)
+    (sorted_result,), _ = run(problems(1), best, policy=early_finish_policy)
+    expected = sorted(terminals, key=lambda n: (-value(tree, n), completion_order.index(n)))[:8]
+    assert [c.node for c in sorted_result.candidates] == expected
+
+
+def round_robin_order(tree: SearchTree, parents: list[int]) -> list[int]:
+    """The children of ``parents`` (in their list order) as search-and-learn lists them: every
+    parent's first child, then every parent's second, ... (beam_search.py:71-84)."""
+    children = [c for p in parents for c in sorted(tree.children(p))]
+    return sorted(children, key=lambda c: (sorted(tree.children(tree.parent(c))).index(c),
+                                           parents.index(tree.parent(c))))
 
 
 def test_beam_filter_duplicates_keeps_distinct_prefixes() -> None:

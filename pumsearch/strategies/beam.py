@@ -1,32 +1,39 @@
 """Step-level beam search and DVTS, with the semantics of huggingface/search-and-learn
-(src/sal/search/beam_search.py and diverse_verifier_tree_search.py).
+(src/sal/search/beam_search.py and diverse_verifier_tree_search.py); docs/strategies.md has the
+table of where they match and where pumsearch chooses differently, tests/test_reference_sal.py the
+cases, each citing the reference's lines.
 
 Beam search, budget N and beam width M: the root is expanded N times by one step; every round
-the open prefixes are scored, the best N/M are kept and the N expansions of the next round are
-shared among them (M each; when fewer than N/M remain open, the N are spread over those left, as
-search-and-learn does). A prefix that finishes (end of sequence, a \\boxed{} answer, the token
-or depth cap) leaves the beam and is kept. The search stops once N prefixes have finished, no
-prefix is open, or the depth cap is reached. The answer is picked among the best N finished
-prefixes (by aggregated score) with --select (best by default).
+the new prefixes are scored, the finished ones (end of sequence, a \\boxed{} answer with
+--stop-at-boxed, a token cap) are set aside in completion order, and of the open ones the best N/M
+are kept in the order they were generated. The next round's N expansions go round-robin over the
+kept prefixes (M each; when fewer remain open, the spare ones go to the earliest), so children
+come in search-and-learn's list order. The search runs until no prefix is open or --max-depth
+rounds have run; the round at the depth cap samples each prefix to the end of its solution
+(``last_round_to_end``). It returns the first N prefixes to finish (``sort_completed``: the best N
+by score), and --select picks the answer among them (best by default). ``stop_when_n_finished``
+ends the search as soon as N have finished: the same answer at less compute while
+``sort_completed`` is off.
 
 DVTS: N/M independent subtrees; each round every subtree expands its one prefix M times and keeps
-the best child. A subtree stops when the child it keeps is finished. The candidates are the
-finished children of each subtree's last round (N at most, as in search-and-learn).
+the best child. A subtree stops when the child it keeps is finished. The candidates are all M
+children of each subtree's last round, finished or not (N), each with the score it was ranked by.
 
 Both issue ONE ``ctx.expand`` and ONE ``ctx.score`` per round for all their prefixes, so the
 engine coalesces a round of K problems into one backend call. With --lookahead L, each open child
 is first extended L more steps greedily (temperature 0, one expand per lookahead step) and ranked
 by the score of its lookahead tip; the lookahead nodes stay in the tree, marked ``lookahead``.
 
-Budget unit: step expansions. A round costs at most N x (1 + L) of them and there are at most
---max-depth rounds, so the limit is N x max_depth x (1 + L) and never binds before the depth cap.
+Budget unit: step expansions (a roll-out to the end counts as one). A round costs at most
+N x (1 + L) of them and there are at most --max-depth rounds, so the limit is
+N x max_depth x (1 + L) and never binds before the depth cap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import networkx as nx
 
@@ -45,15 +52,21 @@ class StepSearchSettings(StrategySettings):
 
     beam_width: int = field(default=4, metadata={"help": "M: children per kept prefix."})
     lookahead: int = field(default=0, metadata={"help": "Greedy steps looked ahead before ranking."})
+    last_round_to_end: bool = field(default=True, metadata={
+        "help": "The round at --max-depth samples each prefix to the end of its solution."})
 
 
 @dataclass(frozen=True)
 class BeamSettings(StepSearchSettings):
     filter_duplicates: bool = field(default=False, metadata={"help": "Drop prefixes with identical text."})
+    sort_completed: bool = field(default=False, metadata={
+        "help": "Return the best N finished beams by score, not the first N to finish."})
+    stop_when_n_finished: bool = field(default=False, metadata={
+        "help": "Stop once N beams have finished (the same answer at less compute, unless sort-completed)."})
 
 
 class _StepSearch(Strategy):
-    """What beam search and DVTS share: validation, budget, lookahead, ranking."""
+    """What beam search and DVTS share: validation, budget, rounds, lookahead, ranking."""
 
     requires_scorer: ClassVar[bool] = True
     budget_unit: ClassVar[str] = "step expansions"
@@ -79,9 +92,19 @@ class _StepSearch(Strategy):
     def budget_limit(self) -> int:
         return self.config.budget * self.config.max_depth * (1 + self.settings.lookahead)
 
+    def rounds(self) -> range:
+        """Round r (1-based) makes the prefixes of depth r: at most --max-depth rounds."""
+        return range(1, self.config.max_depth + 1)
+
+    def expansion_mode(self, round_: int) -> Literal["step", "end"]:
+        """search-and-learn's last iteration samples to the end, without a stop string (its
+        num_iterations is our --max-depth); otherwise the depth cap ends the prefix there."""
+        last = round_ == self.config.max_depth
+        return "end" if last and self.settings.last_round_to_end else "step"
+
     async def evaluate(self, ctx: SearchContext, children: Sequence[int]) -> dict[int, float]:
         """Score ``children`` (through their lookahead tips where --lookahead > 0) in one call;
-        returns each child's ranking score."""
+        returns each child's ranking score (-inf where unscored)."""
         tips = await self._lookahead(ctx, children)
         to_score = list(dict.fromkeys(tips[c] for c in children))
         if to_score:
@@ -106,15 +129,42 @@ def _score_or_floor(value: float | None) -> float:
     return float("-inf") if value is None else value
 
 
+def _floor_to_none(value: float) -> float | None:
+    """A ranking score back as a candidate's score: the floor of an unscored prefix is None."""
+    return None if value == float("-inf") else value
+
+
 def rank(nodes: Sequence[int], scores: dict[int, float]) -> list[int]:
-    """Best first; ties go to the lower node id (the one generated first)."""
-    return sorted(nodes, key=lambda n: (-scores[n], n))
+    """Best first; ties keep the order of ``nodes`` (the one generated first; a stable sort, as
+    search-and-learn's sorted(..., reverse=True) and np.argmax's first maximum)."""
+    return sorted(nodes, key=lambda n: -scores[n])
+
+
+def keep_best(nodes: Sequence[int], scores: dict[int, float], k: int) -> list[int]:
+    """The best ``k`` of ``nodes``, in the order of ``nodes`` (search-and-learn marks the others
+    pruned and keeps its list order, beam_search.py:167-174)."""
+    best = set(rank(nodes, scores)[:k])
+    return [n for n in nodes if n in best]
 
 
 def share(total: int, parts: int) -> list[int]:
     """``total`` expansions spread as evenly as possible over ``parts`` prefixes, earlier first."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def round_robin(groups: Sequence[Sequence[int]]) -> list[int]:
+    """The children of prefixes expanded ``share`` times each, in search-and-learn's list order:
+    it expands the kept list repeated cyclically, (K * (N // k + 1))[:N] (beam_search.py:71-84), so
+    every prefix's q-th child comes before any (q+1)-th."""
+    depth = max((len(g) for g in groups), default=0)
+    return [g[q] for q in range(depth) for g in groups if q < len(g)]
+
+
+def _below(tree: SearchTree, top: int, node: int) -> list[int]:
+    """The nodes from just below ``top`` down to ``node``, its descendant."""
+    path = tree.path(node)
+    return path if top == ROOT else path[path.index(top) + 1:]
 
 
 def unique_by_text(ctx: SearchContext, nodes: Sequence[int]) -> list[int]:
@@ -134,33 +184,39 @@ class BeamSearch(_StepSearch):
     settings: BeamSettings
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
-        completed: list[int] = []
+        completed: list[int] = []  # in completion order
         scores: dict[int, float] = {}
         reason = None
         try:
             await self._rounds(ctx, completed, scores)
-        except BudgetExhausted as err:  # the time limit: return the best so far
+        except BudgetExhausted as err:  # the time limit: return what finished so far
             reason = str(err)
-        best = rank(completed, scores)[: self.config.budget]
-        result = await ctx.finish(ctx.candidates(best) if best else ctx.candidates())
+        returned = self.returned(completed, scores)
+        result = await ctx.finish(ctx.candidates(returned) if returned else ctx.candidates())
         result.cut_reason = reason
         return result
 
+    def returned(self, completed: Sequence[int], scores: dict[int, float]) -> list[int]:
+        """search-and-learn's beam_search.py:176-184: the first N to finish, or the best N."""
+        n = self.config.budget
+        return rank(completed, scores)[:n] if self.settings.sort_completed else list(completed[:n])
+
     async def _rounds(self, ctx: SearchContext, completed: list[int], scores: dict[int, float]) -> None:
         n, keep = self.config.budget, self.config.budget // self.settings.beam_width
-        live, counts = [ROOT], [n]
-        while live and len(completed) < n:
-            children = [c for kids in await ctx.expand(live, counts) for c in kids]
-            for node in live:  # a prefix with no room left was marked finished by the context
-                if ctx.tree[node]["terminal"] and node != ROOT:
-                    completed.append(node)
+        live = [ROOT]  # the kept prefixes, in list order
+        for round_ in self.rounds():
+            if not live or (self.settings.stop_when_n_finished and len(completed) >= n):
+                return
+            new = await ctx.expand(live, share(n, len(live)), until=self.expansion_mode(round_))
+            # a prefix with no room left under --max-tokens was marked finished by the context
+            completed.extend(p for p, kids in zip(live, new, strict=True) if not kids and p != ROOT)
+            children = round_robin(new)
             scores.update(await self.evaluate(ctx, children))
             completed.extend(c for c in children if ctx.tree[c]["terminal"])
             open_children = [c for c in children if not ctx.tree[c]["terminal"]]
             if self.settings.filter_duplicates:
                 open_children = unique_by_text(ctx, open_children)
-            live = rank(open_children, scores)[:keep]
-            counts = share(n, len(live)) if live else []
+            live = keep_best(open_children, scores, keep)
 
 
 class DVTS(_StepSearch):
@@ -185,27 +241,35 @@ class DVTS(_StepSearch):
         subtrees = self.config.budget // self.settings.beam_width
         tips = [ROOT] * subtrees
         last_children: list[list[int]] = [[] for _ in range(subtrees)]
+        scores: dict[int, float] = {}
         reason = None
         try:
-            await self._rounds(ctx, tips, last_children)
+            await self._rounds(ctx, tips, last_children, scores)
         except BudgetExhausted as err:
             reason = str(err)
-        finished = [n for s in range(subtrees) for n in dict.fromkeys([*last_children[s], tips[s]])
-                    if n != ROOT and ctx.tree[n]["terminal"]]
-        result = await ctx.finish(ctx.candidates(finished) if finished else ctx.candidates())
+        # search-and-learn returns every child of each subtree's last expansion, finished or not,
+        # with the score it was ranked by (diverse_verifier_tree_search.py:139-157); a search cut
+        # short returns only what finished, as every strategy does
+        returned = [c for kids in last_children for c in kids if reason is None or ctx.tree[c]["terminal"]]
+        candidates = [Candidate(c, ctx.tree[c]["answer"], _floor_to_none(scores[c])) for c in returned]
+        result = await ctx.finish(candidates if candidates else ctx.candidates())
         result.cut_reason = reason
         return result
 
-    async def _rounds(self, ctx: SearchContext, tips: list[int], last_children: list[list[int]]) -> None:
+    async def _rounds(self, ctx: SearchContext, tips: list[int], last_children: list[list[int]],
+                      scores: dict[int, float]) -> None:
         width = self.settings.beam_width
         alive = list(range(len(tips)))  # every subtree starts at the root
-        while alive:
-            new = await ctx.expand([tips[s] for s in alive], width)
+        for round_ in self.rounds():
+            if not alive:
+                return
+            new = await ctx.expand([tips[s] for s in alive], width, until=self.expansion_mode(round_))
             children = [c for kids in new for c in kids]
             for s, kids in zip(alive, new, strict=True):
-                for kid in kids:
-                    ctx.tree[kid]["subtree"] = s
-            scores = await self.evaluate(ctx, children)
+                for kid in kids:  # a roll-out to the end is a chain of steps: tag all of it
+                    for node in _below(ctx.tree, tips[s], kid):
+                        ctx.tree[node]["subtree"] = s
+            scores.update(await self.evaluate(ctx, children))
             for s, kids in zip(alive, new, strict=True):
                 if kids:  # no kids: the tip had no room left and is now marked finished
                     last_children[s] = kids

@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     args = parser.parse_args()
     rows = []
-    for sub in ("main", "beam-filter-duplicates"):
+    for sub in ("main", "beam", "beam-before-issue13", "beam-filter-duplicates"):
         for path in find_run_dirs(args.runs / sub):
             spec = load_run_dir(path).spec
             if spec.search.strategy in STRATEGIES:

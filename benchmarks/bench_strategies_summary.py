@@ -26,8 +26,9 @@ SERIES = (
     ("adaptive BoN, majority (supermajority 0.8)", "adaptive-supermajority", "bon", "majority"),
     ("adaptive BoN, exact-PRM-weighted consensus 0.95 (weighted)", "adaptive-consensus-prm", "bon", "weighted"),
     ("adaptive BoN, exact-PRM-weighted consensus 0.95 (majority)", "adaptive-consensus-prm", "bon", "majority"),
-    ("beam, exact PRM", "main", "beam", None),
-    ("beam, exact PRM, distinct prefixes only", "beam-filter-duplicates", "beam", None),
+    ("beam, exact PRM", "beam", "beam", None),
+    ("beam, exact PRM, loop before issue 13", "beam-before-issue13", "beam", None),
+    ("beam, exact PRM, loop before issue 13, distinct prefixes only", "beam-filter-duplicates", "beam", None),
     ("particles, exact PRM", "main", "particles", None),
     ("particles, systematic", "particles-systematic", "particles", None),
     ("particles, finished resampled", "particles-resample-finished", "particles", None),
@@ -100,7 +101,7 @@ def markdown(lines: dict[str, list[dict[str, Any]]], drawn: dict[str, dict[int, 
 
 
 MAIN = {"BoN, majority vote", "BoN, exact PRM (best)", "adaptive BoN, majority (beta 0.95)", "beam, exact PRM",
-        "particles, exact PRM", "REBASE, exact PRM (best)"}
+        "beam, exact PRM, loop before issue 13", "particles, exact PRM", "REBASE, exact PRM (best)"}
 
 
 def plot(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:

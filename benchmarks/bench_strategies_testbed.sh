@@ -7,20 +7,20 @@
 #
 #   bash benchmarks/bench_strategies_testbed.sh [main|variants|report]...
 #
-# main: for each seed, particles, REBASE and beam with the exact PRM at N = 4..64 (one run per N:
-# none of them can be read off a larger run), Best-of-N with the exact PRM (one run at 64; majority,
-# best and weighted read off for every N) and adaptive Best-of-N without a scorer (one run at cap 64,
-# smaller caps read off). variants: the options of particle filtering and REBASE, and the other stop
-# rules, at N = 16 and 64, seed 0 (VARIANT_SEEDS, VARIANT_BUDGETS and BEAM_DISTINCT_BUDGETS change
-# that; RESULTS.md adds seed 1 at N = 16). report: one `pumsearch report` over everything, the summary
-# and the analysis of where the step searches spend their expansions.
+# main: for each seed (0, 1, 2), particles, REBASE and beam with the exact PRM at N = 4..64 (one
+# run per N: none of them can be read off a larger run), Best-of-N with the exact PRM (one run at
+# 64; majority, best and weighted read off for every N) and adaptive Best-of-N without a scorer (one
+# run at cap 64, smaller caps read off). variants: the options of particle filtering and REBASE, and
+# the other stop rules, at N = 16 and 64, seed 0 (VARIANT_SEEDS and VARIANT_BUDGETS change that;
+# RESULTS.md adds seed 1 at N = 16); beam with --filter-duplicates is bench_beam_fidelity.sh's.
+# report: one `pumsearch report` over everything, the summary and the analysis of where the step
+# searches spend their expansions.
 set -euo pipefail
 RUNS=${RUNS:-/tmp/strategies-testbed}
 RESULTS=${RESULTS:-benchmarks/results/strategies}
 SEEDS=${SEEDS:-0,1,2}
 VARIANT_SEEDS=${VARIANT_SEEDS:-0}
 VARIANT_BUDGETS=${VARIANT_BUDGETS:-16,64}
-BEAM_DISTINCT_BUDGETS=${BEAM_DISTINCT_BUDGETS:-8,16,64}
 export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's pumsearch, also for benchmarks/*.py
 COMMON=(--dataset testbed:standard --model testbed:weak --temperature 0.8 --max-tokens 96
@@ -29,8 +29,12 @@ PYTHON=${PYTHON:-python}  # the interpreter that has pumsearch's dependencies
 PUMSEARCH=(nice -n 10 "$PYTHON" -m pumsearch.cli)
 
 main() {
-  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies particles,rebase,beam \
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies particles,rebase \
       --budgets 4,8,16,32,64 --scorers testbed-prm --out "$RUNS/main"
+  # beam with search-and-learn's loop (the default since issue 13; RESULTS.md also keeps the rows
+  # of the loop before it, run by this script's earlier version into $RUNS/main)
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies beam \
+      --budgets 4,8,16,32,64 --scorers testbed-prm --out "$RUNS/beam"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies bon --budgets 4,8,16,32,64 \
       --scorers testbed-prm --out "$RUNS/main"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$SEEDS" --strategies bon --adaptive --budgets 4,8,16,32,64 \
@@ -53,10 +57,6 @@ variants() {
       --out "$RUNS/rebase-weighted"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" "${v[@]}" --strategies rebase --rebase-temperature 1.0 \
       --out "$RUNS/rebase-t1"
-  # beam keeping only distinct prefixes (search-and-learn's recipes turn this on): is the gap to
-  # particles and REBASE one of diversity?
-  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$VARIANT_SEEDS" --budgets "$BEAM_DISTINCT_BUDGETS" --scorers testbed-prm --strategies beam \
-      --filter-duplicates --out "$RUNS/beam-filter-duplicates"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$VARIANT_SEEDS" --budgets 4,8,16,32,64 --scorers none --strategies bon \
       --adaptive --stop-rule supermajority --out "$RUNS/adaptive-supermajority"
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "$VARIANT_SEEDS" --budgets 4,8,16,32,64 --scorers testbed-prm \
@@ -64,9 +64,18 @@ variants() {
 }
 
 report() {
-  mkdir -p "$RESULTS"
-  COLUMNS=200 "$PYTHON" -m pumsearch.cli report "$RUNS" --csv "$RESULTS/report.csv" --json "$RESULTS/report.json" \
-      --plots "$RESULTS" > "$RESULTS/report.txt"
+  mkdir -p "$RESULTS/before-issue13"
+  # runs of beam's loop before issue 13 (kept from this script's earlier version, which ran beam into
+  # $RUNS/main; moved to $RUNS/beam-before-issue13) share their configuration key with today's beam
+  # runs, so they get a report of their own instead of pooling with them
+  local current=()
+  for dir in "$RUNS"/*/; do
+    case $dir in */beam-before-issue13/|*/beam-filter-duplicates/) ;; *) current+=("$dir") ;; esac
+  done
+  COLUMNS=200 "$PYTHON" -m pumsearch.cli report "${current[@]}" --csv "$RESULTS/report.csv" \
+      --json "$RESULTS/report.json" --plots "$RESULTS" > "$RESULTS/report.txt"
+  COLUMNS=200 "$PYTHON" -m pumsearch.cli report "$RUNS/beam-before-issue13" "$RUNS/beam-filter-duplicates" \
+      --json "$RESULTS/before-issue13/report.json" --no-plots > "$RESULTS/before-issue13/report.txt"
   "$PYTHON" benchmarks/bench_strategies_summary.py "$RUNS" "$RESULTS"
   "$PYTHON" benchmarks/bench_strategies_analysis.py "$RUNS" "$RESULTS" > /dev/null
 }

@@ -1,18 +1,22 @@
-"""The testbed PUM against the exact step-correctness PRM, the rollout gain it learned from, and
-majority vote, in Best-of-N and beam search at N = 4..64 (arithmetic testbed test chains).
+"""Testbed PUMs against the exact step-correctness PRM and majority vote, in Best-of-N and beam
+search at N = 4..64, over several run seeds (test chains; weak policy; T = 0.8).
 
-Best-of-N: one Best-of-64 run per policy (generation once; the transformers backend seeds each
-sample by its index, so the first N samples are what a Best-of-N run draws); every candidate is
-scored by each scorer, and accuracy at N averages over the 64/N disjoint blocks of the 64, with
-the project's select_candidate. Beam search: one run per scorer and N (beam width 4), through
-pumsearch.api.asearch. Detours: how often the policy's steps are detours (identity steps: right
-but useless), and a probe of whether the PUM prefers a progress step over a detour (the exact PRM
-scores both 1.0) and over a wrong step, after gold prefixes of test chains.
+Best-of-N: one Best-of-64 run per seed (generation once; the transformers backend seeds each sample
+by its index, so the first N samples are what a Best-of-N run draws), every candidate scored by the
+exact PRM and by each PUM; accuracy at N averages the 64/N disjoint blocks of the 64, with the
+project's select_candidate (majority, best, weighted). Beam search: one run per scorer, N and seed
+through pumsearch.api.asearch (beam width 4). The rollout gain (``--rollout-beam-budgets``) is the
+PUMs' training target; it needs the reference answers and costs student rollouts per prefix.
 
-    nice python benchmarks/bench_pum_testbed.py --out benchmarks/results/pum
+Every figure is the mean over (problem, seed) records with one standard error (sample standard
+deviation / sqrt(records)), as ``pumsearch report`` computes it. Results are stored per part,
+scorer, N and seed in <out>/comparison.json as they finish, so a rerun skips what is done (delete
+an entry to redo it). Writes comparison.md and accuracy_vs_budget.png beside it.
 
-torch uses one thread (the machine is shared). Writes <out>/comparison.json, comparison.md and
-accuracy_vs_budget.png.
+    nice python benchmarks/bench_pum_testbed.py --pum new=pumsearch/testbed/pum --seeds 0,1,2 \\
+        --out benchmarks/results/pum
+
+torch uses one thread (the machine is shared).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,22 +38,39 @@ from pumsearch.search.protocols import ScoreItem
 from pumsearch.search.selection import Candidate, select_candidate
 from pumsearch.strategies import search_config
 from pumsearch.testbed import PUM_DIR, testbed_problems
-from pumsearch.testbed.scorers import judge_steps
-from pumsearch.testbed.tasks import detour_step, parse_question
-
-BON_METHODS = ("single", "majority", "prm-best", "pum-best", "pum-weighted", "rollout-best", "oracle")
 
 
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def scorer_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    if name == "pum":
-        return {"model": str(args.pum)}
+def mean_se(values: list[float]) -> dict[str, float]:
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return {"accuracy": round(mean, 4), "se": round(math.sqrt(var / n), 4), "records": n}
+
+
+def config_for(args: argparse.Namespace, strategy: str, budget: int, seed: int) -> SearchConfig:
+    extra = {"beam_width": args.beam_width} if strategy == "beam" else {}
+    return search_config(strategy=strategy, budget=budget, temperature=0.8, max_tokens=args.max_tokens,
+                         max_step_tokens=args.max_step_tokens, max_depth=args.max_depth, seed=seed, **extra)
+
+
+def scorer_for(name: str, config: SearchConfig, args: argparse.Namespace) -> Any:
+    if name in args.pums:
+        return resolve_scorer("pum", config, model=args.pums[name])
     if name == "rollout":
-        return {"model": args.students, "k": args.k, "max_tokens": args.max_tokens, "seed": args.seed}
-    return {}
+        return resolve_scorer("rollout", config, model=args.students, k=args.k, max_tokens=args.max_tokens,
+                              seed=config.seed)
+    return resolve_scorer(name, config)
+
+
+def checked(results: list) -> list:
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]
+    return results
 
 
 # -- Best-of-N ----------------------------------------------------------------------------------
@@ -59,195 +80,138 @@ async def rescore(results: list, scorer: Any) -> list[list[float]]:
     scores = await scorer.score(items)
     out, i = [], 0
     for r in results:
-        out.append([float(s.value) for s in scores[i : i + len(r.candidates)]])
+        out.append([float(s.value) for s in scores[i: i + len(r.candidates)]])
         i += len(r.candidates)
     return out
 
 
-def pick(block: list[Candidate], method: str) -> float:
-    if method == "single":
-        return sum(bool(c.correct) for c in block) / len(block)
-    if method == "oracle":
-        return float(any(bool(c.correct) for c in block))
-    how = "weighted" if method.endswith("weighted") else "majority" if method == "majority" else "best"
-    kind = "probability" if method.startswith("prm") else "unbounded"
-    chosen = select_candidate(block, how, kind)
-    return float(bool(chosen and chosen.correct))
+def block_value(cands: list[Candidate], n: int, how: str, kind: str) -> float:
+    """Mean over the disjoint blocks of n candidates of whether ``how`` picks a right answer."""
+    blocks = [cands[i: i + n] for i in range(0, len(cands) - n + 1, n)]
+    if how == "single":
+        return sum(bool(c.correct) for c in cands[: len(blocks) * n]) / (len(blocks) * n)
+    if how == "oracle":
+        return sum(any(bool(c.correct) for c in b) for b in blocks) / len(blocks)
+    picks = [select_candidate(b, how, kind) for b in blocks]
+    return sum(bool(p is not None and p.correct) for p in picks) / len(blocks)
 
 
-def bon_curves(results: list, scores: dict[str, list[list[float]]], budgets: list[int]) -> dict[str, dict[int, float]]:
-    table: dict[str, dict[int, float]] = {m: {} for m in BON_METHODS}
-    for method in BON_METHODS:
-        source = method.split("-")[0]
+def bon_records(results: list, scores: dict[str, list[list[float]]], budgets: list[int]) -> dict[str, dict]:
+    """Per method and N, one value per problem (this seed)."""
+    methods: dict[str, tuple[str, str, str]] = {"single": ("prm", "single", "probability"),
+                                                "majority": ("prm", "majority", "probability"),
+                                                "oracle": ("prm", "oracle", "probability"),
+                                                "prm-best": ("prm", "best", "probability")}
+    for name in scores:
+        if name != "prm":
+            methods[f"{name}-best"] = (name, "best", "unbounded")
+            methods[f"{name}-weighted"] = (name, "weighted", "unbounded")
+    out: dict[str, dict] = {}
+    for method, (source, how, kind) in methods.items():
         for n in budgets:
-            total = 0.0
+            values = []
             for index, result in enumerate(results):
-                cands = result.candidates
-                if source in scores:
-                    cands = [Candidate(c.node, c.answer, s, c.correct) for c, s in zip(cands, scores[source][index],
-                                                                                       strict=True)]
-                blocks = [cands[i : i + n] for i in range(0, len(cands) - n + 1, n)]
-                total += sum(pick(b, method) for b in blocks) / len(blocks)
-            table[method][n] = round(total / len(results), 4)
-    return table
+                cands = [Candidate(c.node, c.answer, s, c.correct)
+                         for c, s in zip(result.candidates, scores[source][index], strict=True)]
+                values.append(block_value(cands, n, how, kind))
+            out.setdefault(method, {})[str(n)] = values
+    return out
 
 
-def detour_share(results: list) -> dict[str, float]:
-    """How often the policy's steps are detours, and how many candidates carry one."""
-    steps = detours = with_detour = total = 0
-    for r in results:
-        chain = parse_question(r.problem.question)
-        for c in r.candidates:
-            labels, _ = judge_steps(r.tree.steps(c.node), chain)
-            steps += len(labels)
-            detours += labels.count("detour")
-            with_detour += "detour" in labels
-            total += 1
-    return {"step_share": round(detours / max(steps, 1), 4), "candidate_share": round(with_detour / max(total, 1), 4)}
-
-
-async def run_bon(problems: list[Problem], generator: Any, args: argparse.Namespace) -> dict[str, Any]:
-    config = SearchConfig(strategy="bon", budget=max(args.bon_budgets), temperature=0.8, max_tokens=args.max_tokens,
-                          seed=args.seed)
+async def run_bon(problems: list[Problem], generator: Any, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    config = config_for(args, "bon", max(args.bon_budgets), seed)
     started = time.perf_counter()
-    results = await asearch(problems, generator=generator, scorer=resolve_scorer("testbed-prm", config), config=config,
-                            batch_tokens=args.batch_tokens)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        raise failures[0]
+    prm = resolve_scorer("testbed-prm", config)
+    results = checked(await asearch(problems, generator=generator, scorer=prm, config=config,
+                                    batch_tokens=args.batch_tokens))
     seconds = {"generate+prm": round(time.perf_counter() - started, 1)}
-    scores: dict[str, list[list[float]]] = {}
-    for name in ("pum", "rollout"):
+    scores = {"prm": [[float(c.score) for c in r.candidates] for r in results]}
+    for name in args.pums:
         started = time.perf_counter()
-        scorer = resolve_scorer(name, config, **scorer_options(name, args))
+        scorer = scorer_for(name, config, args)
         scores[name] = await rescore(results, scorer)
         await scorer.aclose()
         seconds[name] = round(time.perf_counter() - started, 1)
-    return {"table": bon_curves(results, scores, args.bon_budgets), "seconds": seconds,
-            "detours": detour_share(results)}
+    return {"records": bon_records(results, scores, args.bon_budgets), "seconds": seconds}
 
 
 # -- beam search ---------------------------------------------------------------------------------
-async def run_beam(problems: list[Problem], generator: Any, args: argparse.Namespace) -> dict[str, Any]:
-    table: dict[str, dict[int, dict[str, float]]] = {}
-    plan = [("pum", args.beam_budgets), ("testbed-prm", args.beam_budgets), ("rollout", args.rollout_beam_budgets)]
-    for name, budgets in plan:
-        scorer = None
-        for n in budgets:
-            config = search_config(strategy="beam", budget=n, beam_width=args.beam_width, temperature=0.8,
-                                   max_tokens=args.max_tokens, max_step_tokens=args.max_step_tokens,
-                                   max_depth=args.max_depth, seed=args.seed)
-            scorer = scorer or resolve_scorer(name, config, **scorer_options(name, args))
-            started = time.perf_counter()
-            # rollouts multiply the rows of a call: fewer problems at once keeps batches small
-            results = await asearch(problems, generator=generator, scorer=scorer, config=config,
-                                    concurrency=4 if name == "rollout" else 16, batch_tokens=args.batch_tokens)
-            ok = [r for r in results if not isinstance(r, BaseException)]
-            if len(ok) < len(results):
-                raise next(r for r in results if isinstance(r, BaseException))
-            table.setdefault(name, {})[n] = {
-                "accuracy": round(sum(bool(r.correct) for r in ok) / len(ok), 4),
-                "generated_tokens_per_problem": round(sum(r.counters.generated_tokens for r in ok) / len(ok), 1),
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-            print(f"beam {name} N={n}: {table[name][n]}", flush=True)
-        if scorer is not None:
-            await scorer.aclose()
-    return table
-
-
-# -- detour probe ----------------------------------------------------------------------------------
-async def detour_probe(problems: list[Problem], args: argparse.Namespace) -> dict[str, Any]:
-    """After a gold prefix: does the PUM score the progress step above a detour step (which the
-    exact PRM scores equally) and above a wrong step (which the PRM scores 0)?"""
-    rng = random.Random(args.seed)
-    items, kinds = [], []
-    for problem in problems:
-        chain = parse_question(problem.question)
-        steps = chain.gold_steps()[:-1]  # the arithmetic steps, without the answer
-        cut = rng.randrange(len(steps))
-        value = chain.values()[cut]
-        prefix = tuple(steps[:cut])
-        wrong = steps[cut].rsplit("=", 1)[0] + f"= {chain.values()[cut + 1] + rng.choice([-2, -1, 1, 2])}"
-        for kind, step in (("progress", steps[cut]), ("detour", detour_step(value, rng.choice("+-*"))),
-                           ("wrong", wrong)):
-            items.append(ScoreItem(problem, (*prefix, step)))
-            kinds.append(kind)
-    config = SearchConfig()
-    scorer = resolve_scorer("pum", config, **scorer_options("pum", args))
-    values = [float(s.value) for s in await scorer.score(items)]
+async def run_beam(problems: list[Problem], generator: Any, name: str, n: int, seed: int,
+                   args: argparse.Namespace) -> dict[str, Any]:
+    config = config_for(args, "beam", n, seed)
+    scorer = scorer_for(name, config, args)
+    started = time.perf_counter()
+    # rollouts multiply the rows of a call: fewer problems at once keeps batches small
+    results = checked(await asearch(problems, generator=generator, scorer=scorer, config=config,
+                                    concurrency=4 if name == "rollout" else 16, batch_tokens=args.batch_tokens))
     await scorer.aclose()
-    triples = [values[i : i + 3] for i in range(0, len(values), 3)]
-    return {
-        "probes": len(triples),
-        "pum_progress_over_detour": round(sum(p > d for p, d, _ in triples) / len(triples), 4),
-        "pum_progress_over_wrong": round(sum(p > w for p, _, w in triples) / len(triples), 4),
-        "pum_detour_over_wrong": round(sum(d > w for _, d, w in triples) / len(triples), 4),
-        "prm_progress_over_detour": 0.0,  # the exact PRM scores a detour 1.0, like progress: always a tie
-    }
+    return {"records": [float(bool(r.correct)) for r in results],
+            "generated_tokens_per_problem": round(sum(r.counters.generated_tokens for r in results) / len(results), 1),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
-# -- output ----------------------------------------------------------------------------------------
-def plot(data: dict[str, Any], path: Path) -> None:
+# -- tables --------------------------------------------------------------------------------------
+def summarise(data: dict[str, Any]) -> dict[str, Any]:
+    """Pooled mean ± SE per method and N over every finished seed."""
+    out: dict[str, Any] = {"bon": {}, "beam": {}}
+    bon_seeds = data.get("bon", {})
+    for seed_part in bon_seeds.values():
+        for method, points in seed_part["records"].items():
+            for n, values in points.items():
+                out["bon"].setdefault(method, {}).setdefault(n, []).extend(values)
+    out["bon"] = {m: {n: {**mean_se(v), "seeds": len(bon_seeds)} for n, v in sorted(p.items(), key=lambda x: int(x[0]))}
+                  for m, p in out["bon"].items()}
+    for name, by_n in data.get("beam", {}).items():
+        for n, seeds in sorted(by_n.items(), key=lambda x: int(x[0])):
+            values = [v for part in seeds.values() for v in part["records"]]
+            tokens = [part["generated_tokens_per_problem"] for part in seeds.values()]
+            out["beam"].setdefault(name, {})[n] = {**mean_se(values), "seeds": len(seeds),
+                                                   "tokens_per_problem": round(sum(tokens) / len(tokens))}
+    return out
+
+
+def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
+    s = data["settings"]
+    lines = [f"# Testbed PUMs vs exact PRM and majority (`{s['spec']}`, weak policy, T = 0.8)", "",
+             f"Seeds {s['seeds']}; mean over (problem, seed) records ± one standard error. PUMs: "
+             + ", ".join(f"`{k}` = {v}" for k, v in s["pums"].items()) + ".", ""]
+    for part, title in (("bon", "Best-of-N"), ("beam", "Beam search (width 4)")):
+        table = summary[part]
+        if not table:
+            continue
+        budgets = sorted({int(n) for pts in table.values() for n in pts})
+        lines += [f"## {title}", "", "| method | " + " | ".join(f"N={n}" for n in budgets) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        for method, pts in table.items():
+            cells = [f"{pts[str(n)]['accuracy']:.3f} ± {pts[str(n)]['se']:.3f}" if str(n) in pts else ""
+                     for n in budgets]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Commands (nice, one torch thread):", "", "```bash", *data["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    policies = list(data["policies"])
-    fig, axes = plt.subplots(len(policies), 2, figsize=(11, 4 * len(policies)), squeeze=False)
-    for row, policy in enumerate(policies):
-        part = data["policies"][policy]
-        ax = axes[row][0]
-        for method, points in part.get("bon", {}).get("table", {}).items():
-            ax.plot([int(n) for n in points], list(points.values()), marker="o", label=method,
-                    linestyle="--" if method in ("oracle", "rollout-best") else "-")
-        ax.set_title(f"{policy} policy: Best-of-N")
-        ax = axes[row][1]
-        for name, points in part.get("beam", {}).items():
-            ax.plot([int(n) for n in points], [p["accuracy"] for p in points.values()], marker="o", label=name)
-        ax.set_title(f"{policy} policy: beam search (M={data['settings']['beam_width']})")
-        for ax in axes[row]:
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("N")
-            ax.set_ylabel("accuracy")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, part, title in ((axes[0], "bon", "Best-of-N"), (axes[1], "beam", "beam search (M = 4)")):
+        for method, pts in summary[part].items():
+            ns = [int(n) for n in pts]
+            ys = [p["accuracy"] for p in pts.values()]
+            ax.errorbar(ns, ys, yerr=[p["se"] for p in pts.values()], marker="o", capsize=3, label=method,
+                        linestyle="--" if method in ("oracle", "single") else "-")
+        ax.set_title(f"weak policy: {title}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
-
-def markdown(data: dict[str, Any]) -> str:
-    lines = [f"# Testbed PUM vs exact PRM, rollout gain and majority (`{data['settings']['spec']}`)", ""]
-    for policy, part in data["policies"].items():
-        if "bon" in part:
-            table = part["bon"]["table"]
-            budgets = list(next(iter(table.values())))
-            lines += [f"## {policy} policy, Best-of-N (seconds: {part['bon']['seconds']})", "",
-                      "| method | " + " | ".join(f"N={n}" for n in budgets) + " |", "|---|" + "---|" * len(budgets)]
-            lines += [f"| {m} | " + " | ".join(f"{v:.3f}" for v in pts.values()) + " |" for m, pts in table.items()]
-            lines += ["", f"Detours in the policy's samples: {part['bon']['detours']}", ""]
-        if "beam" in part:
-            budgets = sorted({int(n) for pts in part["beam"].values() for n in pts})
-            lines += [f"## {policy} policy, beam search (accuracy; generated tokens per problem)", "",
-                      "| scorer | " + " | ".join(f"N={n}" for n in budgets) + " |", "|---|" + "---|" * len(budgets)]
-            for name, pts in part["beam"].items():
-                cells = [f"{pts[n]['accuracy']:.3f} ({pts[n]['generated_tokens_per_problem']:.0f})" if n in pts
-                         else "" for n in budgets]
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
-            lines.append("")
-    if "probe" in data:
-        lines += ["## Detour probe (gold prefixes of test chains)", "", "```json",
-                  json.dumps(data["probe"], indent=2), "```", ""]
-    lines += ["Commands (in order; nice, one torch thread):", "", "```bash", *data["commands"], "```", ""]
-    return "\n".join(lines)
-
-
-def merge_ints(data: Any) -> Any:
-    """JSON turns int keys into strings: turn them back so reruns of one part merge cleanly."""
-    if isinstance(data, dict):
-        return {(int(k) if isinstance(k, str) and k.isdigit() else k): merge_ints(v) for k, v in data.items()}
-    return data
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -256,54 +220,79 @@ async def main_async(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "comparison.json"
-    data = merge_ints(json.loads(store.read_text())) if store.exists() else {"policies": {}}
+    data = json.loads(store.read_text()) if store.exists() else {}
     problems = testbed_problems(args.spec)
-    data["settings"] = {"spec": args.spec, "problems": len(problems), "pum": str(args.pum), "students": args.students,
-                        "k": args.k, "beam_width": args.beam_width, "max_tokens": args.max_tokens,
-                        "max_step_tokens": args.max_step_tokens, "max_depth": args.max_depth, "seed": args.seed,
-                        "batch_tokens": args.batch_tokens}
+    data["settings"] = {"spec": args.spec, "problems": len(problems), "pums": args.pums, "seeds": args.seeds,
+                        "students": args.students, "k": args.k, "beam_width": args.beam_width,
+                        "max_tokens": args.max_tokens, "max_step_tokens": args.max_step_tokens,
+                        "max_depth": args.max_depth, "batch_tokens": args.batch_tokens}
     command = "python benchmarks/bench_pum_testbed.py " + " ".join(sys.argv[1:])
     data["commands"] = [c for c in data.get("commands", []) if c != command] + [command]
+    generator = load_generator("testbed:weak")
+
+    def save() -> None:
+        store.write_text(json.dumps(data) + "\n")
+
     parts = set(args.parts.split(","))
-    for policy in args.policies.split(","):
-        generator = load_generator(f"testbed:{policy}")
-        entry = data["policies"].setdefault(policy, {})
-        if "bon" in parts:
-            entry["bon"] = await run_bon(problems, generator, args)
-        if "beam" in parts:  # merged per scorer and N, so a later run can add budgets
-            for name, points in (await run_beam(problems, generator, args)).items():
-                entry.setdefault("beam", {}).setdefault(name, {}).update(points)
-                entry["beam"][name] = dict(sorted(entry["beam"][name].items()))
-        store.write_text(json.dumps(data, indent=2) + "\n")
-    if "probe" in parts:
-        data["probe"] = await detour_probe(problems, args)
-    store.write_text(json.dumps(data, indent=2) + "\n")
-    (args.out / "comparison.md").write_text(markdown(data))
-    plot(data, args.out / "accuracy_vs_budget.png")
-    print(markdown(data))
+    for seed in args.seeds:
+        if "bon" in parts and str(seed) not in data.setdefault("bon", {}):
+            data["bon"][str(seed)] = await run_bon(problems, generator, seed, args)
+            print(f"bon seed {seed}: {data['bon'][str(seed)]['seconds']}", flush=True)
+            save()
+    if "beam" in parts:
+        plan = [(name, n) for name in args.beam_scorers for n in args.beam_budgets]
+        plan += [("rollout", n) for n in args.rollout_beam_budgets]
+        for seed in args.seeds:
+            for name, n in plan:
+                done = data.setdefault("beam", {}).setdefault(name, {}).setdefault(str(n), {})
+                if str(seed) in done:
+                    continue
+                done[str(seed)] = await run_beam(problems, generator, name, n, seed, args)
+                print(f"beam {name} N={n} seed {seed}: {mean_se(done[str(seed)]['records'])}", flush=True)
+                save()
+    summary = summarise(data)
+    data["summary"] = summary
+    save()
+    (args.out / "comparison.md").write_text(markdown(data, summary))
+    plot(summary, args.out / "accuracy_vs_budget.png")
+    print(markdown(data, summary))
+
+
+def parse_pums(values: list[str]) -> dict[str, str]:
+    pums = {}
+    for value in values or [f"pum={PUM_DIR}"]:
+        name, sep, path = value.partition("=")
+        if not sep:
+            raise SystemExit(f"--pum takes NAME=CHECKPOINT, not {value!r}")
+        pums[name] = path
+    return pums
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", default="ops=3-4,n=100,split=test,seed=0")
-    parser.add_argument("--policies", default="weak")
-    parser.add_argument("--parts", default="bon,beam,probe")
-    parser.add_argument("--pum", type=Path, default=PUM_DIR)
+    parser.add_argument("--spec", default="standard,n=100")
+    parser.add_argument("--seeds", type=ints, default=[0, 1, 2])
+    parser.add_argument("--parts", default="bon,beam")
+    parser.add_argument("--pum", action="append", default=[], help="NAME=CHECKPOINT (repeatable)")
     parser.add_argument("--students", default="testbed:weak,testbed:strong")
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix and student (rollout scorer)")
     parser.add_argument("--bon-budgets", type=ints, default=[4, 8, 16, 32, 64])
-    parser.add_argument("--beam-budgets", type=ints, default=[4, 8, 16, 32, 64])
-    parser.add_argument("--rollout-beam-budgets", type=ints, default=[4, 8])
+    parser.add_argument("--beam-budgets", type=ints, default=[4, 8, 16, 64])
+    parser.add_argument("--beam-scorers", default=None, help="comma-separated: PUM names and testbed-prm "
+                        "(default: every PUM and testbed-prm)")
+    parser.add_argument("--rollout-beam-budgets", type=ints, default=[])
     parser.add_argument("--beam-width", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--max-step-tokens", type=int, default=16)
-    parser.add_argument("--max-depth", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-step-tokens", type=int, default=24)
+    parser.add_argument("--max-depth", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-tokens", type=int, default=8192, help="token cap of one backend batch "
                         "(large CPU batches are slower per row)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pum"))
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    args.pums = parse_pums(args.pum)
+    args.beam_scorers = [s for s in (args.beam_scorers or ",".join([*args.pums, "testbed-prm"])).split(",") if s]
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ POLICY = (
     Opt("max_concurrency", int, 64, "Requests in flight at once (server backends)."),
     Opt("request_timeout", float, 600.0, "Seconds before one server request times out."),
     Opt("retries", int, 3, "Retries of a failed server request (connection errors, 5xx)."),
+    Opt("kv_cache_mb", int | None, None, "Prefix KV cache budget in MiB (transformers backend); 0 keeps "
+        "nothing across calls; default: a fifth of free memory, at most 4096."),
     Opt("scripted_delay", float, 0.0, "Seconds per scripted backend call (tests).", hidden=True),
 )
 
@@ -272,7 +274,8 @@ class CommandLine:
         check_device_name(v["device"])  # before any model loads
         options = backend_options(v["backend"], url=v["url"], launch=v["launch"], tokenizer=v["tokenizer"],
                                   max_concurrency=v["max_concurrency"], request_timeout=v["request_timeout"],
-                                  retries=v["retries"], scripted_delay=v["scripted_delay"])
+                                  retries=v["retries"], kv_cache_mb=v["kv_cache_mb"],
+                                  scripted_delay=v["scripted_delay"])
         options.update(device=v["device"], dtype=v["dtype"], cache_dir=v["cache_dir"],
                        trust_remote_code=v["trust_remote_code"])
         return options
@@ -350,7 +353,7 @@ def parse_key_values(entries: Sequence[str] | None, flag: str) -> dict[str, str]
 
 def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: str | None,
                     max_concurrency: int, request_timeout: float, retries: int,
-                    scripted_delay: float = 0.0) -> dict[str, Any]:
+                    kv_cache_mb: int | None = None, scripted_delay: float = 0.0) -> dict[str, Any]:
     """load_generator keywords for --backend and the server flags (refusing flags that do not apply):
     the flags the backend's registry entry takes. ``scripted`` (hidden) is the ScriptedGenerator,
     for tests and runs without a model."""
@@ -359,7 +362,7 @@ def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: s
     try:
         return generator_options(backend, url=url, launch=launch, tokenizer=tokenizer,
                                  max_concurrency=max_concurrency, request_timeout=request_timeout,
-                                 retries=retries, delay=scripted_delay)
+                                 retries=retries, kv_cache_mb=kv_cache_mb, delay=scripted_delay)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

@@ -27,20 +27,23 @@ from pumsearch.cli_options import CommandLine, options_per_scorer
 
 
 def run_command(opts: CommandLine) -> None:
+    from pumsearch.api import apply_default
     from pumsearch.runs.grid import parse_scorer_specs, single_plan
     from pumsearch.search.engine import check_work_fits
     from pumsearch.strategies import make_strategy
 
     dataset, shard, model_id = _prepare(opts)
-    specs = parse_scorer_specs(opts["scorer"]) if opts["scorer"] else [None]
+    default = _search_default(opts)
+    specs = parse_scorer_specs(opts["scorer"]) if opts["scorer"] else [_default_scorer_spec(default)]
     if len(specs) != 1:
         raise UsageError("run takes one --scorer; use sweep --scorers for several")
     (scorer_spec,) = _with_scorer_options(specs, opts.scorer(), "--scorer")
-    config = opts.search_config()
+    config = apply_default(opts.search_config(), default)
     strategy = make_strategy(config, scorer_spec is not None)  # refuse bad settings before loading anything
     problems = dataset.load(shard)  # a bad dataset is reported before any directory is made
     check_work_fits(strategy, min(opts["concurrency"], len(problems)))
     plan = single_plan(opts["out"], config, scorer_spec, dataset.identity(), model_id)
+    plan.default_note = default.note if default is not None else None
     _open_and_execute([plan], problems, opts, shard)
 
 
@@ -78,6 +81,31 @@ def sweep_command(opts: CommandLine) -> None:
     grid = {"strategies": strategies, "budgets": budgets, "scorers": [s.spec if s else "none" for s in scorers],
             "seeds": seeds}
     _open_and_execute(plans, problems, opts, shard, before_open=lambda: check_sweep_dir(opts["out"], base, grid))
+
+
+def _search_default(opts: CommandLine) -> Any:
+    """With no --scorer, for a strategy that needs one: what pumsearch.api.search_default picks (the
+    model family's scorer, the confidence scorer, or Best-of-N majority), announced in one line;
+    else None (Best-of-N without a scorer stays as it is: majority vote)."""
+    from pumsearch.api import search_default
+    from pumsearch.strategies import get_strategy
+
+    if opts["scorer"] or not get_strategy(opts["strategy"]).requires_scorer:
+        return None
+    default = search_default(opts["model"], opts["strategy"], opts["backend"])
+    if default is not None:
+        err_console.print(f"[yellow]note:[/] {escape(default.note)}", highlight=False, soft_wrap=True)
+    return default
+
+
+def _default_scorer_spec(default: Any) -> Any:
+    from pumsearch.runs.grid import parse_scorer_specs
+
+    if default is None or default.scorer is None:
+        return None
+    (spec,) = parse_scorer_specs(default.scorer if default.scorer_model is None
+                                 else f"{default.scorer}={default.scorer_model}")
+    return spec
 
 
 def _prepare(opts: CommandLine) -> tuple[Any, tuple[int, int] | None, dict[str, Any]]:
@@ -118,6 +146,15 @@ def _check_references(plans: Sequence[Any], problems: Sequence[Any], scorers: di
                             error=UsageError)
 
 
+def _check_backend_feeds(scorers: dict[str, Any], backend: str) -> None:
+    """A scorer that reads the policy's token log-probabilities refuses a backend that returns none."""
+    from pumsearch.backends import require_top_logprobs
+
+    for spec, scorer in scorers.items():
+        if getattr(scorer, "top_logprobs", 0):
+            require_top_logprobs(backend, f"scorer {spec}")
+
+
 def _open_and_execute(plans: list[Any], problems: list[Any], opts: CommandLine, shard: tuple[int, int] | None,
                       before_open: Callable[[], None] | None = None) -> None:
     """Load the scorers, open and lock the run directories (refusing one of another configuration,
@@ -132,6 +169,7 @@ def _open_and_execute(plans: list[Any], problems: list[Any], opts: CommandLine, 
         scorers = load_scorers([pl.scorer for pl in plans], plans[0].spec.search.step_delimiter)
     with contextlib.ExitStack() as locks:  # held until the runs end; the OS drops them if the process dies
         try:
+            _check_backend_feeds(scorers, opts.backend()["backend"])
             _check_references(plans, problems, scorers)
             if before_open is not None:
                 before_open()

@@ -20,25 +20,27 @@ from pumsearch.cli_options import CommandLine, options_per_scorer
 
 
 def solve_command(opts: CommandLine) -> None:
-    from pumsearch.api import with_default_scorer
+    from pumsearch.api import search_default
     from pumsearch.search.result import make_record
 
     scorer, as_json = opts["scorer"], opts["as_json"]
     scorer_flags = opts.scorer()
-    if scorer is None and opts["scorer_model"] is None:  # a testbed policy brings its own PUM
-        scorer, scorer_model = with_default_scorer(opts["model"], scorer, None)
-        if scorer is not None:
-            scorer_flags["model"] = scorer_model
+    default = None
+    if scorer is None and opts["scorer_model"] is None:  # a testbed policy's default; a tree search: search_default
+        default = search_default(opts["model"], opts["strategy"], opts["backend"])
+        if default is not None:
+            scorer = default.scorer
+            if default.scorer_model is not None:
+                scorer_flags["model"] = default.scorer_model
             if not as_json:
-                err_console.print(f"[yellow]note:[/] no --scorer given: using the shipped testbed PUM "
-                                  f"({escape(str(scorer_model))})", highlight=False)
+                err_console.print(f"[yellow]note:[/] {escape(default.note)}", highlight=False, soft_wrap=True)
     per_scorer = options_per_scorer([scorer] if scorer else [], scorer_flags)
-    result, config = _solve(opts, scorer, per_scorer[0] if per_scorer else {})
+    result, config = _solve(opts, scorer, per_scorer[0] if per_scorer else {}, default)
     started = time.time() - result.counters.wall_time
     path = opts["tree_out"] or Path("pumsearch-trees") / f"solve-{time.strftime('%Y%m%d-%H%M%S')}.tree.json"
     result.tree.save(path, result.summary())
     record = make_record(result, tree_file=str(path), scorer=scorer, budget=config.budget, seed=config.seed,
-                         started_at=started)
+                         started_at=started, extra={"scorer_default": default.note} if default else None)
     if as_json:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
@@ -46,9 +48,9 @@ def solve_command(opts: CommandLine) -> None:
     console.print(f"tree written to [bold]{path}[/]")
 
 
-def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -> tuple[Any, Any]:
-    from pumsearch.api import asearch, resolve_scorer
-    from pumsearch.backends import load_generator
+def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any], default: Any) -> tuple[Any, Any]:
+    from pumsearch.api import apply_default, asearch, resolve_scorer
+    from pumsearch.backends import load_generator, require_top_logprobs
     from pumsearch.search.engine import check_work_fits
     from pumsearch.search.problem import Problem, require_answers
     from pumsearch.strategies import make_strategy
@@ -57,7 +59,7 @@ def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -
     if not question.strip():
         raise UsageError("the question is empty: give the problem text to solve")
     backend = opts.backend()  # bad backend flags or --device are refused before anything loads
-    config = opts.search_config()
+    config = apply_default(opts.search_config(), default)
     problem = Problem("question", question, answer)
     strategy = make_strategy(config, scorer is not None)  # bad settings are refused before any model loads
     check_work_fits(strategy)
@@ -68,6 +70,8 @@ def _solve(opts: CommandLine, scorer: str | None, scorer_opts: dict[str, Any]) -
         scorer_obj = resolve_scorer(scorer, config, **scorer_opts)
     if scorer_obj is not None and scorer_obj.needs_reference:
         require_answers(problem, who=f"scorer {scorer!r}", fix="pass --answer", error=UsageError)
+    if getattr(scorer_obj, "top_logprobs", 0):
+        require_top_logprobs(backend["backend"], f"scorer {scorer!r}")
     with console.status("loading the model..."):
         generator = load_generator(opts["model"], **backend)
 

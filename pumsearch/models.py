@@ -36,7 +36,7 @@ class ModelLoadError(ValueError):
 
 
 # -- aliases under registered prefixes ------------------------------------------------------------
-DefaultScorer = Callable[[str], "tuple[str, str] | None"]
+DefaultScorer = Callable[[str], "tuple[str, str | None] | None"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def resolve_model_name(name: str) -> str:
     return str(MODEL_PREFIXES.get(prefix).resolve()(rest))
 
 
-def default_scorer_for(model: str | None) -> tuple[str, str] | None:
+def default_scorer_for(model: str | None) -> tuple[str, str | None] | None:
     """The scorer a registered model family brings along when no scorer is named: the first answer
     of the prefixes' ``default_scorer`` rules, or None."""
     if not model:

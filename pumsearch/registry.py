@@ -112,11 +112,14 @@ class BackendEntry(Entry):
     """A generation backend: ``target(model, *, device, dtype, cache_dir, trust_remote_code, **options)``
     returns a Generator. ``flags``: the backend options of the command line it takes (``url`` marks a
     server backend, which also receives ``url`` and ``launch``). ``uses_dtype``: records name the
-    dtype. ``recorded_name``: the name records give the policy whatever the model (a test double)."""
+    dtype. ``recorded_name``: the name records give the policy whatever the model (a test double).
+    ``top_logprobs``: its completions carry each token's most likely log-probabilities when asked
+    (what the confidence scorer reads)."""
 
     flags: tuple[str, ...] = ()
     uses_dtype: bool = False
     recorded_name: str | None = None
+    top_logprobs: bool = False
 
     @property
     def server(self) -> bool:
@@ -135,9 +138,10 @@ def register_scorer(name: str, target: Any, *, help: str, served: Any = None, hi
 
 
 def register_backend(name: str, target: Any, *, help: str, flags: tuple[str, ...] = (), uses_dtype: bool = False,
-                     recorded_name: str | None = None, hidden: bool = False, replace: bool = False) -> BackendEntry:
+                     recorded_name: str | None = None, hidden: bool = False, replace: bool = False,
+                     top_logprobs: bool = False) -> BackendEntry:
     """Make ``load_generator(model, backend=name)`` and ``--backend NAME`` call ``target``."""
-    entry = BackendEntry(name, help, target, hidden, tuple(flags), uses_dtype, recorded_name)
+    entry = BackendEntry(name, help, target, hidden, tuple(flags), uses_dtype, recorded_name, top_logprobs)
     return BACKENDS.add(entry, replace=replace)
 
 

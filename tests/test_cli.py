@@ -188,12 +188,12 @@ def test_error_messages_keep_their_brackets(tmp_path):
     assert result.exit_code == 2 and "[draft] model does not exist" in result.output
 
 
-def test_a_testbed_policy_brings_its_pum_as_the_default_scorer(tmp_path):
+def test_a_testbed_policy_brings_its_default_scorer(tmp_path):
     result = _solve("start 3, add 4, times 2.", "--model", "testbed:weak", "--budget", "2", "--max-tokens", "40",
                     "--json", "--tree-out", str(tmp_path / "t.json"))
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    assert record["scorer"] == "pum" and record["counters"]["scorer_calls"] == 1
+    assert record["scorer"] == "testbed-prm" and record["counters"]["scorer_calls"] == 1
     named = _solve("start 3, add 4.", "--model", "testbed:weak", "--budget", "2", "--max-tokens", "40",
                    "--scorer", "testbed-prm", "--json", "--tree-out", str(tmp_path / "u.json"))
     assert json.loads(named.stdout.strip().splitlines()[-1])["scorer"] == "testbed-prm"

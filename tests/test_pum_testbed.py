@@ -74,51 +74,59 @@ def test_an_unknown_testbed_base_is_one_clear_error(checkpoint, tmp_path: Path) 
 
 
 # -- the default scorer for a testbed policy -----------------------------------------------------
-@pytest.fixture
-def shipped_pum(checkpoint, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The fixture checkpoint stands in for the shipped testbed PUM."""
-    import pumsearch.testbed
+def test_a_testbed_policy_defaults_to_the_measured_best_shipped_scorer() -> None:
+    """The exact PRM (docs/testbed.md, "Default scorer": the shipped PUM was worse than majority
+    vote); the choice is data, DEFAULT_SCORER."""
+    from pumsearch.testbed import DEFAULT_SCORER, POLICY_DIR, default_scorer_for
 
-    out, _ = checkpoint
-    monkeypatch.setattr(pumsearch.testbed, "PUM_DIR", out)
-    return out
-
-
-def test_a_testbed_policy_defaults_to_the_shipped_pum(shipped_pum: Path) -> None:
-    from pumsearch.testbed import POLICY_DIR, default_scorer_for
-
-    assert default_scorer_for("testbed:weak") == ("pum", str(shipped_pum))
-    assert default_scorer_for(str(POLICY_DIR / "strong")) == ("pum", str(shipped_pum))
+    assert DEFAULT_SCORER == ("testbed-prm", None)
+    assert default_scorer_for("testbed:weak") == ("testbed-prm", None)
+    assert default_scorer_for(str(POLICY_DIR / "strong")) == ("testbed-prm", None)
     for other in (None, "", "testbed:medium", "HuggingFaceTB/SmolLM2-135M-Instruct", str(POLICY_DIR)):
         assert default_scorer_for(other) is None
 
 
-def test_no_default_when_the_pum_is_not_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.fixture
+def pum_as_default(checkpoint, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """DEFAULT_SCORER naming a PUM checkpoint (the fixture's) instead of the exact PRM."""
     import pumsearch.testbed
 
-    monkeypatch.setattr(pumsearch.testbed, "PUM_DIR", tmp_path)
+    out, _ = checkpoint
+    monkeypatch.setattr(pumsearch.testbed, "DEFAULT_SCORER", ("pum", str(out)))
+    return out
+
+
+def test_no_default_when_the_named_checkpoint_is_not_installed(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    import pumsearch.testbed
+
+    monkeypatch.setattr(pumsearch.testbed, "DEFAULT_SCORER", ("pum", str(tmp_path / "missing")))
     assert pumsearch.testbed.default_scorer_for("testbed:strong") is None
 
 
-def test_solve_scores_a_testbed_policy_with_the_pum_unless_a_scorer_is_named(shipped_pum: Path) -> None:
+def test_solve_scores_a_testbed_policy_with_the_default_unless_a_scorer_is_named() -> None:
     from pumsearch.api import solve, with_default_scorer
 
     question = "start 3, add 4, times 2."
-    assert with_default_scorer("testbed:weak", "testbed-prm", None) == ("testbed-prm", None)
+    assert with_default_scorer("testbed:weak", "pum", None) == ("pum", None)
     assert with_default_scorer("testbed:weak", None, "other-dir") == (None, "other-dir")
     result = solve(question, model="testbed:weak", budget=3, max_tokens=32, answer="14")
-    pum = load_scorer("pum", model=str(shipped_pum))
+    assert result.candidates and {c.score for c in result.candidates} <= {0.0, 1.0}  # the exact PRM's values
+
+
+def test_a_pum_named_as_default_scores_like_the_pum(pum_as_default: Path) -> None:
+    from pumsearch.api import solve
+
+    result = solve("start 3, add 4, times 2.", model="testbed:weak", budget=3, max_tokens=32, answer="14")
+    pum = load_scorer("pum", model=str(pum_as_default))
     items = [ScoreItem(result.problem, result.tree.steps(c.node), complete=True) for c in result.candidates]
     expected = [s.value for s in pum.inner.score_batch(items)]
     assert [c.score for c in result.candidates] == pytest.approx(expected, abs=1e-4)
-    named = solve(question, model="testbed:weak", budget=3, max_tokens=32, scorer="testbed-prm")
-    assert {c.score for c in named.candidates} <= {0.0, 1.0}
 
 
-def test_the_shipped_testbed_pum_is_the_default_and_loads() -> None:
-    from pumsearch.testbed import PUM_DIR, default_scorer_for
+def test_the_shipped_testbed_pum_loads() -> None:
+    from pumsearch.testbed import PUM_DIR
 
-    assert default_scorer_for("testbed:strong") == ("pum", str(PUM_DIR))
     config = json.loads((PUM_DIR / "backbone" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "testbed:strong"
     scorer = load_scorer("pum", model=str(PUM_DIR))

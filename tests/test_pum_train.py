@@ -122,6 +122,6 @@ def test_bad_training_input_is_refused(base: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="no pairs"):
         train_pum([], str(base), tmp_path / "x", TrainSettings())
     with pytest.raises(TrainError, match="mode"):
-        TrainSettings(mode="full")
+        TrainSettings(mode="fully")
     head = build_head(8, 0, "gelu")
     assert [type(m).__name__ for m in head] == ["Linear", "GELU", "Linear"] and head[0].out_features == 8

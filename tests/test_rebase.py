@@ -161,8 +161,6 @@ def test_a_non_positive_temperature_is_refused(value: float) -> None:
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--strategy", "rebase"], "strategy 'rebase' needs a scorer: pass --scorer"),
-    (["--strategy", "particles"], "strategy 'particles' needs a scorer: pass --scorer"),
     (["--strategy", "rebase", "--scorer", "verifier", "--rebase-temperature", "0"],
      "--rebase-temperature must be above 0 (got 0.0)"),
     (["--strategy", "particles", "--scorer", "verifier", "--particle-temperature", "-1"],
@@ -181,13 +179,15 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
 
 @pytest.mark.parametrize("strategy", ["rebase", "particles"])
 def test_a_testbed_policy_searches_with_its_default_scorer(strategy: str, tmp_path: Path) -> None:
-    """No --scorer is an error (above) unless the policy's family brings a default: the testbed's PUM."""
+    """Without --scorer a testbed policy's search takes its family's default scorer (docs/scorers.md,
+    "The default scorer"); make_strategy alone refuses (test_particles.py)."""
     result = CliRunner().invoke(app, ["solve", "start 3, add 4.", "--model", "testbed:weak", "--strategy", strategy,
                                       "--budget", "2", "--max-tokens", "40", "--json",
                                       "--tree-out", str(tmp_path / "t.json")])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    assert record["scorer"] == "pum" and record["counters"]["scorer_calls"] >= 1
+    assert record["strategy"] == strategy and record["scorer"] == "testbed-prm"
+    assert record["counters"]["scorer_calls"] >= 1
 
 
 # -- shared with particle filtering and adaptive Best-of-N ------------------------------------------

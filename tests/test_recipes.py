@@ -123,10 +123,12 @@ def test_a_strategy_runs_from_the_command_line_with_its_setting(tmp_path: Path) 
         assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
         lines = [line for line in refused.output.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], refused.output
+    # with no scorer named, a custom strategy that needs one (never measured with the confidence scorer)
+    # runs as Best-of-N majority and says so (pumsearch.api.search_default; make_strategy still refuses)
     no_scorer = [a for a in args if a not in ("--scorer", "verifier")]
-    refused = runner.invoke(app, [*no_scorer, "--out", str(tmp_path / "refused")])
-    assert refused.exit_code == 2 and "strategy 'keep-best' needs a scorer" in refused.output
-    assert not (tmp_path / "refused").exists()
+    fallback = runner.invoke(app, [*no_scorer, "--out", str(tmp_path / "fallback")])
+    assert fallback.exit_code == 0 and "keep-best needs one" in " ".join(fallback.output.split()), fallback.output
+    assert json.loads((tmp_path / "fallback" / "config.json").read_text())["search"]["strategy"] == "bon"
 
 
 # -- recipe: a backend ------------------------------------------------------------------------------

@@ -53,12 +53,12 @@ def test_a_reference_is_imported_only_when_it_is_used(tmp_path: Path, monkeypatc
 
 
 def test_the_built_ins_are_registered_in_their_order() -> None:
-    assert scorer_names() == ["pum", "prm", "orm", "verifier", "rollout", "testbed-prm"]
+    assert scorer_names() == ["pum", "prm", "orm", "verifier", "rollout", "confidence", "testbed-prm"]
     assert BACKENDS.names() == ["transformers", "sglang", "sglang-server", "openai"]
     assert BACKENDS.get("scripted").hidden and BACKENDS.names(hidden=True)[-1] == "scripted"
     assert PRM_FORMATS.names() == ["qwen", "shepherd", "rlhflow"]
     with pytest.raises(ScorerError, match="unknown scorer 'nope': use one of pum, prm, orm, verifier, rollout, "
-                                          "testbed-prm"):
+                                          "confidence, testbed-prm"):
         load_scorer("nope")
     with pytest.raises(ScorerError, match="unknown --prm-format 'x': use one of qwen, shepherd, rlhflow"):
         load_scorer("prm", model="/nowhere", prm_format="x")

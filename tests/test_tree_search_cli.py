@@ -48,9 +48,17 @@ def test_budget_not_a_multiple_of_the_width_exits_2(strategy: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts"])
-def test_tree_search_without_a_scorer_exits_2_and_names_the_scorers(strategy: str) -> None:
-    code, output = solve("--strategy", strategy, "--model", "/nonexistent/model")
-    assert_one_line_error(code, output, "needs a scorer", "verifier")
+def test_tree_search_without_a_scorer_on_a_backend_without_logprobs_runs_best_of_n(strategy: str,
+                                                                                   tmp_path: Path) -> None:
+    """The scripted backend returns no token log-probabilities for the default confidence scorer, so
+    the search runs as Best-of-N majority and says so (docs/scorers.md, "The default scorer";
+    tests/test_confidence.py has the whole rule)."""
+    result = runner.invoke(app, ["solve", "what is 1 + 3", "--strategy", strategy, "--backend", "scripted",
+                                 "--budget", "4", "--json", "--tree-out", str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["strategy"] == "bon" and record["scorer"] is None and record["num_candidates"] == 4
+    assert record["scorer_default"].startswith(f"no --scorer: {strategy} needs one, and --backend scripted")
 
 
 def test_verifier_terminal_reward_needs_the_answer() -> None:

@@ -54,19 +54,36 @@ def backend_entry(name: str) -> BackendEntry:
     return BACKENDS.get(name)
 
 
+def require_top_logprobs(backend: str, who: str) -> None:
+    """Refuse, before anything loads, a backend whose completions carry no per-token top
+    log-probabilities when ``who`` (a scorer) reads them, naming the backends that do."""
+    if backend_entry(backend).top_logprobs:
+        return
+    able = ", ".join(e.name for e in BACKENDS if e.top_logprobs)
+    raise BackendError(f"{who} reads the policy's per-token log-probabilities, which --backend {backend} does not "
+                       f"return: use --backend {able}, or name a reward model with --scorer")
+
+
 def generator_options(backend: str, *, url: str | None = None, launch: bool = False, tokenizer: str | None = None,
                       max_concurrency: int = 64, request_timeout: float = 600.0, retries: int = 3,
-                      delay: float = 0.0) -> dict[str, Any]:
+                      kv_cache_mb: int | None = None, delay: float = 0.0) -> dict[str, Any]:
     """load_generator keywords for ``backend`` and the backend flags of the command line: the flags
-    the backend's entry takes, refusing --url and --launch where it is no server backend."""
+    the backend's entry takes, refusing --url and --launch where it is no server backend and
+    --kv-cache-mb where it keeps no prefix cache of its own."""
     entry = backend_entry(backend)
     if (url or launch) and not entry.server:
         servers = " or ".join(e.name for e in BACKENDS if e.server)
         raise ValueError(f"--url and --launch are for --backend {servers}, not {backend}")
     if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
         raise ValueError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
+    if kv_cache_mb is not None:
+        if kv_cache_mb < 0:
+            raise ValueError(f"--kv-cache-mb must be >= 0 (got {kv_cache_mb})")
+        if "kv_cache_mb" not in entry.flags:
+            takers = " or ".join(e.name for e in BACKENDS if "kv_cache_mb" in e.flags)
+            raise ValueError(f"--kv-cache-mb is for --backend {takers}, not {backend}")
     given = {"url": url, "launch": launch, "tokenizer": tokenizer, "max_concurrency": max_concurrency,
-             "request_timeout": request_timeout, "retries": retries, "delay": delay}
+             "request_timeout": request_timeout, "retries": retries, "kv_cache_mb": kv_cache_mb, "delay": delay}
     return {"backend": backend, **{flag: given[flag] for flag in entry.flags}}
 
 
@@ -156,7 +173,7 @@ def _load_scripted(model: str | None, *, delay: float = 0.0, **_common: Any) -> 
     return ScriptedGenerator(delay=float(delay))
 
 
-register_backend("transformers", _load_transformers, uses_dtype=True,
+register_backend("transformers", _load_transformers, flags=("kv_cache_mb",), uses_dtype=True, top_logprobs=True,
                  help="batched sampling with transformers on CPU or GPU (model None: the embedded SmolLM2)")
 register_backend("sglang", _load_sglang_engine, flags=("tokenizer",),
                  help="the in-process sglang.Engine (one GPU, or one node with tensor parallelism)")
@@ -174,4 +191,5 @@ __all__ = [
     "backend_entry",
     "generator_options",
     "load_generator",
+    "require_top_logprobs",
 ]

@@ -80,9 +80,13 @@ def label_cmd(
     policy_temperature: Annotated[float, typer.Option(help="Policies' sampling temperature.")] = 0.8,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Token cap per trajectory and per rollout.")] = 256,
+    token_cap: Annotated[str, typer.Option(help="continuation: each rollout gets --max-tokens; solution: "
+                                                "prefix + rollout share it, as in a search.")] = "continuation",
     standardise: Annotated[str, typer.Option(help="problem: z-score each student's gains over the problem's "
                                                   "prefixes before the mean; none: mean raw gains.")] = "problem",
     seed: Seed = 0,
+    rollout_seed: Annotated[int | None, typer.Option(help="Students' seed, if not --seed: an independent "
+                                                          "second draw of the same prefixes' rollouts.")] = None,
     chunk: Annotated[int, typer.Option(help="Problems per engine run (and per append).")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16, ...")] = "float32",
@@ -98,7 +102,8 @@ def label_cmd(
         settings = LabelSettings(trajectories=trajectories, cuts=cuts, cut_lengths=_ints(cut_lengths),
                                  include_complete=complete, rollouts=rollouts, temperature=temperature,
                                  policy_temperature=policy_temperature, top_p=top_p, max_tokens=max_tokens,
-                                 standardise=standardise, seed=seed, step_delimiter=step_delimiter)
+                                 token_cap=token_cap, standardise=standardise, seed=seed, rollout_seed=rollout_seed,
+                                 step_delimiter=step_delimiter)
         problems = load_problems(dataset, limit=limit)
         policies = _load_generators(_names(policy), device, dtype)
         student_gens = _load_generators(_names(students), device, dtype)
@@ -137,6 +142,8 @@ def pairs_cmd(
     horizontal: Annotated[bool, typer.Option(help="Pairs across trajectories at one length.")] = True,
     across_policies: Annotated[bool, typer.Option(help="Horizontal pairs across policy models.")] = True,
     conflicts: Annotated[str, typer.Option(help="duplicates, students, all or none (see docs).")] = "duplicates",
+    min_confidence: Annotated[float, typer.Option(help="Keep a preference only when its pooled rollouts make it "
+                                                       "this likely (two-proportion test; 0: off).")] = 0.0,
 ) -> None:
     """Build vertical and horizontal preference pairs (and ties) from labelled prefixes."""
     try:
@@ -146,7 +153,8 @@ def pairs_cmd(
         if not labels.is_file():
             raise ValueError(f"labels file {labels} does not exist: run `pumsearch pum label` first")
         settings = PairSettings(margin=margin, tie_margin=tie_margin, ties=ties, vertical=vertical,
-                                horizontal=horizontal, across_policies=across_policies, conflicts=conflicts)
+                                horizontal=horizontal, across_policies=across_policies, conflicts=conflicts,
+                                min_confidence=min_confidence)
         pairs, summary = build_pairs(read_records(labels), settings)
         write_pairs(pairs, out)
         summary_path = out.with_name(out.stem + ".summary.json")
@@ -164,10 +172,11 @@ def train_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint directory (the zhiqix/PUM layout).")],
     base_name: Annotated[str | None, typer.Option(help="Base model name to record in the adapter config "
                                                        "(default: --base as given).")] = None,
-    mode: Annotated[str, typer.Option(help="lora: LoRA adapters and head; head: frozen base, head only.")] = "lora",
+    mode: Annotated[str, typer.Option(help="lora: LoRA adapters and head; head: frozen base, head only; full: "
+                                           "every weight of the base and the head (small bases).")] = "lora",
     epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 2,
     batch_pairs: Annotated[int, typer.Option(help="Pairs per optimiser step.")] = 16,
-    lr: Annotated[float, typer.Option(help="Learning rate of the LoRA weights.")] = 2e-4,
+    lr: Annotated[float, typer.Option(help="Learning rate of the LoRA weights (--mode full: of the base's).")] = 2e-4,
     head_lr: Annotated[float, typer.Option(help="Learning rate of the value head.")] = 1e-3,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
@@ -180,6 +189,11 @@ def train_cmd(
     val_fraction: Annotated[float, typer.Option(help="Share of problems held out.")] = 0.1,
     max_length: Annotated[int, typer.Option(help="Skip inputs longer than this many tokens.")] = 1024,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    schedule: Annotated[str, typer.Option(help="constant, or cosine (5% linear warm-up, decay to 0).")] = "constant",
+    keep: Annotated[str, typer.Option(help="last epoch, or best held-out pairwise accuracy.")] = "last",
+    batch_order: Annotated[str, typer.Option(help="random, or problem: each batch holds whole problems' pairs, "
+                                                  "whose shared prefixes run once (faster).")] = "random",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     seed: Seed = 0,
     step_delimiter: Delimiter = "\n\n",
@@ -193,7 +207,9 @@ def train_cmd(
                                  lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=lora_targets,
                                  head_hidden=head_hidden, activation=activation, tie_loss=tie_loss,
                                  tie_weight=tie_weight, margin_scale=margin_scale, val_fraction=val_fraction,
-                                 max_length=max_length, max_steps=max_steps, seed=seed, step_delimiter=step_delimiter)
+                                 max_length=max_length, max_steps=max_steps, weight_decay=weight_decay,
+                                 schedule=schedule, keep=keep, batch_order=batch_order, seed=seed,
+                                 step_delimiter=step_delimiter)
         use_cpu_threads(threads)
         resolved = _resolve(base)
         if resolved is None:
@@ -203,4 +219,5 @@ def train_cmd(
     except _errors() as err:
         _fail(str(err))
         return
-    typer.echo(f"trained on {report.train_pairs} pairs ({report.val_pairs} held out) in {report.seconds:.0f}s: {out}")
+    typer.echo(f"trained on {report.train_pairs} pairs ({report.val_pairs} held out) in {report.seconds:.0f}s, "
+               f"kept epoch {report.kept_epoch}: {out}")

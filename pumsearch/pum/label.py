@@ -17,6 +17,7 @@ settings. See docs/pum-training.md for the record format.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -41,6 +42,10 @@ from pumsearch.search.result import SearchResult
 LABELS_FORMAT = "pumsearch-pum-labels"
 LABELS_VERSION = 1
 STANDARDISE = ("problem", "none")
+TOKEN_CAPS = ("continuation", "solution")
+# options added after the first label files, with their defaults: at the default they stay out of
+# the settings key, so those files resume
+LATER_OPTIONS = {"rollout_seed": None, "token_cap": "continuation"}
 
 
 class LabelError(ValueError):
@@ -61,8 +66,14 @@ class LabelSettings:
     policy_temperature: float = 0.8
     top_p: float = 1.0
     max_tokens: int = 256  # per trajectory and per rollout
+    # "solution": max_tokens caps prefix + rollout, as a search caps a whole solution (a rollout
+    # from a prefix of L tokens gets max_tokens - L); "continuation": each rollout gets max_tokens
+    token_cap: str = "continuation"
     standardise: str = "problem"
     seed: int = 0
+    # students' seed when not ``seed``: a second, independent draw of the rollouts of the same
+    # trajectories and prefixes (how noisy the labels are: the label ceiling)
+    rollout_seed: int | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # what policies and students see
     step_delimiter: str = "\n\n"
 
@@ -72,6 +83,8 @@ class LabelSettings:
                 raise LabelError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.cuts < 0 or any(length < 1 for length in self.cut_lengths):
             raise LabelError("cut lengths must be positive token counts (--cuts >= 0, --cut-lengths 8,16,...)")
+        if self.token_cap not in TOKEN_CAPS:
+            raise LabelError(f"unknown --token-cap {self.token_cap!r}: use one of {', '.join(TOKEN_CAPS)}")
         if self.standardise not in STANDARDISE:
             raise LabelError(f"unknown --standardise {self.standardise!r}: use one of {', '.join(STANDARDISE)}")
         if self.temperature < 0 or self.policy_temperature < 0:
@@ -169,22 +182,47 @@ def group_utility(rates: Sequence[Sequence[float]], baselines: Sequence[float], 
 # -- engine jobs --------------------------------------------------------------------------------
 class _SampleJob:
     """A "strategy" that samples continuations of given prefixes through the engine's batching.
-    ``todo[problem.id]`` lists (text, token_ids) prefixes; completions land in ``done``."""
+    ``todo[problem.id]`` lists (text, token_ids) prefixes; completions land in ``done``. With
+    ``caps``, each prefix's continuations have their own token cap (one engine submission per
+    distinct cap, all at once, so they still batch together)."""
 
     name = "pum-label"
     config: SearchConfig  # the sampling settings, set by _run_job
 
-    def __init__(self, todo: dict[str, list[tuple[str, list[int] | None]]], k: int) -> None:
+    def __init__(self, todo: dict[str, list[tuple[str, list[int] | None]]], k: int,
+                 caps: dict[str, list[int]] | None = None) -> None:
         self.todo = todo
         self.k = k
+        self.caps = caps
         self.done: dict[str, list[list[Completion]]] = {}
 
     def make_budget(self) -> Budget:
         return Budget(limit=2**62, unit="samples")
 
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
-        self.done[problem.id] = await ctx.sample(self.todo[problem.id], self.k)
+        prefixes = self.todo[problem.id]
+        if self.caps is None:
+            self.done[problem.id] = await ctx.sample(prefixes, self.k)
+        else:
+            self.done[problem.id] = await _sample_capped(ctx, prefixes, self.caps[problem.id], self.k)
         return SearchResult(problem=problem, strategy=self.name, tree=ctx.tree, counters=ctx.counters)
+
+
+async def _sample_capped(ctx: SearchContext, prefixes: list[tuple[str, list[int] | None]], caps: list[int],
+                         k: int) -> list[list[Completion]]:
+    """``ctx.sample`` with a token cap per prefix; a prefix with no tokens left gets no rollouts
+    (its solve rate is 0: it cannot reach an answer)."""
+    groups: dict[int, list[int]] = {}
+    for index, cap in enumerate(caps):
+        if cap >= 1:
+            groups.setdefault(cap, []).append(index)
+    outputs = await asyncio.gather(*(ctx.sample([prefixes[i] for i in members], k, max_tokens=cap)
+                                     for cap, members in groups.items()))
+    done: list[list[Completion]] = [[] for _ in prefixes]
+    for members, completions in zip(groups.values(), outputs, strict=True):
+        for index, completion in zip(members, completions, strict=True):
+            done[index] = completion
+    return done
 
 
 async def _run_job(generator: Generator, problems: Sequence[Problem], job: _SampleJob, config: SearchConfig,
@@ -228,7 +266,8 @@ def _decoder(generator: Generator) -> Callable[[Trajectory, int], str] | None:
 
 # -- the labelling run --------------------------------------------------------------------------
 def settings_key(settings: LabelSettings, policies: Sequence[Generator], students: Sequence[Generator]) -> str:
-    blob = json.dumps({"settings": asdict(settings), "policies": [g.name for g in policies],
+    chosen = {k: v for k, v in asdict(settings).items() if LATER_OPTIONS.get(k, ...) != v}
+    blob = json.dumps({"settings": chosen, "policies": [g.name for g in policies],
                        "students": [g.name for g in students]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -303,19 +342,26 @@ async def _student_rates(s: int, student: Generator, problems: Sequence[Problem]
     """Solve rates of one student for every prefix (and the empty one) of every problem."""
     shares = {g.name: _same_tokenizer(g, student) for g in policies}
     asked: list[RolloutPrefix] = []
+    left: list[int] = []  # tokens each open prefix leaves its rollouts (token_cap "solution")
     for problem in problems:
         asked.append(RolloutPrefix(problem, ""))  # the empty prefix: the student's baseline
+        left.append(settings.max_tokens)
         for pre in prefixes[problem.id]:
             ids = pre.token_ids if shares[trajectories[problem.id][pre.trajectory].policy] else None
             asked.append(RolloutPrefix(problem, pre.text, pre.complete, ids))
-    config = _config(settings, settings.temperature, seed=settings.seed * 1000 + 500 + s)
+            if not pre.complete:
+                left.append(settings.max_tokens - pre.length)
+    seed = settings.seed if settings.rollout_seed is None else settings.rollout_seed
+    config = _config(settings, settings.temperature, seed=seed * 1000 + 500 + s)
 
     async def sample(open_prefixes: list[RolloutPrefix]) -> list[list[Completion]]:
         """Every open prefix's rollouts through one engine run (problem by problem, as asked)."""
         todo: dict[str, list[tuple[str, list[int] | None]]] = {p.id: [] for p in problems}
-        for pre in open_prefixes:
+        caps: dict[str, list[int]] = {p.id: [] for p in problems}
+        for pre, cap in zip(open_prefixes, left, strict=True):
             todo[pre.problem.id].append((pre.text, None if pre.token_ids is None else list(pre.token_ids)))
-        job = _SampleJob(todo, settings.rollouts)
+            caps[pre.problem.id].append(cap)
+        job = _SampleJob(todo, settings.rollouts, caps if settings.token_cap == "solution" else None)
         await _run_job(student, problems, job, config, grader)
         return [completions for p in problems for completions in job.done[p.id]]
 

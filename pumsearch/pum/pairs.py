@@ -11,12 +11,20 @@ anything between is too uncertain and dropped. Conflicts are filtered: ``duplica
 whose two texts are identical, and groups of pairs over the same two texts whose labels disagree
 (agreeing duplicates are kept once); ``students`` drops a preference that some student's own gain
 contradicts; ``all`` does both; ``none`` neither.
+
+Confidence (``min_confidence`` > 0): a preference is kept only when the rollouts make it likely.
+Each prefix's rollouts are pooled over the students (x successes of n = students x k); a
+complete prefix's rate is exact (its own graded answer). The confidence that ``a`` is better is
+Phi(z) of a two-proportion z statistic with the Agresti-Caffo adjustment (one success and one
+failure added to each open prefix, so 0/16 against 3/16 is not certain), and exact when both
+prefixes are complete. The utility decides the label; the confidence only filters.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,12 +48,15 @@ class PairSettings:
     horizontal: bool = True
     across_policies: bool = True
     conflicts: str = "duplicates"
+    min_confidence: float = 0.0  # keep a preference only when Phi(z) of its rollouts reaches this
 
     def __post_init__(self) -> None:
         if self.conflicts not in CONFLICT_MODES:
             raise PairError(f"unknown --conflicts {self.conflicts!r}: use one of {', '.join(CONFLICT_MODES)}")
         if self.margin < 0 or self.tie_margin < 0:
             raise PairError("--margin and --tie-margin must be >= 0")
+        if not 0 <= self.min_confidence < 1:
+            raise PairError(f"--min-confidence is a probability in [0, 1) (got {self.min_confidence})")
         if self.ties and self.tie_margin >= self.margin and self.margin > 0:
             raise PairError(f"--tie-margin ({self.tie_margin}) must be below --margin ({self.margin})")
 
@@ -95,6 +106,32 @@ def label_pair(p: dict, q: dict, settings: PairSettings) -> float | None:
     return None
 
 
+def rollouts_per_prefix(record: dict[str, Any]) -> list[int]:
+    """k of each student: its rollouts spread over the open prefixes and the empty one."""
+    open_prefixes = sum(not p["complete"] for p in record["prefixes"])
+    return [round(s["rollouts"] / (open_prefixes + 1)) for s in record["cost"]["students"]]
+
+
+def pooled_rate(prefix: dict, k: Sequence[int]) -> tuple[float, float]:
+    """(rate, variance) of a prefix's solve rate pooled over the students: exact (variance 0) for a
+    complete prefix, else Agresti-Caffo adjusted (x + 1) / (n + 2)."""
+    if prefix["complete"]:
+        return prefix["solve_rates"][0], 0.0
+    successes = sum(rate * n for rate, n in zip(prefix["solve_rates"], k, strict=True))
+    n = sum(k)
+    rate = (successes + 1) / (n + 2)
+    return rate, rate * (1 - rate) / (n + 2)
+
+
+def preference_confidence(better: dict, worse: dict, k: Sequence[int]) -> float:
+    """Phi(z) that ``better`` has the higher pooled solve rate (1 or 0 when both are exact)."""
+    (rate_b, var_b), (rate_w, var_w) = pooled_rate(better, k), pooled_rate(worse, k)
+    if var_b + var_w == 0:
+        return 1.0 if rate_b > rate_w else 0.0
+    z = (rate_b - rate_w) / math.sqrt(var_b + var_w)
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
 def students_disagree(better: dict, worse: dict) -> bool:
     """Some student's own gain says the other prefix is better."""
     return any(gb < gw for gb, gw in zip(better["gains"], worse["gains"], strict=True))
@@ -106,6 +143,7 @@ def build_pairs(records: Sequence[dict[str, Any]], settings: PairSettings) -> tu
     kept: list[Pair] = []
     for record in records:
         problem = record["problem"]
+        k = rollouts_per_prefix(record) if settings.min_confidence > 0 else []
         groups: dict[tuple[str, str], list[Pair]] = {}
         for p, q, kind, across in candidate_pairs(record, settings):
             counts["candidates"] += 1
@@ -116,6 +154,10 @@ def build_pairs(records: Sequence[dict[str, Any]], settings: PairSettings) -> tu
             better, worse = (q, p) if label == 0.0 else (p, q)
             if label != 0.5 and settings.conflicts in ("students", "all") and students_disagree(better, worse):
                 counts["dropped_student_conflict"] += 1
+                continue
+            if label != 0.5 and settings.min_confidence > 0 and \
+                    preference_confidence(better, worse, k) < settings.min_confidence:
+                counts["dropped_confidence"] += 1
                 continue
             pair = Pair(str(problem["id"]), problem["question"], better["text"], worse["text"],
                         0.5 if label == 0.5 else 1.0, kind, across, better["utility"], worse["utility"],

@@ -36,9 +36,13 @@ from typing import Any
 
 from pumsearch.pum.pairs import Pair
 from pumsearch.scorers.hf import SCORER_SYSTEM_PROMPT as PAPER_SYSTEM_PROMPT  # what the pum scorer renders
+from pumsearch.scorers.pum import quiet_tied_embeddings
 
 READ_POSITION = "last_non_pad_token"
-MODES = ("lora", "head")
+MODES = ("lora", "head", "full")
+KEEP = ("last", "best")
+BATCH_ORDERS = ("random", "problem")
+SCHEDULES = ("constant", "cosine")
 TIE_LOSSES = ("bce", "mse")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")  # those the pum scorer also knows by name
 
@@ -70,14 +74,20 @@ class TrainSettings:
     system_prompt: str = PAPER_SYSTEM_PROMPT  # the pum scorer's default
     step_delimiter: str = "\n\n"
     max_steps: int | None = None  # stop after this many optimiser steps (for quick runs)
+    keep: str = "last"  # best: export the epoch with the best held-out pairwise accuracy
+    schedule: str = "constant"  # cosine: linear warm-up over 5% of the steps, cosine decay to 0
+    batch_order: str = "random"  # problem: a batch holds whole problems' pairs (shared prefixes run once)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise TrainError(f"unknown --mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if self.tie_loss not in TIE_LOSSES:
-            raise TrainError(f"unknown --tie-loss {self.tie_loss!r}: use one of {', '.join(TIE_LOSSES)}")
-        if self.activation not in ACTIVATIONS:
-            raise TrainError(f"unknown --activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
+        choices = (("mode", MODES), ("tie_loss", TIE_LOSSES), ("activation", ACTIVATIONS), ("keep", KEEP),
+                   ("batch_order", BATCH_ORDERS), ("schedule", SCHEDULES))
+        for name, allowed in choices:
+            value = getattr(self, name)
+            if value not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise TrainError(f"unknown {flag} {value!r}: use one of {', '.join(allowed)}")
+        if self.keep == "best" and self.val_fraction == 0:
+            raise TrainError("--keep best needs held-out problems: set --val-fraction above 0")
         if not 0 <= self.val_fraction < 1:
             raise TrainError("--val-fraction must be in [0, 1)")
         if self.epochs < 1 or self.batch_pairs < 1:
@@ -91,6 +101,7 @@ class TrainReport:
     val_pairs: int = 0
     skipped_long: int = 0
     steps: int = 0
+    kept_epoch: int = 0  # the epoch whose weights were exported
     seconds: float = 0.0
     model: Any = field(default=None, repr=False)  # the trained PUMModel, to score with in Python
 
@@ -121,15 +132,16 @@ def render_input(tokenizer: Any, question: str, prefix: str, system_prompt: str 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
 
 
-def is_held_out(problem_id: str, fraction: float) -> bool:
-    """A fixed split by problem (so no problem is in both halves), from a hash of its id."""
-    bucket = int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:4], "big") % 10_000
+def is_held_out(question: str, fraction: float) -> bool:
+    """A fixed split by problem, from a hash of its question text: every pair of a problem is on
+    one side, and so is the same question labelled under two ids (two data sets may share chains)."""
+    bucket = int.from_bytes(hashlib.sha256(question.encode()).digest()[:4], "big") % 10_000
     return bucket < fraction * 10_000
 
 
 def split_pairs(pairs: Sequence[Pair], fraction: float) -> tuple[list[Pair], list[Pair]]:
-    train = [p for p in pairs if not is_held_out(p.problem_id, fraction)]
-    val = [p for p in pairs if is_held_out(p.problem_id, fraction)]
+    train = [p for p in pairs if not is_held_out(p.question, fraction)]
+    val = [p for p in pairs if is_held_out(p.question, fraction)]
     return train, val
 
 
@@ -146,13 +158,35 @@ def build_head(hidden_size: int, head_hidden: int, activation: str) -> Any:
                                torch.nn.Linear(width, 1))
 
 
+def adapter_config(causal_lm: Any, settings: TrainSettings) -> Any:
+    """The peft config of each mode. ``lora`` and ``head``: LoRA adapters (left at their identity
+    initialisation in head mode). ``full``: every decoder module with weights is trained as a
+    peft ``modules_to_save`` copy, stored whole in the adapter file, so the released layout (base
+    + adapter + head) still holds the checkpoint and loads with plain peft. peft needs one LoRA
+    target as well: a rank-1 adapter on the LM head, which a PUM never runs (kept at its zero
+    initialisation)."""
+    from peft import LoraConfig
+
+    if settings.mode == "full":
+        decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+        weighted = sorted({name.rsplit(".", 1)[-1] for name, module in decoder.named_modules()
+                           if name and next(module.parameters(recurse=False), None) is not None})
+        lm_head = next(name for name, module in causal_lm.named_modules()
+                       if module is causal_lm.get_output_embeddings())
+        return LoraConfig(r=1, lora_alpha=1, target_modules=[lm_head], modules_to_save=weighted, bias="none")
+    targets: Any = settings.lora_targets if settings.lora_targets == "all-linear" else [
+        t.strip() for t in settings.lora_targets.split(",") if t.strip()]
+    return LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                      target_modules=targets, bias="none")
+
+
 class PUMModel:
     """The trainable PUM: a peft-wrapped causal LM (its decoder runs, the LM head never does) and
     the value head."""
 
     def __init__(self, base: str, settings: TrainSettings, *, base_name: str | None = None) -> None:
         import torch
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         from pumsearch.models import load_pretrained
 
@@ -163,18 +197,16 @@ class PUMModel:
         self.tokenizer, causal_lm = load_pretrained(base, dtype=torch.float32, device="cpu")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        targets: Any = settings.lora_targets if settings.lora_targets == "all-linear" else [
-            t.strip() for t in settings.lora_targets.split(",") if t.strip()]
-        config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                            target_modules=targets, bias="none")
-        self.peft = get_peft_model(causal_lm, config)
+        with quiet_tied_embeddings():
+            self.peft = get_peft_model(causal_lm, adapter_config(causal_lm, settings))
         self.peft.peft_config["default"].base_model_name_or_path = self.base_name
         inner = self.peft.get_base_model()
         self.decoder = getattr(inner, inner.base_model_prefix)  # LoRA layers are injected in place
         self.hidden_size = inner.config.hidden_size
         self.head = build_head(self.hidden_size, settings.head_hidden, settings.activation)
-        if settings.mode == "head":
-            for param in self.peft.parameters():
+        for name, param in self.peft.named_parameters():
+            # head: the base is frozen; full: the LM head's placeholder adapter stays the identity
+            if settings.mode == "head" or (settings.mode == "full" and "lora_" in name):
                 param.requires_grad_(False)
 
     def encode(self, question: str, prefix: str) -> list[int]:
@@ -210,11 +242,26 @@ class PUMModel:
         self.peft.train(on)
         self.head.train(on)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Copies of every trained tensor (head and backbone), for ``restore``."""
+        return {"head": {k: v.detach().clone() for k, v in self.head.state_dict().items()},
+                "backbone": {n: p.detach().clone() for n, p in self.peft.named_parameters() if p.requires_grad}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        import torch
+
+        self.head.load_state_dict(state["head"])
+        with torch.no_grad():
+            for name, param in self.peft.named_parameters():
+                if name in state["backbone"]:
+                    param.copy_(state["backbone"][name])
+
     def export(self, out: Path, extra: dict[str, Any]) -> Path:
         import torch
 
         out.mkdir(parents=True, exist_ok=True)
-        self.peft.save_pretrained(str(out / "backbone"))
+        with quiet_tied_embeddings():  # full mode: its module copies are the weights; the base's stay out
+            self.peft.save_pretrained(str(out / "backbone"), save_embedding_layers=self.settings.mode != "full")
         torch.save({k: v.detach().cpu() for k, v in self.head.state_dict().items()}, out / "value_head.pt")
         self.tokenizer.save_pretrained(str(out))
         template = out / "chat_template.jinja"
@@ -225,7 +272,7 @@ class PUMModel:
             "format": "pumsearch-pum", "base_model": self.base_name, "value_head_activation": self.settings.activation,
             "value_head_sizes": widths, "read_position": READ_POSITION, "hidden_state": "final (after the last norm)",
             "system_prompt": self.settings.system_prompt, "step_delimiter": self.settings.step_delimiter,
-            "lora": self.settings.mode == "lora",
+            "lora": self.settings.mode == "lora", "mode": self.settings.mode,
         }
         (out / "model_args.json").write_text(json.dumps(model_args, indent=2) + "\n", encoding="utf-8")
         (out / "train_args.json").write_text(json.dumps({**asdict(self.settings), **extra}, indent=2) + "\n",
@@ -240,6 +287,7 @@ class _Encoded:
     b: int
     label: float
     gap: float
+    problem: str
 
 
 def _encode_pairs(model: PUMModel, pairs: Sequence[Pair], inputs: dict[tuple[str, str], int],
@@ -256,7 +304,27 @@ def _encode_pairs(model: PUMModel, pairs: Sequence[Pair], inputs: dict[tuple[str
         if max(len(rows[i]) for i in index) > model.settings.max_length:
             report.skipped_long += 1
             continue
-        out.append(_Encoded(index[0], index[1], pair.label, pair.utility_a - pair.utility_b))
+        out.append(_Encoded(index[0], index[1], pair.label, pair.utility_a - pair.utility_b, pair.problem_id))
+    return out
+
+
+def epoch_order(pairs: Sequence[_Encoded], rng: random.Random, how: str) -> list[_Encoded]:
+    """The pairs of one epoch in a random order; ``problem``: problems in a random order, each
+    one's pairs together (shuffled), so a batch's pairs share prefixes and the decoder runs on
+    fewer unique inputs (several times fewer on the testbed: cheaper full and LoRA training)."""
+    if how == "random":
+        order = list(pairs)
+        rng.shuffle(order)
+        return order
+    groups: dict[str, list[_Encoded]] = {}
+    for pair in pairs:
+        groups.setdefault(pair.problem, []).append(pair)
+    problems = list(groups)
+    rng.shuffle(problems)
+    out: list[_Encoded] = []
+    for problem in problems:
+        rng.shuffle(groups[problem])
+        out.extend(groups[problem])
     return out
 
 
@@ -289,14 +357,18 @@ def train_pum(pairs: Sequence[Pair], base: str, out: Path, settings: TrainSettin
     report.train_pairs, report.val_pairs = len(train_enc), len(val_enc)
     cached = _all_features(model, rows) if settings.mode == "head" else None
     optimiser = torch.optim.AdamW(model.trainable(), weight_decay=settings.weight_decay)
+    per_epoch = math.ceil(len(train_enc) / settings.batch_pairs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings, min(
+        settings.epochs * per_epoch, settings.max_steps or settings.epochs * per_epoch)))
     rng = random.Random(settings.seed)
+    best: tuple[float, int, dict[str, Any]] | None = None
     for epoch in range(1, settings.epochs + 1):
-        order = list(train_enc)
-        rng.shuffle(order)
+        order = epoch_order(train_enc, rng, settings.batch_order)
         losses = []
         model.train_mode(True)
         for start in range(0, len(order), settings.batch_pairs):
             losses.append(_step(model, order[start:start + settings.batch_pairs], rows, cached, optimiser, settings))
+            scheduler.step()
             report.steps += 1
             if settings.max_steps is not None and report.steps >= settings.max_steps:
                 break
@@ -309,15 +381,36 @@ def train_pum(pairs: Sequence[Pair], base: str, out: Path, settings: TrainSettin
         if log is not None:
             log(f"epoch {epoch}: loss {entry['loss']:.4f}, train acc {entry['train_accuracy']:.3f}, "
                 f"held-out acc {entry['val_accuracy']:.3f}")
+        if settings.keep == "best" and (best is None or entry["val_accuracy"] > best[0]):
+            best = (entry["val_accuracy"], epoch, model.snapshot())
         if settings.max_steps is not None and report.steps >= settings.max_steps:
             break
+    report.kept_epoch = int(report.history[-1]["epoch"])
+    if best is not None:
+        report.kept_epoch = best[1]
+        model.restore(best[2])
     report.seconds = time.perf_counter() - started
     extra = {"base": base, "train_pairs": report.train_pairs, "val_pairs": report.val_pairs,
              "skipped_long": report.skipped_long, "history": _json_safe(report.history),
-             "seconds": round(report.seconds, 1)}
+             "kept_epoch": report.kept_epoch, "seconds": round(report.seconds, 1)}
     model.export(out, extra)
     report.model = model
     return report
+
+
+def lr_factor(settings: TrainSettings, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier per step: 1, or a linear warm-up over 5% of the steps and a
+    cosine decay to 0."""
+    if settings.schedule == "constant":
+        return lambda step: 1.0
+    warmup = max(1, round(0.05 * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return factor
 
 
 def _all_features(model: PUMModel, rows: list[list[int]], batch: int = 32) -> Any:

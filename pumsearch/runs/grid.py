@@ -114,6 +114,9 @@ class RunPlan:
     spec: RunSpec
     path: Path
     scorer: ScorerSpec | None
+    # the line saying what was chosen because no scorer was named (pumsearch.api.search_default); each
+    # record keeps it, the run key does not (the same configuration named outright is the same run)
+    default_note: str | None = None
 
     @property
     def label(self) -> str:
@@ -153,7 +156,8 @@ def plan_grid(
         for strategy in strategies:
             cls = get_strategy(strategy)
             if cls.requires_scorer and scorer is None:
-                notes.append(f"{strategy} needs a scorer: left out with scorer 'none'")
+                notes.append(f"{strategy} needs a scorer: left out with scorer 'none' (--scorers confidence needs "
+                             "no reward model)")
                 continue
             for seed in seeds:
                 base = SearchConfig(**{**settings, "strategy": strategy, "budget": max(budgets), "seed": seed,

@@ -103,13 +103,20 @@ def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str,
     if sub:
         if strategy is None:
             raise ValueError("a subsampled run's records need the strategy that made them")
+        keep = strategy.vote_filter()
         extra["subsample"] = {
             **sub,
             "value_kind": value_kind,
+            **({"keep": keep} if keep < 1 else {}),  # votes at a read-off budget filter as the run did
             "groups": group_rows(result.tree, cands, strategy.subsample_groups(result.tree, cands)),
             "stopped_early": strategy.stopped_early(result),
         }
     return extra
+
+
+def default_note(plan: RunPlan) -> dict[str, str]:
+    """The record field saying what was chosen because no scorer was named, where something was."""
+    return {"scorer_default": plan.default_note} if plan.default_note else {}
 
 
 def group_failures(errors: Sequence[str]) -> list[tuple[int, str]]:
@@ -225,7 +232,7 @@ async def _execute_locked(plan: RunPlan, run_dir: RunDir, problems: Sequence[Pro
                 budget=config.budget,
                 seed=config.seed,
                 started_at=time.time() - result.counters.wall_time,
-                extra=record_extras(result, run_dir, value_kind, strategy),
+                extra={**record_extras(result, run_dir, value_kind, strategy), **default_note(plan)},
             )
         else:
             record = make_failed_record(

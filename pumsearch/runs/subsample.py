@@ -7,16 +7,17 @@ keeps the first n/M subtrees. A strategy opts in by declaring its ``subsample_un
 group costs (``budget_per_group``) and which nodes make each group (``subsample_groups``); every
 such strategy fits one generic shape, recorded per problem:
 
-    {"unit": "solutions" | "subtrees", "budget_per_group": 1 | M, "value_kind": ...,
+    {"unit": "solutions" | "subtrees", "budget_per_group": 1 | M, "value_kind": ..., "keep": F,
      "groups": [{"tokens": T, "candidates": [{"answer", "score", "correct"}, ...]}, ...],
      "stopped_early": bool}
 
 A group is what one unit of subsampling keeps (a solution, or a subtree with every node in it);
 its tokens are all tokens generated inside it, pruned branches included. Budget n keeps the
 first n / budget_per_group groups, in generation order; the answer is then picked by best,
-majority or weighted selection over the kept candidates exactly as a run at n would. A run that
-stopped by its own rule before its budget (``stopped_early``: adaptive Best-of-N, whose rule does
-not look at the budget) is also what any budget above the groups it drew gives.
+majority or weighted selection over the kept candidates exactly as a run at n would (with the
+run's vote filter, ``keep``, where it set one: Best-of-N's --keep). A run that stopped by its own
+rule before its budget (``stopped_early``: adaptive Best-of-N, whose rule does not look at the
+budget) is also what any budget above the groups it drew gives.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def subsample(block: dict[str, Any], budget: int, select: str) -> Subsampled | N
         for i, c in enumerate(c for g in groups for c in g["candidates"])
     ]
     kind = block.get("value_kind", "probability")
-    chosen = select_candidate(cands, select, kind)
+    chosen = select_candidate(cands, select, kind, float(block.get("keep", 1.0)))
     majority = select_candidate(cands, "majority", kind)
     graded = any(c.correct is not None for c in cands)
     return Subsampled(

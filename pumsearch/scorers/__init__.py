@@ -6,7 +6,8 @@ path; for ``rollout`` comma-separated student models), ``base`` (PUM base model 
 ``device``, ``dtype``, ``prm_format`` (see ``pumsearch.scorers.prm.PRM_FORMATS``),
 ``system_prompt``. PUM: ``activation``, ``read_offset``, ``merge``. Rollout: ``students``
 (Generator objects), ``k``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``. Wrapper:
-``batch_tokens``, ``max_batch_items``, ``cache_size``. Model imports happen only when a scorer is
+``batch_tokens``, ``max_batch_items``, ``cache_size``. Confidence: ``measure``, ``window``, ``k``,
+``bottom``. Model imports happen only when a scorer is
 built. To add a scorer, see docs/architecture.md.
 """
 
@@ -32,6 +33,8 @@ register_scorer("verifier", "pumsearch.scorers.verifier:VerifierScorer",
                 help="ground truth: 1 when the prefix's answer matches the reference, else 0")
 register_scorer("rollout", "pumsearch.scorers.rollout:load_rollout",
                 help="Monte-Carlo prefix gain from student rollouts (expensive; needs reference answers)")
+register_scorer("confidence", "pumsearch.scorers.confidence:load_confidence",
+                help="the policy's own token confidence (DeepConf), no reward model: --scorer-option measure=...")
 
 
 def scorer_names() -> list[str]:

@@ -6,7 +6,8 @@ the engine calls. A scorer whose work is itself asynchronous (the rollout scorer
 generators) implements ``AsyncModelScorer`` instead: ``ascore_batch`` receives every unique,
 uncached item of a call at once and runs on the event loop (no worker thread, no micro-batches:
 its generators batch for themselves). Cache keys are (scorer identity, question, reference, steps,
-complete), so a prefix that beam search revisits is scored once.
+complete, and the policy's token values where the scorer reads them), so a prefix that beam
+search revisits is scored once.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ Sized = tuple[int, tuple, ScoreItem]  # (tokens, cache key, item)
 
 
 def cache_key(identity: str, item: ScoreItem) -> tuple:
-    return (identity, item.problem.question, item.problem.answer, item.steps, item.complete)
+    return (identity, item.problem.question, item.problem.answer, item.steps, item.complete,
+            item.token_confidences, item.token_logprobs)
 
 
 class BatchedScorer:
@@ -88,6 +90,7 @@ class BatchedScorer:
         self.identity = inner.identity
         self.value_kind = inner.value_kind
         self.needs_reference = inner.needs_reference
+        self.top_logprobs = int(getattr(inner, "top_logprobs", 0))  # what it reads off the policy (confidence)
         self.batch_tokens = batch_tokens
         self.max_batch_items = max_batch_items
         self.cache_size = cache_size

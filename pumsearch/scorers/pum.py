@@ -17,8 +17,10 @@ better; partial and complete prefixes are scored alike.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,16 @@ def load_value_head_state(path: Path) -> dict[str, Any]:
     return unwrap_state(state, str(path))
 
 
+@contextlib.contextmanager
+def quiet_tied_embeddings() -> Iterator[None]:
+    """peft warns when an adapter touches a tied LM head or embedding (a checkpoint trained with
+    ``pumsearch pum train --mode full`` does); a PUM never runs its LM head, so the tie is moot."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*(tie_word_embeddings|tied|embedding layers)",
+                                category=UserWarning)
+        yield
+
+
 def resolve_base(base: str) -> str:
     """The base model's path where the adapter names it by a registered alias (``testbed:strong``,
     as ``pumsearch pum train --base testbed:strong`` records it); any other name as given."""
@@ -275,8 +287,9 @@ def load_pum(
     tokenizer, model, device = load_backbone(base, device=device, dtype=dtype)
     if (folder / "tokenizer_config.json").exists() or (folder / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(folder))  # the checkpoint's own, with its template
-    model = PeftModel.from_pretrained(model, str(adapter))
-    model = model.merge_and_unload() if merge else model.get_base_model()
+    with quiet_tied_embeddings():
+        model = PeftModel.from_pretrained(model, str(adapter))
+        model = model.merge_and_unload() if merge else model.get_base_model()
     model.eval()
     decoder = getattr(model, model.base_model_prefix)
     return PUMScorer(

@@ -41,6 +41,17 @@ GenerateFn = Callable[[list[GenerationRequest], Counters], Awaitable[list[Genera
 ScoreFn = Callable[[list[ScoreItem], Counters], Awaitable[list[Score]]]
 
 
+class LogprobsUnavailable(ValueError):
+    """The scorer reads the policy's per-token log-probabilities, and the backend returned none."""
+
+
+def token_confidence(top: Sequence[tuple[int, float]]) -> float:
+    """DeepConf's token confidence: C = -(1/k) * the sum of the k largest log-probabilities at a token
+    (facebookresearch/deepconf deepconf/utils.py:41-50, processors.py:29-34), here the (token id,
+    log-probability) pairs the backend returned, of the model's raw distribution; 0 for none."""
+    return -sum(value for _, value in top) / len(top) if top else 0.0
+
+
 def problem_seed(run_seed: int, problem_id: str) -> np.random.SeedSequence:
     """Each problem's randomness depends only on the run seed and its id, never on batch mates."""
     return np.random.SeedSequence([run_seed & 0xFFFFFFFF, *problem_id.encode("utf-8")])
@@ -61,6 +72,8 @@ class SearchContext:
         budget: Budget | None = None,
         strategy_name: str | None = None,
         node_defaults: Mapping[str, Any] | None = None,
+        want_logprobs: bool = False,
+        top_logprobs: int = 0,
     ) -> None:
         self.problem = problem
         self.config = config
@@ -75,6 +88,10 @@ class SearchContext:
         self._score = score
         self._prompt_text, self._prompt_ids = prompt
         self._grader = grader
+        # what the strategy (MCTS priors: each step's log-probability) and the scorer (confidence:
+        # the top-k per token) need from the backend; nothing is asked for when neither does
+        self.top_logprobs = top_logprobs
+        self.want_logprobs = want_logprobs or top_logprobs > 0
 
     @property
     def has_scorer(self) -> bool:
@@ -99,6 +116,8 @@ class SearchContext:
             top_p=self.config.top_p,
             max_tokens=max_tokens,
             stop=stop,
+            want_logprobs=self.want_logprobs,
+            top_logprobs=self.top_logprobs,
         )
         seed = int(self.rng.integers(0, 2**62))
         return GenerationRequest(prompt_text=text, prompt_ids=ids, n=k, params=params, seed=seed)
@@ -184,6 +203,7 @@ class SearchContext:
             num_tokens=completion.num_tokens,
             token_ids=completion.token_ids,
             logprob=completion.logprob,
+            **self._token_values(completion),
         )
         ends = completion.finish_reason in ("eos", "length") or (
             self.config.stop_at_boxed and last_boxed(completion.text) is not None
@@ -198,13 +218,13 @@ class SearchContext:
         token counts are shared out by characters."""
         pieces = [p for p in completion.text.split(self.config.step_delimiter) if p.strip()] or [""]
         total_chars = sum(len(p) for p in pieces) or 1
+        values = self._token_values(completion)
         node = parent
         assigned = 0
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             share = round(completion.num_tokens * len(piece) / total_chars)
             tokens = completion.num_tokens - assigned if last else share
-            assigned += tokens
             node = self.tree.add_child(
                 node,
                 piece.strip("\n"),
@@ -212,9 +232,36 @@ class SearchContext:
                 num_tokens=tokens,
                 token_ids=completion.token_ids if len(pieces) == 1 else None,
                 logprob=completion.logprob if last else None,
+                # shared out like the token count, so the chain holds every token's values once
+                **{key: v[assigned:] if last else v[assigned : assigned + tokens] for key, v in values.items()},
             )
+            assigned += tokens
         self._mark_terminal(node, completion.finish_reason)
         return node
+
+    def _token_values(self, completion: Completion) -> dict[str, list[float]]:
+        """When the scorer reads the policy's token values (the confidence scorer): each generated
+        token's confidence (``token_confidence``) and the log-probability of the token sampled, as
+        node attributes; else none. Rounded to 6 decimals to keep tree files small."""
+        if not self.top_logprobs:
+            return {}
+        if completion.top_logprobs is None or completion.token_logprobs is None:
+            raise LogprobsUnavailable(
+                "the backend returned no per-token top log-probabilities, which the scorer reads (the "
+                "confidence scorer): use a backend that returns them (--backend transformers)")
+        return {"token_confidences": [round(token_confidence(top), 6) for top in completion.top_logprobs],
+                "token_logprobs": [round(v, 6) for v in completion.token_logprobs]}
+
+    def path_values(self, node: int, key: str) -> tuple[float, ...] | None:
+        """The per-token values ``key`` (``token_confidences``, ``token_logprobs``) of the prefix
+        ending at ``node``, in generation order (None where a step has none)."""
+        out: list[float] = []
+        for n in self.tree.path(node):
+            values = self.tree[n].get(key)
+            if values is None:
+                return None
+            out.extend(values)
+        return tuple(out)
 
     def _mark_terminal(self, node: int, reason: str | None) -> None:
         attrs = self.tree[node]
@@ -231,7 +278,10 @@ class SearchContext:
             raise RuntimeError("this search has no scorer; pass --scorer")
         self.budget.check_time()
         items = [
-            ScoreItem(self.problem, self.tree.steps(n), complete=bool(self.tree[n]["terminal"])) for n in nodes
+            ScoreItem(self.problem, self.tree.steps(n), complete=bool(self.tree[n]["terminal"]),
+                      token_confidences=self.path_values(n, "token_confidences") if self.top_logprobs else None,
+                      token_logprobs=self.path_values(n, "token_logprobs") if self.top_logprobs else None)
+            for n in nodes
         ]
         scores = await self._score(items, self.counters) if items else []
         for node, score in zip(nodes, scores, strict=True):
@@ -267,17 +317,18 @@ class SearchContext:
         return self.config.select or ("best" if self.has_scorer else "majority")
 
     async def finish(self, candidates: Sequence[Candidate], select: str | None = None, *,
-                     chosen_node: int | None = None) -> SearchResult:
+                     chosen_node: int | None = None, keep: float = 1.0) -> SearchResult:
         """Pick the answer among ``candidates``, grade finished solutions where the reference is
         known, and build the result (the whole tree included). ``chosen_node`` (one of the
         candidates' nodes) is a strategy's own pick, e.g. MCTS's most-visited path; it
-        overrides ``select``."""
+        overrides ``select``. ``keep`` < 1: a vote counts only the top fraction of the scored
+        candidates (see search.selection.choose)."""
         how = select or self.default_select()
         if how in ("best", "weighted") and not self.has_scorer:
             how = "majority"
         await self.classify(candidates)
         forced = [c for c in candidates if c.node == chosen_node] if chosen_node is not None else []
-        choice = Choice(forced[0]) if forced else choose(list(candidates), how, self.scorer_value_kind)
+        choice = Choice(forced[0]) if forced else choose(list(candidates), how, self.scorer_value_kind, keep)
         chosen = choice.candidate
         await self.grade_terminals()
         for cand in candidates:
@@ -321,4 +372,4 @@ class SearchContext:
         return self.tree[node]["correct"]
 
 
-__all__ = ["BudgetExhausted", "SearchContext"]
+__all__ = ["BudgetExhausted", "LogprobsUnavailable", "SearchContext", "token_confidence"]

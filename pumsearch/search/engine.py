@@ -295,6 +295,8 @@ class Engine:
             budget=budget,
             strategy_name=strategy.name,
             node_defaults=getattr(strategy, "node_defaults", None),  # optional: its own node statistics
+            want_logprobs=bool(getattr(strategy, "wants_logprobs", lambda: False)()),  # optional (MCTS priors)
+            top_logprobs=int(getattr(self.scorer, "top_logprobs", 0) or 0),  # optional (the confidence scorer)
         )
 
     def _check_context(self, prompt: tuple[str, tuple[int, ...] | None]) -> None:

@@ -108,11 +108,18 @@ class Generator(Protocol):
 
 @dataclass(frozen=True)
 class ScoreItem:
-    """A reasoning prefix to score: the problem (with reference answer when known) and its steps."""
+    """A reasoning prefix to score: the problem (with reference answer when known) and its steps.
+
+    ``token_confidences``: the policy's token confidence at each token it generated for the
+    prefix, in order (DeepConf's C_i, see pumsearch.scorers.confidence), and ``token_logprobs``:
+    the log-probability of each token it sampled; filled only for a scorer that asks for them (its
+    ``top_logprobs``); None otherwise."""
 
     problem: Problem
     steps: tuple[str, ...]
     complete: bool = False
+    token_confidences: tuple[float, ...] | None = None
+    token_logprobs: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -124,19 +131,26 @@ class Score:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-ValueKind = Literal["probability", "unbounded"]
+ValueKind = Literal["probability", "unbounded", "positive"]
 
 
 @runtime_checkable
 class Scorer(Protocol):
-    """A batched scorer. The engine calls ``score`` with items from many searches at once."""
+    """A batched scorer. The engine calls ``score`` with items from many searches at once.
+
+    Optional: ``top_logprobs`` (an int, 0 when absent), the number of most likely tokens per
+    generated token whose log-probabilities the scorer reads off the policy; a search asks its
+    backend for them and fills ``ScoreItem.token_confidences`` and ``token_logprobs`` (the
+    confidence scorer)."""
 
     identity: str
     """Kind, format and checkpoint, e.g. ``prm:qwen:/models/prm``; cache keys start with it."""
 
     value_kind: ValueKind
     """``probability`` values lie in [0, 1]; ``unbounded`` ones are normalised per problem
-    before they enter a vote or PUCT (see search.selection.normalise_per_problem)."""
+    before they enter a vote or PUCT (see search.selection.normalise_per_problem); ``positive``
+    ones are 0 or more on a scale of their own (token confidence): votes weigh them as they are,
+    PUCT normalises them like unbounded ones."""
 
     needs_reference: bool
 

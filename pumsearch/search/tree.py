@@ -36,7 +36,9 @@ def _new_node_attrs(**overrides: Any) -> dict[str, Any]:
         "correct": None,  # graded against the reference, where known
         "scores": {},  # scorer identity -> value of the prefix ending here
         "step_scores": {},  # scorer identity -> per-step values (step PRMs)
-        "logprob": None,
+        "logprob": None,  # the step's log-probability (sum over its tokens), where the search asked for it
+        "token_confidences": None,  # each token's confidence (DeepConf C_i), where the scorer reads them
+        "token_logprobs": None,  # each sampled token's log-probability, where the scorer reads them
     }
     attrs.update(overrides)
     return attrs

@@ -40,7 +40,7 @@ from pumsearch.search.result import SearchResult
 from pumsearch.search.selection import Candidate, normalise_per_problem, vote_classes
 from pumsearch.search.tree import ROOT
 from pumsearch.strategies.base import StrategyError, StrategySettings
-from pumsearch.strategies.best_of_n import BestOfN
+from pumsearch.strategies.best_of_n import BestOfN, BestOfNSettings
 
 StopRule = Literal["beta", "supermajority", "consensus"]
 STOP_RULES: tuple[str, ...] = ("beta", "supermajority", "consensus")
@@ -48,7 +48,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"beta": 0.95, "supermajority": 0.8, "con
 
 
 @dataclass(frozen=True)
-class BestOfNSettings(StrategySettings):
+class AdaptiveBestOfNSettings(BestOfNSettings):
+    """Best-of-N's settings and its adaptive option's."""
+
     adaptive: bool = field(default=False, metadata={
         "help": "Sample in waves and stop once the vote is settled; --budget is then a cap."})
     wave_size: int = field(default=4, metadata={"help": "Solutions per wave (adaptive)."})
@@ -105,8 +107,8 @@ RULES = {"beta": beta_rule, "supermajority": supermajority_rule, "consensus": co
 class AdaptiveBestOfN(BestOfN):
     """Best-of-N, with the adaptive option (what ``bon`` names)."""
 
-    Settings: ClassVar[type[StrategySettings]] = BestOfNSettings
-    settings: BestOfNSettings
+    Settings: ClassVar[type[StrategySettings]] = AdaptiveBestOfNSettings
+    settings: AdaptiveBestOfNSettings
 
     def validate(self, has_scorer: bool) -> None:
         super().validate(has_scorer)
@@ -144,7 +146,7 @@ class AdaptiveBestOfN(BestOfN):
             await ctx.classify(candidates)
             verdict = self.verdict(candidates, ctx, weighs)
         self.record(ctx, leaves, verdict)
-        return await ctx.finish(ctx.candidates(leaves), select)
+        return await ctx.finish(ctx.candidates(leaves), select, keep=self.settings.keep)
 
     def verdict(self, candidates: Sequence[Candidate], ctx: SearchContext, weighs: bool) -> Verdict:
         weights = vote_weights(candidates, ctx) if weighs else None
@@ -172,5 +174,5 @@ def vote_weights(candidates: Sequence[Candidate], ctx: SearchContext) -> list[fl
     return weights
 
 
-__all__ = ["AdaptiveBestOfN", "BestOfNSettings", "Verdict", "beta_rule", "class_totals", "consensus_rule",
+__all__ = ["AdaptiveBestOfN", "AdaptiveBestOfNSettings", "Verdict", "beta_rule", "class_totals", "consensus_rule",
            "leader_beats_runner_up", "supermajority_rule"]

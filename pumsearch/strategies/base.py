@@ -171,6 +171,14 @@ class Strategy:
         """How many units of ``budget_unit`` --budget N buys (docs/strategies.md)."""
         return self.config.budget
 
+    def wants_logprobs(self) -> bool:
+        """Whether its searches ask the backend for each step's log-probability (MCTS priors)."""
+        return False
+
+    def vote_filter(self) -> float:
+        """The fraction of the scored candidates its votes keep (Best-of-N's --keep); 1: all."""
+        return 1.0
+
     def make_budget(self) -> Budget:
         return Budget(limit=self.budget_limit(), unit=self.budget_unit)
 

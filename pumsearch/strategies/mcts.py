@@ -14,9 +14,11 @@ up. A selected leaf that is already finished is re-evaluated with its stored val
   are min-max normalised over every value this problem's search has seen (the running range,
   via ``ctx.normalise``); since the scaling is affine, the normalised mean is the mean of the
   normalised values. Probability scorers are used as they are.
-- P: uniform over siblings, or, when the backend reports each step's log-probability,
-  proportional to exp(logprob / tokens) (the step's per-token probability, so long steps are
-  not penalised for their length).
+- P (``--priors``): ``logprob`` asks the backend for each step's log-probability (every built-in
+  backend returns it: transformers from its logits, SGLang and OpenAI-compatible servers when
+  asked) and sets P proportional to exp(logprob / tokens), the step's per-token probability (so
+  long steps are not penalised for their length), normalised over the siblings; ``uniform`` (or a
+  backend that returns none, such as the scripted test backend) gives every sibling 1/k.
 - Node statistics (tree attributes): ``visits`` = own evaluations + the children's visits,
   ``value_sum`` likewise, ``mcts_value`` = the node's own value, ``evaluations``,
   ``virtual_loss`` (0 once a round ends).
@@ -39,7 +41,7 @@ from pumsearch.search.budget import BudgetExhausted
 from pumsearch.search.context import SearchContext
 from pumsearch.search.problem import Problem
 from pumsearch.search.result import SearchResult
-from pumsearch.search.tree import ROOT
+from pumsearch.search.tree import ROOT, SearchTree
 from pumsearch.strategies.base import Strategy, StrategyError, StrategySettings
 
 MAX_IDLE_ROUNDS = 64  # rounds in a row that only revisit finished leaves before the search gives up
@@ -53,6 +55,21 @@ class MCTSSettings(StrategySettings):
     terminal_reward: Literal["scorer", "verifier"] = field(default="scorer", metadata={
         "help": "Value of a finished prefix: scorer or verifier (ground truth; needs the reference answer)."})
     mcts_parallel: int = field(default=4, metadata={"help": "Simulations selected per batched round."})
+    priors: Literal["logprob", "uniform"] = field(default="logprob", metadata={
+        "help": "PUCT priors: logprob (each step's per-token probability under the policy) or uniform."})
+
+
+def step_priors(tree: SearchTree, children: list[int], how: str) -> list[float]:
+    """PUCT priors of sibling steps: proportional to exp(logprob / tokens), each step's per-token
+    probability under the policy (``logprob``), else (``uniform``, or a step without a recorded
+    log-probability) 1/k each."""
+    attrs = [tree[c] for c in children]
+    if how == "uniform" or any(a["logprob"] is None for a in attrs):
+        return [1.0 / len(children)] * len(children)
+    per_token = [a["logprob"] / max(a["num_tokens"], 1) for a in attrs]
+    top = max(per_token)
+    weights = [math.exp(v - top) for v in per_token]
+    return [w / sum(weights) for w in weights]
 
 
 def virtual_loss(attrs: dict[str, Any]) -> int:
@@ -80,6 +97,11 @@ class MCTS(Strategy):
             raise StrategyError(f"--c-puct must be 0 or more (got {s.c_puct})")
         if s.terminal_reward not in ("scorer", "verifier"):
             raise StrategyError(f"unknown --terminal-reward {s.terminal_reward!r}: use scorer or verifier")
+        if s.priors not in ("logprob", "uniform"):
+            raise StrategyError(f"unknown --priors {s.priors!r}: use logprob or uniform")
+
+    def wants_logprobs(self) -> bool:
+        return self.settings.priors == "logprob"
 
     def needs_reference(self) -> str | None:
         return "--terminal-reward verifier" if self.settings.terminal_reward == "verifier" else None
@@ -133,13 +155,7 @@ class _MctsRun:
         return mean * attrs["visits"] / (attrs["visits"] + virtual_loss(attrs))
 
     def priors(self, children: list[int]) -> list[float]:
-        attrs = [self.tree[c] for c in children]
-        if any(a["logprob"] is None for a in attrs):
-            return [1.0 / len(children)] * len(children)
-        per_token = [a["logprob"] / max(a["num_tokens"], 1) for a in attrs]
-        top = max(per_token)
-        weights = [math.exp(v - top) for v in per_token]
-        return [w / sum(weights) for w in weights]
+        return step_priors(self.tree, children, self.settings.priors)
 
     # -- selection ------------------------------------------------------------------------------
     def select_path(self) -> list[int]:

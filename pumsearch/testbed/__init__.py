@@ -2,7 +2,7 @@
 
 Importing it registers what it brings (``pumsearch`` does so on import): the ``testbed:`` data sets
 (``--dataset testbed:standard``), the ``testbed:`` models (``--model testbed:weak``, each scored by
-the shipped testbed PUM when no scorer is named) and the ``testbed-prm`` scorer. Heavy modules
+``DEFAULT_SCORER``, the exact PRM, when no scorer is named) and the ``testbed-prm`` scorer. Heavy modules
 (torch, transformers) are imported only by ``train`` and the policy loaders.
 """
 
@@ -49,13 +49,20 @@ def is_testbed_policy(model: str | None) -> bool:
     return any(resolved == (POLICY_DIR / name).resolve() for name in POLICY_NAMES)
 
 
-def default_scorer_for(model: str | None) -> tuple[str, str] | None:
-    """The scorer to use when the policy is a shipped testbed policy and no scorer is named:
-    ``("pum", <the shipped testbed PUM's directory>)``, i.e. ``--scorer pum --scorer-model DIR``.
-    None for any other model (their default stays: no scorer), or if the PUM is not installed."""
-    if not is_testbed_policy(model) or not (PUM_DIR / "value_head.pt").is_file():
+# The scorer a shipped testbed policy gets when none is named: the best measured of the scorers that
+# ship and need no reference answer (docs/testbed.md, "Default scorer", has the evidence). A
+# (scorer, scorer model) pair: ("pum", str(PUM_DIR)) would name the shipped testbed PUM.
+DEFAULT_SCORER: tuple[str, str | None] = ("testbed-prm", None)
+
+
+def default_scorer_for(model: str | None) -> tuple[str, str | None] | None:
+    """``DEFAULT_SCORER`` when ``model`` is a shipped testbed policy (``testbed:weak``, ``testbed:strong``
+    or their directories), i.e. ``--scorer NAME [--scorer-model DIR]``; None for any other model
+    (their default stays: no scorer) or when the named checkpoint is not installed."""
+    scorer, checkpoint = DEFAULT_SCORER
+    if not is_testbed_policy(model) or (checkpoint is not None and not Path(checkpoint).exists()):
         return None
-    return "pum", str(PUM_DIR)
+    return scorer, checkpoint
 
 
 def chain_problems(spec: str) -> list[Problem]:
@@ -72,6 +79,7 @@ register_scorer("testbed-prm", "pumsearch.testbed.scorers:TestbedPRM",
 
 
 __all__ = [
+    "DEFAULT_SCORER",
     "MODEL_PREFIX",
     "NAMED_CONFIGS",
     "POLICY_NAMES",

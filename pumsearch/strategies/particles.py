@@ -138,7 +138,7 @@ def tempered_temperature(round_: int, start: float, end: float, steps: int) -> f
 # -- the strategy ---------------------------------------------------------------------------------
 class ParticleFiltering(Strategy):
     name: ClassVar[str] = "particles"
-    requires_scorer: ClassVar[bool] = True  # until the confidence scorer can stand in for one
+    requires_scorer: ClassVar[bool] = True  # with no --scorer, the default rule decides (docs/scorers.md)
     budget_unit: ClassVar[str] = "step expansions"
     Settings: ClassVar[type[StrategySettings]] = ParticleSettings
     settings: ParticleSettings

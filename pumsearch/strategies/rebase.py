@@ -74,7 +74,7 @@ def allocate(scores: Sequence[float], width: int, temperature: float) -> list[in
 
 class Rebase(Strategy):
     name: ClassVar[str] = "rebase"
-    requires_scorer: ClassVar[bool] = True  # until the confidence scorer can stand in for one
+    requires_scorer: ClassVar[bool] = True  # with no --scorer, the default rule decides (docs/scorers.md)
     budget_unit: ClassVar[str] = "step expansions"
     Settings: ClassVar[type[StrategySettings]] = RebaseSettings
     settings: RebaseSettings

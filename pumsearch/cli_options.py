@@ -102,11 +102,16 @@ POLICY = (
     Opt("url", str | None, None, "Server address for sglang-server or openai, e.g. http://127.0.0.1:30000."),
     Opt("launch", bool, False, "Start a local SGLang server for --model (sglang-server); stopped at exit."),
     Opt("tokenizer", str | None, None, "Tokenizer path for server backends' chat prompts (default: --model)."),
-    Opt("max_concurrency", int, 64, "Requests in flight at once (server backends)."),
+    Opt("max_concurrency", int | None, None, "Requests in flight at once (server backends; default: 1 for "
+        "llama-cpp-python, llama.cpp's slot count, else 64)."),
     Opt("request_timeout", float, 600.0, "Seconds before one server request times out."),
     Opt("retries", int, 3, "Retries of a failed server request (connection errors, 5xx)."),
     Opt("kv_cache_mb", int | None, None, "Prefix KV cache budget in MiB (transformers backend); 0 keeps "
         "nothing across calls; default: a fifth of free memory, at most 4096."),
+    Opt("extra_body", str | None, None, "JSON object merged into every server request body, e.g. "
+        "'{\"top_k\": 20}' (openai, sglang-server; docs/backends.md)."),
+    Opt("server_n", str, "auto", "openai: auto (by server), request (n in one request) or split (one request "
+        "per sample)."),
     Opt("scripted_delay", float, 0.0, "Seconds per scripted backend call (tests).", hidden=True),
 )
 
@@ -275,7 +280,8 @@ class CommandLine:
         options = backend_options(v["backend"], url=v["url"], launch=v["launch"], tokenizer=v["tokenizer"],
                                   max_concurrency=v["max_concurrency"], request_timeout=v["request_timeout"],
                                   retries=v["retries"], kv_cache_mb=v["kv_cache_mb"],
-                                  scripted_delay=v["scripted_delay"])
+                                  scripted_delay=v["scripted_delay"], extra_body=parse_extra_body(v["extra_body"]),
+                                  server_n=v["server_n"])
         options.update(device=v["device"], dtype=v["dtype"], cache_dir=v["cache_dir"],
                        trust_remote_code=v["trust_remote_code"])
         return options
@@ -352,8 +358,9 @@ def parse_key_values(entries: Sequence[str] | None, flag: str) -> dict[str, str]
 
 
 def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: str | None,
-                    max_concurrency: int, request_timeout: float, retries: int,
-                    kv_cache_mb: int | None = None, scripted_delay: float = 0.0) -> dict[str, Any]:
+                    max_concurrency: int | None, request_timeout: float, retries: int,
+                    kv_cache_mb: int | None = None, scripted_delay: float = 0.0,
+                    extra_body: dict[str, Any] | None = None, server_n: str = "auto") -> dict[str, Any]:
     """load_generator keywords for --backend and the server flags (refusing flags that do not apply):
     the flags the backend's registry entry takes. ``scripted`` (hidden) is the ScriptedGenerator,
     for tests and runs without a model."""
@@ -362,9 +369,24 @@ def backend_options(backend: str, *, url: str | None, launch: bool, tokenizer: s
     try:
         return generator_options(backend, url=url, launch=launch, tokenizer=tokenizer,
                                  max_concurrency=max_concurrency, request_timeout=request_timeout,
-                                 retries=retries, kv_cache_mb=kv_cache_mb, delay=scripted_delay)
+                                 retries=retries, kv_cache_mb=kv_cache_mb, delay=scripted_delay,
+                                 extra_body=extra_body, server_n=server_n)
     except ValueError as err:
         raise UsageError(str(err)) from None
+
+
+def parse_extra_body(text: str | None) -> dict[str, Any] | None:
+    """--extra-body: a JSON object (UsageError naming what is wrong otherwise)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--extra-body is not JSON ({err.msg} at character {err.pos}): give an object such as "
+                         "'{\"top_k\": 20}'") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--extra-body must be a JSON object, not {type(value).__name__}: e.g. '{{\"top_k\": 20}}'")
+    return value
 
 
 def parse_option_value(text: str) -> Any:

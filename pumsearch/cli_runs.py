@@ -121,7 +121,8 @@ def _prepare(opts: CommandLine) -> tuple[Any, tuple[int, int] | None, dict[str, 
     shard = parse_shard(opts["shard"])
     backend = opts.backend()
     model_id = model_identity(opts["model"], backend["backend"], backend["dtype"], url=backend.get("url"),
-                              tokenizer=backend.get("tokenizer"))
+                              tokenizer=backend.get("tokenizer"), extra_body=backend.get("extra_body"),
+                              server_n=backend.get("server_n", "auto"))
     return dataset, shard, model_id
 
 

@@ -119,7 +119,7 @@ def print_result(result: Any, config: Any, has_scorer: bool) -> None:
     counters.add_column("counter")
     counters.add_column("value", justify="right")
     for key, value in result.counters.to_dict().items():
-        counters.add_row(key, str(value))
+        counters.add_row(key, "unknown" if value is None else str(value))
     console.print(counters)
 
 

@@ -186,10 +186,14 @@ def load_pretrained(name: str, *, dtype: Any, device: str, trust_remote_code: bo
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
-    """A tokenizer alone, for a model that runs elsewhere (a server renders no chat prompts for us)."""
+    """A tokenizer alone, for a model that runs elsewhere (a server renders no chat prompts for us).
+    ``name`` may be a GGUF file (what llama.cpp servers load): its tokenizer and chat template are
+    read from the file's metadata."""
     from transformers import AutoTokenizer
 
     try:
+        if is_gguf(name):
+            return gguf_tokenizer(Path(name).expanduser())
         check_model_location(name)
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -198,6 +202,20 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; "
             "pass --tokenizer with a local path"
         ) from None
+
+
+def is_gguf(name: str) -> bool:
+    return name.lower().endswith(".gguf")
+
+
+def gguf_tokenizer(path: Path) -> Any:
+    """The tokenizer stored in a GGUF file (transformers reads it; the ``gguf`` package must be
+    installed)."""
+    from transformers import AutoTokenizer
+
+    if not path.is_file():
+        raise ModelLoadError(f"GGUF file {path} does not exist")
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 # -- CPU threads -----------------------------------------------------------------------------------
@@ -275,8 +293,10 @@ __all__ = [
     "check_model_location",
     "check_safetensors",
     "default_scorer_for",
+    "gguf_tokenizer",
     "hash_seed",
     "is_alias",
+    "is_gguf",
     "load_pretrained",
     "load_tokenizer",
     "looks_like_path",

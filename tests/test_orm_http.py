@@ -35,17 +35,17 @@ async def test_rewards_are_embedding_zero_of_the_chat(reward_server):
         "<|im_start|>user\nwhat is one<|im_end|>\n"
         "<|im_start|>assistant\nstep one\n\nthe answer is one<|im_end|>\n"
     )
-    sent = exchange.request["text"]  # the scorer sends items sorted by length
-    assert expected_text in sent
     tok = AutoTokenizer.from_pretrained(reward_server.model_dir)
+    expected_ids = tok(expected_text, add_special_tokens=False)["input_ids"]
+    sent = exchange.request["input_ids"]  # token ids, so the server adds no BOS; sorted by length
+    assert "text" not in exchange.request and expected_ids in sent
     model = AutoModelForSequenceClassification.from_pretrained(reward_server.model_dir).eval()
     with torch.inference_mode():
-        ids = tok(expected_text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        expected = float(model(input_ids=ids).logits[0, 0])
+        expected = float(model(input_ids=torch.tensor([expected_ids])).logits[0, 0])
     assert scores[0].value == pytest.approx(expected, rel=1e-5)
-    by_text = {t: r["embedding"][0] for t, r in zip(sent, exchange.response, strict=True)}
-    assert scores[0].value == by_text[expected_text]
-    assert scores[1].value == by_text[next(t for t in sent if t != expected_text)]
+    by_ids = {tuple(ids): r["embedding"][0] for ids, r in zip(sent, exchange.response, strict=True)}
+    assert scores[0].value == by_ids[tuple(expected_ids)]
+    assert scores[1].value == by_ids[next(tuple(i) for i in sent if i != expected_ids)]
     assert scorer.identity == f"orm:sglang:{reward_server.model_dir}" and scorer.value_kind == "unbounded"
     await scorer.score(items)  # cached: no second request
     assert len(reward_server.state.log) == 1

@@ -276,10 +276,10 @@ def test_backend_flags_that_do_not_apply_are_refused():
     assert result.exit_code == 2 and "unknown backend 'vllm-magic'" in result.output
 
 
-# -- OpenAI-compatible ---------------------------------------------------------------------------
+# -- OpenAI-compatible (a server that says nothing of itself; tests/test_real_servers.py has the rest)
 @pytest.fixture(scope="module")
 def named_server(policy_dir):
-    server = InferenceServer(policy_dir, served_name="tiny-chat").start()
+    server = InferenceServer(policy_dir, served_name="tiny-chat", mode="openai").start()
     yield server
     server.stop()
 
@@ -299,30 +299,27 @@ async def test_openai_completions_extend_by_text_and_count_usage(named_server, p
         prompt_text=text + "one\n\n",
         prompt_ids=None,
         n=4,
-        params=SamplingParams(0.8, 1.0, 12, ("\n\n",)),
+        params=SamplingParams(0.8, 1.0, 12, ("\n\n",), want_logprobs=True),
         seed=11,
     )
     (out,) = await gen.generate([req])
     await gen.aclose()
     (exchange,) = named_server.state.log[-1:]
     sent, got = exchange.request, exchange.response
-    assert (sent["model"], sent["prompt"], sent["n"], sent["stop"], sent["max_tokens"]) == (
+    assert (sent["model"], sent["prompt"], sent["n"], sent["stop"], sent["max_tokens"], sent["logprobs"]) == (
         "tiny-chat",
         text + "one\n\n",
         4,
         ["\n\n"],
         12,
+        0,
     )
     assert [c.text for c in out.completions] == [ch["text"] for ch in got["choices"]]
     assert sum(c.num_tokens for c in out.completions) == got["usage"]["completion_tokens"]
-    assert out.prompt_tokens == got["usage"]["prompt_tokens"]
-    for comp, choice in zip(out.completions, got["choices"], strict=True):
-        want = (
-            "length"
-            if choice["finish_reason"] == "length"
-            else ("step" if choice["matched_stop"] == "\n\n" else "eos")
-        )
-        assert comp.finish_reason == want and comp.token_ids is None
+    assert out.prompt_tokens == got["usage"]["prompt_tokens"] and out.cached_tokens is None
+    # no stop field: the generated tokens of the log-probabilities say which choices hit the stop
+    assert [c.finish_reason for c in out.completions] == exchange.finishes
+    assert all(c.token_ids is None for c in out.completions) and gen.guessed_finishes == 0
 
 
 def test_openai_server_with_another_model_is_refused(named_server, policy_dir):

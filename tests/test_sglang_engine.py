@@ -85,14 +85,18 @@ class RecordingEngine:
                 "input_ids": input_ids,
                 "sampling_params": sampling_params,
                 "return_logprob": return_logprob,
+                "top_logprobs_num": top_logprobs_num,
                 "stream": stream,
             }
         )
         batch = input_ids if input_ids is not None else prompt
         key = "input_ids" if input_ids is not None else "text"
-        return [
-            self._model.native_generate({key: item, "sampling_params": sp})
-            for item, sp in zip(batch, sampling_params, strict=True)
+        logprob = return_logprob if isinstance(return_logprob, list) else [return_logprob] * len(batch)
+        top = top_logprobs_num if isinstance(top_logprobs_num, list) else [top_logprobs_num or 0] * len(batch)
+        return [  # what /generate answers, one request per entry (GenerateReqInput normalises lists so)
+            self._model.post("/generate", {key: item, "sampling_params": sp, "return_logprob": lp,
+                                           "top_logprobs_num": k}).response
+            for item, sp, lp, k in zip(batch, sampling_params, logprob, top, strict=True)
         ]
 
     def get_all_child_pids(self):
@@ -132,8 +136,10 @@ async def test_engine_calls_and_output_mapping(fake_sglang, policy_dir):
         "tp_size": 1,
         "dp_size": 2,
         "trust_remote_code": False,
+        "enable_deterministic_inference": True,  # else SGLang ignores sampling_seed
         "mem_fraction_static": 0.4,
     }
+    assert gen.samples_reproducible is True
     _, ids = gen.chat_prompt("what is one", None)
     params = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=9, stop=("\n\n",))
     requests = [
@@ -146,7 +152,7 @@ async def test_engine_calls_and_output_mapping(fake_sglang, policy_dir):
     assert by_ids["input_ids"] == [list(ids), list(ids)] and by_ids["prompt"] is None
     assert by_text["prompt"] == ["<|im_start|>user\nwhat<|im_end|>\n"] and by_text["input_ids"] is None
     for call in (by_ids, by_text):
-        assert call["return_logprob"] is False and call["stream"] is False
+        assert set(call["return_logprob"]) == {False} and call["stream"] is False
         for sp in call["sampling_params"]:
             assert {k: sp[k] for k in ("temperature", "top_p", "max_new_tokens", "stop")} == {
                 "temperature": 0.7,
@@ -230,3 +236,26 @@ def _repo_root() -> str:
     from pathlib import Path
 
     return str(Path(__file__).resolve().parents[1])
+
+
+async def test_engine_logprobs_per_sample_and_raw_values(fake_sglang, policy_dir, monkeypatch):
+    from pumsearch.backends.remote import RAW_LOGPROBS_ENV
+
+    monkeypatch.delenv(RAW_LOGPROBS_ENV, raising=False)
+    gen = load_generator(str(policy_dir), backend="sglang")
+    (engine,) = RecordingEngine.instances
+    assert gen.logprobs_tempered is False and os.environ[RAW_LOGPROBS_ENV] == "1"
+    _, ids = gen.chat_prompt("what is one", None)
+    plain = SamplingParams(temperature=0.7, top_p=1.0, max_tokens=5, stop=("\n\n",))
+    asks = SamplingParams(temperature=0.7, top_p=1.0, max_tokens=5, stop=("\n\n",), want_logprobs=True,
+                          top_logprobs=2)
+    quiet, told = await gen.generate([GenerationRequest("", ids, 1, plain, seed=1),
+                                      GenerationRequest("", ids, 1, asks, seed=2)])
+    (call,) = engine.calls
+    assert call["return_logprob"] == [False, True] and call["top_logprobs_num"] == [0, 2]
+    assert quiet.completions[0].token_logprobs is None
+    comp = told.completions[0]
+    assert len(comp.token_logprobs) == len(comp.token_ids) == len(comp.top_logprobs)
+    assert comp.logprob == pytest.approx(sum(comp.token_logprobs))
+    assert all(len(top) == 2 for top in comp.top_logprobs)
+    await gen.aclose()

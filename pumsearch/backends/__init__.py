@@ -15,8 +15,9 @@ from pumsearch.registry import BACKENDS, BackendEntry, register_backend
 from pumsearch.search.protocols import Generator
 
 # The backend flags of the command line a server backend takes (load_generator keywords).
-SERVER_FLAGS = ("url", "launch", "tokenizer", "max_concurrency", "request_timeout", "retries")
-_SERVER_OPTIONS = ("tokenizer", "max_concurrency", "request_timeout", "retries", "backoff")
+SERVER_FLAGS = ("url", "launch", "tokenizer", "max_concurrency", "request_timeout", "retries", "extra_body")
+OPENAI_FLAGS = (*SERVER_FLAGS, "server_n")
+_SERVER_OPTIONS = ("tokenizer", "max_concurrency", "request_timeout", "retries", "backoff", "extra_body", "server_n")
 
 
 def load_generator(
@@ -37,10 +38,11 @@ def load_generator(
     ``backend``: transformers (default), sglang (in-process Engine; options tokenizer,
     mem_fraction_static, tp_size, dp_size and any other sglang ServerArgs), sglang-server (``url``, or
     ``launch=True`` to start one for ``model``) or openai (``url``), or any registered backend.
-    Server options: tokenizer, max_concurrency, request_timeout, retries, backoff (and api_key for
-    openai; launch_args and launch_timeout for --launch). ``backend="scripted"`` (hidden, for tests
-    and CLI runs without a model) gives the ScriptedGenerator with its default counting policy;
-    ``model`` is ignored."""
+    Server options: tokenizer, max_concurrency (None: what the server can take), request_timeout,
+    retries, backoff, extra_body (a dict merged into every request body); for openai also server_n
+    (auto, request or split) and api_key; launch_args and launch_timeout for --launch.
+    ``backend="scripted"`` (hidden, for tests and CLI runs without a model) gives the
+    ScriptedGenerator with its default counting policy; ``model`` is ignored."""
     entry = BACKENDS.get(backend)
     if entry.server:
         options.update(url=url, launch=launch)
@@ -65,25 +67,32 @@ def require_top_logprobs(backend: str, who: str) -> None:
 
 
 def generator_options(backend: str, *, url: str | None = None, launch: bool = False, tokenizer: str | None = None,
-                      max_concurrency: int = 64, request_timeout: float = 600.0, retries: int = 3,
-                      kv_cache_mb: int | None = None, delay: float = 0.0) -> dict[str, Any]:
+                      max_concurrency: int | None = None, request_timeout: float = 600.0, retries: int = 3,
+                      kv_cache_mb: int | None = None, delay: float = 0.0, extra_body: dict[str, Any] | None = None,
+                      server_n: str = "auto") -> dict[str, Any]:
     """load_generator keywords for ``backend`` and the backend flags of the command line: the flags
-    the backend's entry takes, refusing --url and --launch where it is no server backend and
-    --kv-cache-mb where it keeps no prefix cache of its own."""
+    the backend's entry takes, refusing --url and --launch where it is no server backend, and
+    --kv-cache-mb, --extra-body and --server-n where the backend does not take them."""
+    from pumsearch.backends.openai_servers import N_MODES
+
     entry = backend_entry(backend)
     if (url or launch) and not entry.server:
         servers = " or ".join(e.name for e in BACKENDS if e.server)
         raise ValueError(f"--url and --launch are for --backend {servers}, not {backend}")
-    if max_concurrency < 1 or retries < 0 or request_timeout <= 0:
+    for flag, value, unset in (("kv_cache_mb", kv_cache_mb, None), ("extra_body", extra_body, None),
+                               ("server_n", server_n, "auto")):
+        if value != unset and flag not in entry.flags:
+            takers = " or ".join(e.name for e in BACKENDS if flag in e.flags)
+            raise ValueError(f"--{flag.replace('_', '-')} is for --backend {takers}, not {backend}")
+    if (max_concurrency is not None and max_concurrency < 1) or retries < 0 or request_timeout <= 0:
         raise ValueError("--max-concurrency must be >= 1, --retries >= 0 and --request-timeout > 0")
-    if kv_cache_mb is not None:
-        if kv_cache_mb < 0:
-            raise ValueError(f"--kv-cache-mb must be >= 0 (got {kv_cache_mb})")
-        if "kv_cache_mb" not in entry.flags:
-            takers = " or ".join(e.name for e in BACKENDS if "kv_cache_mb" in e.flags)
-            raise ValueError(f"--kv-cache-mb is for --backend {takers}, not {backend}")
+    if kv_cache_mb is not None and kv_cache_mb < 0:
+        raise ValueError(f"--kv-cache-mb must be >= 0 (got {kv_cache_mb})")
+    if server_n not in N_MODES:
+        raise ValueError(f"--server-n must be one of {', '.join(N_MODES)} (got {server_n!r})")
     given = {"url": url, "launch": launch, "tokenizer": tokenizer, "max_concurrency": max_concurrency,
-             "request_timeout": request_timeout, "retries": retries, "kv_cache_mb": kv_cache_mb, "delay": delay}
+             "request_timeout": request_timeout, "retries": retries, "kv_cache_mb": kv_cache_mb, "delay": delay,
+             "extra_body": extra_body, "server_n": server_n}
     return {"backend": backend, **{flag: given[flag] for flag in entry.flags}}
 
 
@@ -179,8 +188,8 @@ register_backend("sglang", _load_sglang_engine, flags=("tokenizer",),
                  help="the in-process sglang.Engine (one GPU, or one node with tensor parallelism)")
 register_backend("sglang-server", _load_sglang_server, flags=SERVER_FLAGS,
                  help="SGLang's native POST /generate over HTTP (--url, or --launch to start one)")
-register_backend("openai", _load_openai, flags=SERVER_FLAGS,
-                 help="POST /v1/completions of any OpenAI-compatible server (--url); prefixes go as text")
+register_backend("openai", _load_openai, flags=OPENAI_FLAGS,
+                 help="POST /v1/completions of an OpenAI-compatible server (--url): llama.cpp, vLLM, SGLang /v1, ...")
 register_backend("scripted", _load_scripted, flags=("delay",), recorded_name="scripted", hidden=True,
                  help="a model-free generator that writes counting steps (tests and runs without a model)")
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pumsearch.models import ModelLoadError
+from pumsearch.models import ModelLoadError, gguf_tokenizer
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -66,10 +66,10 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 
 def _convert(gguf: Path, target: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = gguf_tokenizer(gguf)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a GGUF-loaded model until its quantizer markers are cleared
     model.hf_quantizer = None

@@ -4,6 +4,13 @@ Retries follow pumsearch.http_common's rules (``retries`` times for connection e
 and 5xx answers; a 4xx fails at once with the server's message). Every request counts its
 retries, and the client keeps the peak number of requests in flight, for the counters of each
 result.
+
+A request that times out is abandoned by closing its connection (httpcore closes a connection
+whose response was not read to the end), which is how vLLM, SGLang and llama.cpp learn to stop
+generating it. A server that keeps running it regardless (llama-cpp-python) would have the retry
+queue behind the abandoned request, so for such a server (``retry_timeouts=False``) a timeout is
+not retried: it fails with a line saying to raise --request-timeout. Time a request waits for a
+free slot here (``max_concurrency``) does not count against its timeout.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class RetryingClient:
         backoff: float = 0.5,
         connect_timeout: float = 10.0,
         headers: dict[str, str] | None = None,
+        retry_timeouts: bool = True,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max-concurrency must be at least 1")
@@ -45,6 +53,7 @@ class RetryingClient:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        self.retry_timeouts = retry_timeouts
         self.max_concurrency = max_concurrency
         self._timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
         self._limits = httpx.Limits(
@@ -92,6 +101,13 @@ class RetryingClient:
             try:
                 response = await client.post(path, json=payload)
                 return json_or_raise(response, url, BackendError), attempt
+            except httpx.TimeoutException as err:
+                if not self.retry_timeouts and not isinstance(err, httpx.ConnectTimeout):
+                    raise BackendUnavailable(
+                        f"{url} {describe(err)} after {self._timeout.read:g}s; the server keeps running a request "
+                        "whose client left, so it is not sent again: raise --request-timeout"
+                    ) from None
+                last = describe(err)
             except RETRYABLE as err:
                 last = describe(err)
             except RetryableStatus as err:

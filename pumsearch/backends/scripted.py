@@ -34,6 +34,7 @@ def counting_policy(steps: int = 4, answers: Sequence[str] = ("1", "2", "3")) ->
 
 class ScriptedGenerator:
     takes_token_ids = False
+    samples_reproducible = True
 
     def __init__(self, policy: Policy | None = None, *, delimiter: str = "\n\n", name: str = "scripted",
                  delay: float = 0.0) -> None:

@@ -8,6 +8,13 @@ sampling-params dict each with temperature and top_p set explicitly and a per-sa
 python/sglang/srt/entrypoints/engine.py (``Engine(**server_args)``, ``async_generate(prompt=,
 sampling_params=, input_ids=, return_logprob=, ...)``, ``get_all_child_pids``, ``shutdown``).
 
+Seeds and log-probabilities: the Engine starts with ``enable_deterministic_inference=True``
+(SGLang ignores ``sampling_seed`` without it, sglang/srt/sampling/sampling_batch_info.py:157-171;
+pass ``enable_deterministic_inference=False`` to trade reproducibility for speed) and, unless this
+process sets it, ``SGLANG_RETURN_ORIGINAL_LOGPROB=1`` in the environment its processes inherit, so
+log-probabilities are of the raw distribution as on the other backends. Per sample it asks
+``return_logprob`` and ``top_logprobs_num`` as that sample's request wants.
+
 Shutdown: ``Engine.shutdown()`` kills every child process of the caller (it walks the process
 tree of ``os.getpid()``), which would also kill pumsearch's grading workers or anything else the
 caller started. So ``aclose`` calls it only when the engine's own processes are the caller's only
@@ -23,30 +30,38 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from pumsearch.backends.errors import BackendError, require_sglang
-from pumsearch.backends.remote import TokenizerPrompts
+from pumsearch.backends.remote import RAW_LOGPROBS_ENV, TokenizerPrompts, sample_seeds
 from pumsearch.backends.sglang_common import (
     completion_from_sglang,
+    logprob_fields,
     prompt_counts,
-    sample_seeds,
     sglang_sampling_params,
 )
 from pumsearch.models import load_tokenizer
+from pumsearch.search.budget import add_known
 from pumsearch.search.protocols import GenerationOutput, GenerationRequest
 
 log = logging.getLogger(__name__)
 
 
 class SGLangEngineGenerator(TokenizerPrompts):
+    """``samples_reproducible``: whether the engine honours seeds (deterministic inference);
+    ``logprobs_tempered``: whether its log-probabilities are of logits / T."""
+
     takes_token_ids = True
 
-    def __init__(self, engine: Any, tokenizer: Any, *, name: str) -> None:
+    def __init__(self, engine: Any, tokenizer: Any, *, name: str, samples_reproducible: bool | None = None,
+                 logprobs_tempered: bool | None = None) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.name = name
+        self.samples_reproducible = samples_reproducible
+        self.logprobs_tempered = logprobs_tempered
         self._closed = False
 
     @classmethod
@@ -71,16 +86,19 @@ class SGLangEngineGenerator(TokenizerPrompts):
             "tp_size": tp_size,
             "dp_size": dp_size,
             "trust_remote_code": trust_remote_code,
+            "enable_deterministic_inference": True,
             **engine_args,
         }
         if mem_fraction_static is not None:
             args["mem_fraction_static"] = mem_fraction_static
         tok = load_tokenizer(tokenizer or model, trust_remote_code=trust_remote_code)
+        os.environ.setdefault(RAW_LOGPROBS_ENV, "1")  # read by the scheduler processes the Engine starts
         try:
             engine = sglang.Engine(**args)
         except Exception as err:
             raise BackendError(f"sglang could not start an engine for {model!r}: {err}") from err
-        return cls(engine, tok, name=model)
+        return cls(engine, tok, name=model, samples_reproducible=bool(args["enable_deterministic_inference"]),
+                   logprobs_tempered=os.environ[RAW_LOGPROBS_ENV] != "1")
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         rows = [(i, req, seed) for i, req in enumerate(requests) for seed in sample_seeds(req)]
@@ -96,13 +114,15 @@ class SGLangEngineGenerator(TokenizerPrompts):
         self, rows: list[tuple[int, GenerationRequest, int]], key: str, outputs: list[GenerationOutput]
     ) -> None:
         prompts = [
-            list(req.prompt_ids or ()) if key == "input_ids" else req.prompt_text for _, req, _ in rows
+            list(req.prompt_ids or ()) if key == "input_ids" else self.text_for_bos_adding_server(req.prompt_text)
+            for _, req, _ in rows
         ]
         params = [sglang_sampling_params(req.params, seed) for _, req, seed in rows]
-        want_logprobs = any(req.params.want_logprobs for _, req, _ in rows)
+        asks = [logprob_fields(req) for _, req, _ in rows]
         try:
             results = await self.engine.async_generate(
-                **{key: prompts}, sampling_params=params, return_logprob=want_logprobs
+                **{key: prompts}, sampling_params=params,
+                return_logprob=[bool(a) for a in asks], top_logprobs_num=[a.get("top_logprobs_num", 0) for a in asks],
             )
         except Exception as err:
             raise BackendError(f"the sglang engine failed: {err}") from err
@@ -119,7 +139,7 @@ class SGLangEngineGenerator(TokenizerPrompts):
             )
             prompt, cached = prompt_counts(result)
             outputs[index].prompt_tokens += prompt
-            outputs[index].cached_tokens += cached
+            outputs[index].cached_tokens = add_known(outputs[index].cached_tokens, cached)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -33,6 +33,7 @@ class TransformersGenerator:
     forward."""
 
     takes_token_ids = True
+    samples_reproducible = True  # a sample's draws depend only on its seed (docs/backends.md)
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, max_batch_rows: int = 64,
                  kv_cache_mb: int | None = None, prefill_tokens: int = 8192) -> None:

@@ -261,6 +261,7 @@ async def _execute_locked(plan: RunPlan, run_dir: RunDir, problems: Sequence[Pro
             run_dir,
             interrupted=interrupted,
             model_name=getattr(generator, "name", None),
+            samples_reproducible=getattr(generator, "samples_reproducible", None),  # seeds decide the samples
             scorer_identity=getattr(scorer, "identity", None),
             value_kind=value_kind,
             session_wall_time=round(time.perf_counter() - started_wall, 3),

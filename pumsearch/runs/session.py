@@ -62,11 +62,13 @@ def sweep_base_settings(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_identity(
-    model: str | None, backend: str, dtype: str, *, url: str | None = None, tokenizer: str | None = None
+    model: str | None, backend: str, dtype: str, *, url: str | None = None, tokenizer: str | None = None,
+    extra_body: dict[str, Any] | None = None, server_n: str = "auto",
 ) -> dict[str, Any]:
     """How records (and run keys) name the policy: an absolute path for local models, else the hub or
     embedded name; a server's address only when no --model names what it serves. dtype only where the
-    backend uses it (transformers); the tokenizer only when given, as it decides the prompts."""
+    backend uses it (transformers); the tokenizer only when given, as it decides the prompts; so do
+    --extra-body and a --server-n other than auto (they change what is sampled)."""
     from pumsearch.backends import backend_entry
 
     entry = backend_entry(backend)
@@ -83,6 +85,10 @@ def model_identity(
     identity: dict[str, Any] = {"backend": backend, "name": name, "dtype": dtype if entry.uses_dtype else None}
     if tokenizer is not None:
         identity["tokenizer"] = _local_or_named(tokenizer)
+    if extra_body:
+        identity["extra_body"] = extra_body
+    if server_n != "auto":
+        identity["server_n"] = server_n
     return identity
 
 

@@ -2,11 +2,15 @@
 
 A sequence-classifier reward model (e.g. Skywork-Reward, LlamaForSequenceClassification) served
 with ``python -m sglang.launch_server --model-path RM --is-embedding``. POST /classify takes
-``{"model": ..., "text": [chat-templated strings]}`` and returns one result per string whose
-``embedding[0]`` is the reward (SGLang's native API; see its docs, "Reward models"). The
-conversation is the question as the user turn and the steps, joined by the step delimiter, as
-the assistant turn; it is rendered with the reward model's own chat template from a local
-tokenizer. Rewards are unbounded, so they are normalised per problem before votes.
+``{"model": ..., "input_ids": [[ids of one conversation], ...]}`` and returns one result per
+conversation whose ``embedding[0]`` is the reward (SGLang 0.5.23: sglang/srt/entrypoints/
+http_server.py:1006-1015; EmbeddingReqInput takes ``text`` or ``input_ids``, a list of lists being a
+batch, sglang/srt/managers/io_struct.py:1204-1211, 1316-1336). Ids, not text: SGLang tokenises text
+with the tokenizer's special tokens, so a chat template that writes its own BOS would reach a
+Llama-3-style reward model with two. The conversation is the question as the user turn and the
+steps, joined by the step delimiter, as the assistant turn; it is rendered with the reward
+model's own chat template from a local tokenizer and encoded without added special tokens.
+Rewards are unbounded, so they are normalised per problem before votes.
 """
 
 from __future__ import annotations
@@ -54,11 +58,14 @@ class OrmHttpScorer:
         ]
         return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
+    def conversation_ids(self, item: ScoreItem) -> list[int]:
+        return list(self.tokenizer(self.conversation_text(item), add_special_tokens=False)["input_ids"])
+
     def count_tokens(self, item: ScoreItem) -> int:
-        return len(self.tokenizer(self.conversation_text(item), add_special_tokens=False)["input_ids"])
+        return len(self.conversation_ids(item))
 
     def score_batch(self, items: Sequence[ScoreItem]) -> list[Score]:
-        body = self._post({"model": self.model, "text": [self.conversation_text(i) for i in items]})
+        body = self._post({"model": self.model, "input_ids": [self.conversation_ids(i) for i in items]})
         if not isinstance(body, list) or len(body) != len(items):
             raise ScorerError(f"malformed response from {self.url}/classify: expected {len(items)} results")
         scores = []

@@ -15,11 +15,13 @@ _PEAK_FIELDS = frozenset({"backend_peak_in_flight"})  # combined by max when cou
 
 @dataclass
 class Counters:
-    """Compute spent on one problem (or a whole run, summed). 0 where a backend cannot know."""
+    """Compute spent on one problem (or a whole run, summed). 0 where a backend cannot know, except
+    ``cached_prompt_tokens``: None (unknown) once any backend call could not say, so a curve of
+    compute never counts an unreported cache as no cache."""
 
     generated_tokens: int = 0
     prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
+    cached_prompt_tokens: int | None = 0
     backend_calls: int = 0
     backend_batch_items: int = 0  # sum of batch sizes over backend_calls (mean_batch_size derives from it)
     scorer_calls: int = 0
@@ -37,18 +39,24 @@ class Counters:
         return self.backend_batch_items / self.backend_calls if self.backend_calls else 0.0
 
     @property
-    def cached_prompt_share(self) -> float:
+    def cached_prompt_share(self) -> float | None:
+        if self.cached_prompt_tokens is None:
+            return None
         return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     def add(self, other: Counters) -> None:
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            setattr(self, f.name, max(mine, theirs) if f.name in _PEAK_FIELDS else mine + theirs)
+            if f.name in _PEAK_FIELDS:
+                setattr(self, f.name, max(mine, theirs))
+            else:
+                setattr(self, f.name, add_known(mine, theirs))
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         out = asdict(self)
         out["mean_batch_size"] = round(self.mean_batch_size, 3)
-        out["cached_prompt_share"] = round(self.cached_prompt_share, 4)
+        share = self.cached_prompt_share
+        out["cached_prompt_share"] = None if share is None else round(share, 4)
         for key in ("wall_time", "backend_time", "scorer_time"):
             out[key] = round(out[key], 4)
         return out
@@ -57,6 +65,11 @@ class Counters:
     def from_dict(cls, data: dict[str, float]) -> Counters:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def add_known(total: int | float | None, part: int | float | None) -> int | float | None:
+    """A sum that is unknown (None) once one of its parts is."""
+    return None if total is None or part is None else total + part
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pumsearch.search.budget import Budget, BudgetExhausted, Counters
+from pumsearch.search.budget import Budget, BudgetExhausted, Counters, add_known
 from pumsearch.search.config import SearchConfig
 from pumsearch.search.context import SearchContext
 from pumsearch.search.grading import Grader, default_grader
@@ -217,7 +217,7 @@ class Engine:
             for out in outputs:
                 c.generated_tokens += sum(comp.num_tokens for comp in out.completions)
                 c.prompt_tokens += out.prompt_tokens
-                c.cached_prompt_tokens += out.cached_tokens
+                c.cached_prompt_tokens = add_known(c.cached_prompt_tokens, out.cached_tokens)
                 c.backend_retries += out.retries
                 c.backend_peak_in_flight = max(c.backend_peak_in_flight, out.requests_in_flight)
 

@@ -70,11 +70,12 @@ class Completion:
 
 @dataclass
 class GenerationOutput:
-    """All completions for one request, with the prompt's token counts (0 where unknown)."""
+    """All completions for one request, with the prompt's token counts (``prompt_tokens`` 0 where
+    unknown; ``cached_tokens`` None where the server does not say how many it reused)."""
 
     completions: list[Completion]
     prompt_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int | None = 0
     retries: int = 0  # HTTP retries the backend needed for this output (server backends)
     requests_in_flight: int = 0  # peak requests in flight during the call that made it (server backends)
 

@@ -82,7 +82,7 @@ def test_settings_are_typed_and_checked_by_the_strategy() -> None:
         "filter_duplicates": True}  # a value equal to the default is left out: it keys the same run
     with pytest.raises(StrategyError, match="takes a whole number, not 'x'"):
         search_config(strategy="mcts", expansions="x")
-    with pytest.raises(StrategyError, match=r"strategy 'bon' has no setting 'width' \(it takes keep\)"):
+    with pytest.raises(StrategyError, match=r"strategy 'bon' has no setting 'width' \(it takes adaptive, keep,"):
         search_config(strategy="bon", width=3)
     with pytest.raises(StrategyError, match="it takes beam_width, last_round_to_end, lookahead"):
         DVTS(SearchConfig(strategy="dvts", strategy_options={"filter_duplicates": True}))

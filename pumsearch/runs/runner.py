@@ -109,6 +109,7 @@ def record_extras(result: SearchResult, run_dir: RunDir, value_kind: str,
             "value_kind": value_kind,
             **({"keep": keep} if keep < 1 else {}),  # votes at a read-off budget filter as the run did
             "groups": group_rows(result.tree, cands, strategy.subsample_groups(result.tree, cands)),
+            "stopped_early": strategy.stopped_early(result),
         }
     return extra
 

@@ -8,13 +8,16 @@ group costs (``budget_per_group``) and which nodes make each group (``subsample_
 such strategy fits one generic shape, recorded per problem:
 
     {"unit": "solutions" | "subtrees", "budget_per_group": 1 | M, "value_kind": ..., "keep": F,
-     "groups": [{"tokens": T, "candidates": [{"answer", "score", "correct"}, ...]}, ...]}
+     "groups": [{"tokens": T, "candidates": [{"answer", "score", "correct"}, ...]}, ...],
+     "stopped_early": bool}
 
 A group is what one unit of subsampling keeps (a solution, or a subtree with every node in it);
 its tokens are all tokens generated inside it, pruned branches included. Budget n keeps the
 first n / budget_per_group groups, in generation order; the answer is then picked by best,
 majority or weighted selection over the kept candidates exactly as a run at n would (with the
-run's vote filter, ``keep``, where it set one: Best-of-N's --keep).
+run's vote filter, ``keep``, where it set one: Best-of-N's --keep). A run that stopped by its own
+rule before its budget (``stopped_early``: adaptive Best-of-N, whose rule does not look at the
+budget) is also what any budget above the groups it drew gives.
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ def kept_groups(block: dict[str, Any], budget: int) -> list[dict[str, Any]] | No
     """The groups a run at ``budget`` keeps, or None when the recorded run cannot give it."""
     per_group = int(block.get("budget_per_group", 1))
     groups = block["groups"]
-    if budget < per_group or budget % per_group or budget // per_group > len(groups):
+    if budget < per_group or budget % per_group:
         return None
+    if budget // per_group > len(groups):  # a run that stopped by itself is also the run at any larger budget
+        return groups if block.get("stopped_early") else None
     return groups[: budget // per_group]
 
 

@@ -29,6 +29,7 @@ class Counters:
     scorer_cache_hits: int = 0
     backend_retries: int = 0
     backend_peak_in_flight: int = 0  # most requests a server backend had in flight at once (a peak)
+    saved_tokens: int = 0  # an early stop's estimate of the tokens it did not spend (adaptive Best-of-N)
     wall_time: float = 0.0
     backend_time: float = 0.0
     scorer_time: float = 0.0

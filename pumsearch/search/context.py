@@ -306,6 +306,13 @@ class SearchContext:
         nodes = self.tree.terminals() if nodes is None else nodes
         return [Candidate(n, self.tree[n]["answer"], self.node_score(n)) for n in nodes]
 
+    async def classify(self, candidates: Sequence[Candidate]) -> None:
+        """Sort the candidates' answers into vote classes (math-verify equivalence, in the grading
+        workers), as ``finish`` does; without a grader they stay unclassified and votes group them
+        by normalised string. For strategies that look at the vote while they search."""
+        if self._grader is not None:
+            await asyncio.to_thread(classify_answers, candidates, self._grader)
+
     def default_select(self) -> str:
         return self.config.select or ("best" if self.has_scorer else "majority")
 
@@ -319,8 +326,7 @@ class SearchContext:
         how = select or self.default_select()
         if how in ("best", "weighted") and not self.has_scorer:
             how = "majority"
-        if self._grader is not None:  # votes count classes of equivalent answers (math-verify)
-            await asyncio.to_thread(classify_answers, candidates, self._grader)
+        await self.classify(candidates)
         forced = [c for c in candidates if c.node == chosen_node] if chosen_node is not None else []
         choice = Choice(forced[0]) if forced else choose(list(candidates), how, self.scorer_value_kind, keep)
         chosen = choice.candidate

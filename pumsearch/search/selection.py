@@ -96,7 +96,7 @@ def classify_answers(candidates: Sequence[Candidate], grader: Grader) -> None:
         cand.vote_class, cand.parsed = cls.group, cls.parsed
 
 
-def _vote_classes(candidates: Sequence[Candidate]) -> list[int | None]:
+def vote_classes(candidates: Sequence[Candidate]) -> list[int | None]:
     """The grader's classes where every candidate was classified, else (candidates built by hand,
     records written before classes were recorded) one class per normalised string."""
     if all(c.parsed is not None for c in candidates):
@@ -133,7 +133,7 @@ def choose(candidates: Sequence[Candidate], how: str, kind: ValueKind = "probabi
     scored = [i for i in everyone if candidates[i].score is not None]
     if how == "best":
         return Choice(_best(candidates, everyone), None if scored else NONE_SCORED)
-    class_of = {i: k for i, k in enumerate(_vote_classes(candidates)) if k is not None}  # the voters
+    class_of = {i: k for i, k in enumerate(vote_classes(candidates)) if k is not None}  # the voters
     if not class_of:
         return Choice(_best(candidates, everyone), NO_ANSWER)
     note = None

@@ -11,12 +11,17 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from pumsearch.search.config import SearchConfig
+from pumsearch.strategies.adaptive_bon import AdaptiveBestOfN, AdaptiveBestOfNSettings
 from pumsearch.strategies.base import Strategy, StrategyError, StrategySettings
 from pumsearch.strategies.beam import DVTS, BeamSearch, BeamSettings, StepSearchSettings
-from pumsearch.strategies.best_of_n import BestOfN
+from pumsearch.strategies.best_of_n import BestOfN, BestOfNSettings
 from pumsearch.strategies.mcts import MCTS, MCTSSettings
+from pumsearch.strategies.particles import ParticleFiltering, ParticleSettings
+from pumsearch.strategies.rebase import Rebase, RebaseSettings
 
-STRATEGIES: dict[str, type[Strategy]] = {"bon": BestOfN, "beam": BeamSearch, "dvts": DVTS, "mcts": MCTS}
+# "bon" is Best-of-N with its adaptive option (plain BestOfN when the option is off)
+STRATEGIES: dict[str, type[Strategy]] = {"bon": AdaptiveBestOfN, "beam": BeamSearch, "dvts": DVTS, "mcts": MCTS,
+                                         "particles": ParticleFiltering, "rebase": Rebase}
 SEARCH_FIELDS = frozenset(f.name for f in fields(SearchConfig))
 
 
@@ -112,6 +117,7 @@ def _cwd_importable() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-__all__ = ["DVTS", "MCTS", "STRATEGIES", "BeamSearch", "BeamSettings", "BestOfN", "MCTSSettings", "NamedSetting",
-           "StepSearchSettings", "Strategy", "StrategyError", "StrategySettings", "builtin_settings",
-           "get_strategy", "make_strategy", "search_config", "strategy_names"]
+__all__ = ["DVTS", "MCTS", "STRATEGIES", "AdaptiveBestOfN", "AdaptiveBestOfNSettings", "BeamSearch", "BeamSettings",
+           "BestOfN", "BestOfNSettings", "MCTSSettings", "NamedSetting", "ParticleFiltering", "ParticleSettings",
+           "Rebase", "RebaseSettings", "StepSearchSettings", "Strategy", "StrategyError", "StrategySettings",
+           "builtin_settings", "get_strategy", "make_strategy", "search_config", "strategy_names"]

@@ -191,6 +191,12 @@ class Strategy:
         candidate: the nodes of its solution."""
         return [tree.path(c.node) for c in candidates]
 
+    def stopped_early(self, result: SearchResult) -> bool:
+        """True when the search ended by its own rule with budget to spare, by a rule that does not
+        look at the budget, so a run at any larger budget would be this same run (adaptive Best-of-N).
+        Read-off budgets above what the run spent then reuse the whole run."""
+        return False
+
     async def search(self, problem: Problem, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError
 

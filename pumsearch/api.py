@@ -173,7 +173,8 @@ def solve(
     ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the testbed's default
     scorer (the exact PRM) scores; a strategy that needs a scorer takes ``search_default``'s (the confidence scorer, or
     Best-of-N with majority vote where that was not measured to help or ``generator`` is an object
-    of unknown log-probabilities), with a UserWarning that says so."""
+    of unknown log-probabilities), with a UserWarning that says so; particle filtering and REBASE
+    raise a StrategyError instead of running as Best-of-N."""
     config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
     if scorer is None and scorer_model is None:  # a testbed policy's default; a tree search: see search_default

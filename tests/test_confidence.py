@@ -368,6 +368,8 @@ def test_the_api_says_which_default_it_took(step_llama_dir: Path) -> None:
     with pytest.warns(UserWarning, match="no --scorer: beam needs one"):  # a generator object: unknown logprobs
         result = solve("what is 1 + 3", generator=ScriptedGenerator(), strategy="beam", budget=2, beam_width=2)
     assert result.strategy == "bon" and len(result.candidates) == 2
+    with pytest.raises(StrategyError, match="no --scorer: particles needs one, and a generator object may"):
+        solve("what is 1 + 3", generator=ScriptedGenerator(), strategy="particles", budget=2)
 
 
 def test_run_with_no_scorer_records_the_default_and_keys_like_naming_it(step_llama_dir: Path,

@@ -47,8 +47,15 @@ search() {
   # Particle filtering and REBASE with the confidence scorer's default (likelihood): one run per N
   # (neither can be read off a larger run). Compared with the bon step's majority vote at equal tokens.
   "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "${SEARCH_SEEDS:-0,1}" --strategies particles,rebase \
-      --budgets "${SEARCH_BUDGETS:-4,8,16}" --scorers confidence --scorer-option measure=likelihood \
+      --budgets "${SEARCH_BUDGETS:-4,8,16,32,64}" --scorers confidence --scorer-option measure=likelihood \
       --out "$RUNS/search-likelihood"
+  # particle filtering at lower weighting temperatures (the likelihood's values span 0.72-0.99, so
+  # T = 1 resamples nearly uniformly)
+  for t in 0.2 0.05; do
+    "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "${SEARCH_SEEDS:-0,1}" --strategies particles \
+        --particle-temperature "$t" --budgets "${SEARCH_BUDGETS:-4,8,16,32,64}" --scorers confidence \
+        --scorer-option measure=likelihood --out "$RUNS/particles-likelihood-t$t"
+  done
 }
 
 mcts() {
@@ -68,7 +75,8 @@ gsm8k() {
 
 report() {
   mkdir -p "$RESULTS"
-  for name in bon beam beam-lowest-group beam-likelihood tree-likelihood search-likelihood mcts-logprob mcts-uniform gsm8k; do
+  for name in bon beam beam-lowest-group beam-likelihood tree-likelihood search-likelihood particles-likelihood-t0.2 \
+              particles-likelihood-t0.05 mcts-logprob mcts-uniform gsm8k; do
     [ -d "$RUNS/$name" ] || continue
     mkdir -p "$RESULTS/$name"
     COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --csv "$RESULTS/$name/report.csv" \

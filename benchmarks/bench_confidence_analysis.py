@@ -35,8 +35,8 @@ MEASURE_GRID = [("mean", "mean", 2048), ("lowest group w=2048 (default)", "lowes
                 ("bottom 10% w=8", "bottom_group", 8), ("tail w=8", "tail", 8),
                 ("likelihood (not DeepConf)", "likelihood", 0)]
 KEEPS = (1.0, 0.9, 0.5, 0.1)
-TREE_SWEEPS = ("beam", "beam-lowest-group", "beam-likelihood", "tree-likelihood", "search-likelihood", "mcts-logprob",
-               "mcts-uniform")
+TREE_SWEEPS = ("beam", "beam-lowest-group", "beam-likelihood", "tree-likelihood", "search-likelihood",
+               "particles-likelihood-t0.2", "particles-likelihood-t0.05", "mcts-logprob", "mcts-uniform")
 
 
 def records(run_dir: Path) -> list[dict[str, Any]]:
@@ -148,8 +148,10 @@ def run_rows(sweep: Path, majority: dict[tuple[int, str, int], bool]) -> list[di
     for run_dir in sorted(p for p in sweep.iterdir() if (p / "records.jsonl").exists()):
         config = json.loads((run_dir / "config.json").read_text())
         label = scorer_identity(run_dir)
+        options = dict(config["search"].get("extra") or {})  # a strategy's own settings, where not default
         if sweep.name.startswith("mcts-"):  # the priors: named by the sweep, whatever the default is
-            label += f" priors={sweep.name.removeprefix('mcts-')}"
+            options["priors"] = sweep.name.removeprefix("mcts-")
+        label += "".join(f" {name}={value}" for name, value in sorted(options.items()))
         key = (config["search"]["strategy"], label, config["search"]["budget"])
         for rec in records(run_dir):
             groups[key]["correct"].append(float(bool(rec["correct"])))

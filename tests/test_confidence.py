@@ -359,6 +359,19 @@ def test_solve_a_tree_search_with_no_scorer_scores_by_confidence_and_says_so(ste
     assert "scorer_default" not in record
 
 
+@pytest.mark.parametrize("strategy", ["particles", "rebase"])
+def test_particles_and_rebase_with_no_scorer_weigh_by_confidence(strategy: str, step_llama_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    result = runner.invoke(app, ["solve", "what is 1 + 3", "--model", str(step_llama_dir), "--strategy", strategy,
+                                 "--budget", "4", "--max-tokens", "24", "--max-step-tokens", "8", "--json",
+                                 "--tree-out", str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (record["strategy"], record["scorer"]) == (strategy, "confidence")
+    assert record["scorer_default"] == search_default(str(step_llama_dir), strategy).note
+    assert record["counters"]["scorer_calls"] > 0 and record["counters"]["scorer_tokens"] == 0
+
+
 def test_the_api_says_which_default_it_took(step_llama_dir: Path) -> None:
     with pytest.warns(UserWarning, match="no --scorer: beam scores by the policy's own"):
         result = solve("what is 1 + 3", model=str(step_llama_dir), strategy="beam", budget=2, beam_width=2,

@@ -5,7 +5,7 @@
 # solution and 24 per step, seeds 0 and 1 (the flags of bench_testbed_sweeps.sh). Runs go to $RUNS
 # (not in git); rerunning resumes. Results: benchmarks/results/confidence/ and benchmarks/RESULTS.md.
 #
-#   bash benchmarks/bench_confidence.sh [bon|beam|tree|mcts|gsm8k|report]...
+#   bash benchmarks/bench_confidence.sh [bon|beam|tree|search|mcts|gsm8k|report]...
 set -euo pipefail
 RUNS=${RUNS:-/tmp/confidence-sweeps}
 RESULTS=${RESULTS:-benchmarks/results/confidence}
@@ -43,6 +43,21 @@ tree() {
       --scorers confidence --scorer-option measure=likelihood --out "$RUNS/tree-likelihood"
 }
 
+search() {
+  # Particle filtering and REBASE with the confidence scorer's default (likelihood): one run per N
+  # (neither can be read off a larger run). Compared with the bon step's majority vote at equal tokens.
+  "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "${SEARCH_SEEDS:-0,1}" --strategies particles,rebase \
+      --budgets "${SEARCH_BUDGETS:-4,8,16,32,64}" --scorers confidence --scorer-option measure=likelihood \
+      --out "$RUNS/search-likelihood"
+  # particle filtering at lower weighting temperatures (the likelihood's values span 0.72-0.99, so
+  # T = 1 resamples nearly uniformly)
+  for t in 0.2 0.05; do
+    "${PUMSEARCH[@]}" sweep "${COMMON[@]}" --seeds "${SEARCH_SEEDS:-0,1}" --strategies particles \
+        --particle-temperature "$t" --budgets "${SEARCH_BUDGETS:-4,8,16,32,64}" --scorers confidence \
+        --scorer-option measure=likelihood --out "$RUNS/particles-likelihood-t$t"
+  done
+}
+
 mcts() {
   # MCTS with the exact PRM, priors from the steps' log-probabilities against uniform priors.
   for priors in logprob uniform; do
@@ -60,7 +75,8 @@ gsm8k() {
 
 report() {
   mkdir -p "$RESULTS"
-  for name in bon beam beam-lowest-group beam-likelihood tree-likelihood mcts-logprob mcts-uniform gsm8k; do
+  for name in bon beam beam-lowest-group beam-likelihood tree-likelihood search-likelihood particles-likelihood-t0.2 \
+              particles-likelihood-t0.05 mcts-logprob mcts-uniform gsm8k; do
     [ -d "$RUNS/$name" ] || continue
     mkdir -p "$RESULTS/$name"
     COLUMNS=170 python -m pumsearch.cli report "$RUNS/$name" --csv "$RESULTS/$name/report.csv" \
@@ -70,15 +86,16 @@ report() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(bon beam tree mcts gsm8k report)
+[ ${#steps[@]} -eq 0 ] && steps=(bon beam tree search mcts gsm8k report)
 for step in "${steps[@]}"; do
   case $step in
     bon) bon ;;
     beam) beam ;;
     tree) tree ;;
+    search) search ;;
     mcts) mcts ;;
     gsm8k) gsm8k ;;
     report) report ;;
-    *) echo "unknown step $step: use bon, beam, tree, mcts, gsm8k or report" >&2; exit 2 ;;
+    *) echo "unknown step $step: use bon, beam, tree, search, mcts, gsm8k or report" >&2; exit 2 ;;
   esac
 done

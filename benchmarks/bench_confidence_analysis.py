@@ -35,7 +35,8 @@ MEASURE_GRID = [("mean", "mean", 2048), ("lowest group w=2048 (default)", "lowes
                 ("bottom 10% w=8", "bottom_group", 8), ("tail w=8", "tail", 8),
                 ("likelihood (not DeepConf)", "likelihood", 0)]
 KEEPS = (1.0, 0.9, 0.5, 0.1)
-TREE_SWEEPS = ("beam", "beam-lowest-group", "beam-likelihood", "tree-likelihood", "mcts-logprob", "mcts-uniform")
+TREE_SWEEPS = ("beam", "beam-lowest-group", "beam-likelihood", "tree-likelihood", "search-likelihood",
+               "particles-likelihood-t0.2", "particles-likelihood-t0.05", "mcts-logprob", "mcts-uniform")
 
 
 def records(run_dir: Path) -> list[dict[str, Any]]:
@@ -121,6 +122,13 @@ def auroc_within(problems: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def majority_by_pair(problems: list[dict[str, Any]]) -> dict[tuple[int, str, int], bool]:
+    """Whether Best-of-N's majority vote is right, by (seed, problem, N): the baseline that tree runs
+    are compared with pair by pair (same problems and seeds, so their difficulty cancels)."""
+    return {(prob["seed"], prob["problem"], n): pick(prob["candidates"][:n], None, "majority", 1.0)
+            for prob in problems for n in BUDGETS}
+
+
 def scorer_identity(run_dir: Path) -> str:
     """The scorer identity the run's trees hold (it names the measure, whatever the default was
     when the run was made), else "none"."""
@@ -132,25 +140,42 @@ def scorer_identity(run_dir: Path) -> str:
     return "none"
 
 
-def run_rows(sweep: Path) -> list[dict[str, Any]]:
+def run_rows(sweep: Path, majority: dict[tuple[int, str, int], bool]) -> list[dict[str, Any]]:
     """Accuracy and mean generated tokens of every run of a sweep directory, by configuration and N
-    (means over the seeds' problems)."""
+    (means over the seeds' problems), and its paired difference from Best-of-N majority at the same
+    N (mean and se over the (seed, problem) pairs both have)."""
     groups: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run_dir in sorted(p for p in sweep.iterdir() if (p / "records.jsonl").exists()):
         config = json.loads((run_dir / "config.json").read_text())
         label = scorer_identity(run_dir)
+        options = dict(config["search"].get("extra") or {})  # a strategy's own settings, where not default
         if sweep.name.startswith("mcts-"):  # the priors: named by the sweep, whatever the default is
-            label += f" priors={sweep.name.removeprefix('mcts-')}"
+            options["priors"] = sweep.name.removeprefix("mcts-")
+        label += "".join(f" {name}={value}" for name, value in sorted(options.items()))
         key = (config["search"]["strategy"], label, config["search"]["budget"])
         for rec in records(run_dir):
             groups[key]["correct"].append(float(bool(rec["correct"])))
             groups[key]["tokens"].append(rec["counters"]["generated_tokens"])
             groups[key]["seeds"].append(rec["seed"])
+            baseline = majority.get((rec["seed"], rec["problem_id"], config["search"]["budget"]))
+            if baseline is not None:
+                groups[key]["vs_majority"].append(float(bool(rec["correct"])) - float(baseline))
     return [{"sweep": sweep.name, "strategy": s, "scorer": label, "budget": n, "n": len(v["correct"]),
              "seeds": sorted(set(v["seeds"])), "accuracy": float(np.mean(v["correct"])),
              "se": float(np.std(v["correct"]) / np.sqrt(len(v["correct"]))),
-             "tokens": float(np.mean(v["tokens"]))}
+             "tokens": float(np.mean(v["tokens"])), **paired(v["vs_majority"])}
             for (s, label, n), v in sorted(groups.items())]
+
+
+def paired(differences: list[float]) -> dict[str, float | None]:
+    if not differences:
+        return {"vs_majority": None, "vs_majority_se": None}
+    return {"vs_majority": float(np.mean(differences)),
+            "vs_majority_se": float(np.std(differences) / np.sqrt(len(differences)))}
+
+
+def signed(value: float | None, se: float | None) -> str:
+    return "" if value is None or se is None else f"{value:+.3f} ± {se:.3f}"
 
 
 def markdown(bon: list[dict[str, Any]], auroc: dict[str, float], runs: list[dict[str, Any]]) -> str:
@@ -166,10 +191,10 @@ def markdown(bon: list[dict[str, Any]], auroc: dict[str, float], runs: list[dict
               "| measure | AUROC |", "|---|---|"]
     lines += [f"| {label} | {value:.3f} |" for label, value in auroc.items()]
     lines += ["", "## Tree strategies (records; seeds pooled)", "",
-              "| strategy | scorer | N | problems x seeds | accuracy | ± se | mean tokens |",
-              "|---|---|---|---|---|---|---|"]
+              "| strategy | scorer | N | problems x seeds | accuracy | ± se | mean tokens | minus BoN majority "
+              "(paired) |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['strategy']} | {r['scorer']} | {r['budget']} | {r['n']} | {r['accuracy']:.3f} | {r['se']:.3f} | "
-              f"{r['tokens']:.0f} |" for r in runs]
+              f"{r['tokens']:.0f} | {signed(r['vs_majority'], r['vs_majority_se'])} |" for r in runs]
     return "\n".join(lines) + "\n"
 
 
@@ -215,7 +240,8 @@ def main() -> None:
     problems = [p for run in sorted((args.runs / "bon").glob("bon-*")) for p in bon_solutions(run)]
     bon = bon_table(problems)
     auroc = auroc_within(problems)
-    runs = [r for name in TREE_SWEEPS if (args.runs / name).is_dir() for r in run_rows(args.runs / name)]
+    majority = majority_by_pair(problems)
+    runs = [r for name in TREE_SWEEPS if (args.runs / name).is_dir() for r in run_rows(args.runs / name, majority)]
     (args.out / "analysis.json").write_text(json.dumps({"bon": bon, "auroc": auroc, "runs": runs}, indent=1) + "\n")
     (args.out / "analysis.md").write_text(markdown(bon, auroc, runs))
     plot(bon, [r for r in runs if not r["sweep"].startswith("mcts-")], args.out / "accuracy_vs_tokens.png",

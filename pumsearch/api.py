@@ -48,13 +48,18 @@ class SearchDefault:
 # reward model, no forward pass) where that was measured to beat Best-of-N majority vote at equal
 # tokens on the testbed (docs/scorers.md, "The default scorer"; the figures are the ones the note
 # quotes). Elsewhere, or on a backend that returns no token log-probabilities, it runs as Best-of-N
-# with majority vote at the same budget (about the same tokens).
+# with majority vote at the same budget (about the same tokens), except particle filtering and
+# REBASE (REFUSED_WITHOUT_SCORER): their answer is the scorer's weighting at every step, so Best-of-N
+# in their place would be another method under their name; they are refused with what to name.
 DEFAULT_SCORER = "confidence"
 MEASURED_WITH_CONFIDENCE = {
     "beam": "beam 0.48 / 0.51 right vs majority vote 0.36 / 0.42 at N = 4 / 8",
     "dvts": "DVTS 0.52 / 0.52 right vs majority vote 0.36 / 0.45 at N = 4 / 16",
     "mcts": "MCTS 0.48 / 0.49 right vs majority vote about 0.39 / 0.43 at its tokens (N = 4 / 16)",
+    "particles": "particle filtering 0.43 / 0.47 right vs majority vote 0.36 / 0.42 at N = 4 / 8",
+    "rebase": "REBASE 0.49 / 0.53 right vs majority vote 0.36 / 0.42 at N = 4 / 8",
 }
+REFUSED_WITHOUT_SCORER = frozenset({"particles", "rebase"})
 REWARD_MODEL_HINT = "name a reward model with --scorer prm|pum|orm --scorer-model PATH"
 CONFIDENCE_NOTE = (
     "no --scorer: {strategy} scores by the policy's own per-token probability (--scorer confidence: no reward "
@@ -65,6 +70,9 @@ NO_SCORER_NOTE = (
 NOT_MEASURED = "no scorer without a reward model was measured to help it (docs/scorers.md)"
 NO_LOGPROBS = "--backend {backend} returns no token log-probabilities for the confidence scorer"
 UNKNOWN_LOGPROBS = "a generator object may return no token log-probabilities (pass scorer='confidence' if it does)"
+NO_SCORER_ERROR = (
+    "no --scorer: {strategy} needs one, and {why}; name one: --scorer confidence with a backend that returns "
+    "them ({able}), or " + REWARD_MODEL_HINT.removeprefix("name "))
 
 
 def search_default(model: str | None, strategy: str, backend: str | None = "transformers") -> SearchDefault | None:
@@ -72,11 +80,12 @@ def search_default(model: str | None, strategy: str, backend: str | None = "tran
     registered family brings (a shipped testbed policy: the exact testbed PRM, the best measured
     scorer that ships; see pumsearch.testbed.DEFAULT_SCORER); else, for a strategy that needs a scorer, the confidence
     scorer where it was measured to help (MEASURED_WITH_CONFIDENCE) and ``backend`` returns token
-    log-probabilities (None: unknown, a generator object), or Best-of-N with majority vote instead;
-    None when the strategy runs as asked without one (Best-of-N: majority vote)."""
-    from pumsearch.backends import backend_entry
+    log-probabilities (None: unknown, a generator object), or Best-of-N with majority vote instead
+    (particle filtering and REBASE: a StrategyError that says what to name); None when the strategy
+    runs as asked without one (Best-of-N: majority vote)."""
+    from pumsearch.backends import backend_entry, top_logprob_backends
     from pumsearch.models import default_scorer_for
-    from pumsearch.strategies import get_strategy
+    from pumsearch.strategies import StrategyError, get_strategy
 
     family = default_scorer_for(model)
     if family is not None:
@@ -95,6 +104,8 @@ def search_default(model: str | None, strategy: str, backend: str | None = "tran
         why = NOT_MEASURED
     else:
         why = NO_LOGPROBS.format(backend=backend) if backend is not None else UNKNOWN_LOGPROBS
+    if cls.name in REFUSED_WITHOUT_SCORER:
+        raise StrategyError(NO_SCORER_ERROR.format(strategy=cls.name, why=why, able=top_logprob_backends()))
     return SearchDefault(None, None, "bon", NO_SCORER_NOTE.format(strategy=cls.name, why=why))
 
 
@@ -162,7 +173,8 @@ def solve(
     ``model`` a shipped testbed policy (``testbed:weak``/``testbed:strong``), the testbed's default
     scorer (the exact PRM) scores; a strategy that needs a scorer takes ``search_default``'s (the confidence scorer, or
     Best-of-N with majority vote where that was not measured to help or ``generator`` is an object
-    of unknown log-probabilities), with a UserWarning that says so."""
+    of unknown log-probabilities), with a UserWarning that says so; particle filtering and REBASE
+    raise a StrategyError instead of running as Best-of-N."""
     config = search_config(**settings)
     problem = Problem(problem_id, question, answer)
     if scorer is None and scorer_model is None:  # a testbed policy's default; a tree search: see search_default

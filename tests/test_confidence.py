@@ -20,6 +20,7 @@ from pumsearch.api import (
     CONFIDENCE_NOTE,
     MEASURED_WITH_CONFIDENCE,
     NO_LOGPROBS,
+    NO_SCORER_ERROR,
     NO_SCORER_NOTE,
     NOT_MEASURED,
     UNKNOWN_LOGPROBS,
@@ -266,6 +267,11 @@ def _one_line_error(result, *needles: str) -> None:
     (["--strategy", "bon", "--keep", "0.5"], ["--keep filters the solutions by score: pass --scorer"]),
     (["--scorer", "confidence", "--backend", "scripted"], ["does not return", "use --backend transformers"]),
     (["--strategy", "mcts", "--scorer", "verifier", "--answer", "4", "--priors", "softmax"], ["unknown --priors"]),
+    # no scorer, and no log-probabilities for the confidence scorer: refused, not run as Best-of-N
+    (["--strategy", "particles", "--backend", "scripted"],
+     ["no --scorer: particles needs one", "--backend scripted returns no token log-probabilities",
+      "--scorer confidence with a backend that returns them (transformers,", "--scorer prm|pum|orm"]),
+    (["--strategy", "rebase", "--backend", "scripted"], ["no --scorer: rebase needs one", "--scorer prm|pum|orm"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needles: list[str]) -> None:
     result = runner.invoke(app, ["solve", "what is 1 + 3", "--model", "/nonexistent/model", *args])
@@ -288,6 +294,10 @@ def test_run_refuses_a_backend_that_cannot_feed_it_before_making_a_directory(tmp
                                  "--scorer", "confidence", "--out", str(out)])
     _one_line_error(result, "--backend scripted does not return", "transformers")
     assert not out.exists()
+    refused = runner.invoke(app, ["run", "--backend", "scripted", "--dataset", str(data), "--strategy", "rebase",
+                                  "--out", str(out)])  # no scorer: nothing to weigh REBASE's nodes with
+    _one_line_error(refused, "no --scorer: rebase needs one", "--backend scripted returns no token")
+    assert not out.exists()
 
 
 # -- the default when no scorer is named ----------------------------------------------------------------
@@ -295,7 +305,8 @@ def test_the_default_rule() -> None:
     """A named scorer always wins (not this function's business); the model family's scorer next;
     then, for a strategy that needs a scorer, the confidence scorer where it was measured to beat
     majority vote at equal tokens and the backend returns log-probabilities, else Best-of-N
-    majority (docs/scorers.md, "The default scorer")."""
+    majority, or for particle filtering and REBASE a one-line refusal (docs/scorers.md, "The default
+    scorer")."""
     assert search_default(None, "bon") is None  # Best-of-N votes without one
     default = search_default("some/model", "beam")
     assert default is not None and (default.scorer, default.strategy) == ("confidence", None)
@@ -311,6 +322,18 @@ def test_the_default_rule() -> None:
         fallback = search_default("some/model", strategy, backend)
         assert fallback is not None and (fallback.scorer, fallback.strategy) == (None, "bon"), strategy
         assert fallback.note == NO_SCORER_NOTE.format(strategy=name, why=why)
+    for strategy in ("particles", "rebase"):  # measured with it too, so they take it where it can run
+        default = search_default("some/model", strategy)
+        assert default is not None and (default.scorer, default.strategy) == ("confidence", None)
+        assert default.note == CONFIDENCE_NOTE.format(strategy=strategy, measured=MEASURED_WITH_CONFIDENCE[strategy])
+        # where it cannot, they are refused: Best-of-N in their place would not be what was asked for
+        for backend, why in (("scripted", NO_LOGPROBS.format(backend="scripted")), (None, UNKNOWN_LOGPROBS)):
+            with pytest.raises(StrategyError) as refused:
+                search_default("some/model", strategy, backend)
+            able = "transformers, sglang, sglang-server, openai"
+            assert str(refused.value) == NO_SCORER_ERROR.format(strategy=strategy, why=why, able=able)
+        family = search_default("testbed:weak", strategy, "scripted")  # the family's scorer needs no logprobs
+        assert family is not None and family.scorer == "testbed-prm" and family.from_family
     testbed = search_default("testbed:weak", "beam")  # the model family's own default wins
     assert testbed is not None and testbed.scorer == "testbed-prm" and testbed.strategy is None and testbed.from_family
     config = apply_default(search_config(strategy="beam", budget=8, beam_width=2), fallback)
@@ -336,6 +359,19 @@ def test_solve_a_tree_search_with_no_scorer_scores_by_confidence_and_says_so(ste
     assert "scorer_default" not in record
 
 
+@pytest.mark.parametrize("strategy", ["particles", "rebase"])
+def test_particles_and_rebase_with_no_scorer_weigh_by_confidence(strategy: str, step_llama_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    result = runner.invoke(app, ["solve", "what is 1 + 3", "--model", str(step_llama_dir), "--strategy", strategy,
+                                 "--budget", "4", "--max-tokens", "24", "--max-step-tokens", "8", "--json",
+                                 "--tree-out", str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (record["strategy"], record["scorer"]) == (strategy, "confidence")
+    assert record["scorer_default"] == search_default(str(step_llama_dir), strategy).note
+    assert record["counters"]["scorer_calls"] > 0 and record["counters"]["scorer_tokens"] == 0
+
+
 def test_the_api_says_which_default_it_took(step_llama_dir: Path) -> None:
     with pytest.warns(UserWarning, match="no --scorer: beam scores by the policy's own"):
         result = solve("what is 1 + 3", model=str(step_llama_dir), strategy="beam", budget=2, beam_width=2,
@@ -345,6 +381,8 @@ def test_the_api_says_which_default_it_took(step_llama_dir: Path) -> None:
     with pytest.warns(UserWarning, match="no --scorer: beam needs one"):  # a generator object: unknown logprobs
         result = solve("what is 1 + 3", generator=ScriptedGenerator(), strategy="beam", budget=2, beam_width=2)
     assert result.strategy == "bon" and len(result.candidates) == 2
+    with pytest.raises(StrategyError, match="no --scorer: particles needs one, and a generator object may"):
+        solve("what is 1 + 3", generator=ScriptedGenerator(), strategy="particles", budget=2)
 
 
 def test_run_with_no_scorer_records_the_default_and_keys_like_naming_it(step_llama_dir: Path,

@@ -61,9 +61,13 @@ def require_top_logprobs(backend: str, who: str) -> None:
     log-probabilities when ``who`` (a scorer) reads them, naming the backends that do."""
     if backend_entry(backend).top_logprobs:
         return
-    able = ", ".join(e.name for e in BACKENDS if e.top_logprobs)
     raise BackendError(f"{who} reads the policy's per-token log-probabilities, which --backend {backend} does not "
-                       f"return: use --backend {able}, or name a reward model with --scorer")
+                       f"return: use --backend {top_logprob_backends()}, or name a reward model with --scorer")
+
+
+def top_logprob_backends() -> str:
+    """The backends whose completions carry per-token top log-probabilities, as a list to print."""
+    return ", ".join(e.name for e in BACKENDS if e.top_logprobs)
 
 
 def generator_options(backend: str, *, url: str | None = None, launch: bool = False, tokenizer: str | None = None,

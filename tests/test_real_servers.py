@@ -370,7 +370,7 @@ def test_a_gguf_tokenizer_is_read_from_the_file_once(gguf_path, tmp_path, monkey
         first.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     for text in ["Natalia sold 48 clips.\n\n$\\boxed{72}$ <|im_end|>", "  ünïcode  ", ""]:
         assert second(text)["input_ids"] == first(text)["input_ids"]
-    assert second.get_vocab() == first.get_vocab()
+    assert type(second) is type(first) and second.get_vocab() == first.get_vocab()
     assert (second.bos_token, second.eos_token, second.pad_token) == (first.bos_token, first.eos_token, first.pad_token)
 
 

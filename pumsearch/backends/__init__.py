@@ -11,7 +11,7 @@ from typing import Any
 
 from pumsearch.backends.errors import BackendError, BackendUnavailable
 from pumsearch.models import is_alias, resolve_model_name
-from pumsearch.registry import BACKENDS, BackendEntry, register_backend
+from pumsearch.registry import BACKENDS, BackendEntry, register_backend, top_logprob_backends
 from pumsearch.search.protocols import Generator
 
 # The backend flags of the command line a server backend takes (load_generator keywords).
@@ -63,11 +63,6 @@ def require_top_logprobs(backend: str, who: str) -> None:
         return
     raise BackendError(f"{who} reads the policy's per-token log-probabilities, which --backend {backend} does not "
                        f"return: use --backend {top_logprob_backends()}, or name a reward model with --scorer")
-
-
-def top_logprob_backends() -> str:
-    """The backends whose completions carry per-token top log-probabilities, as a list to print."""
-    return ", ".join(e.name for e in BACKENDS if e.top_logprobs)
 
 
 def generator_options(backend: str, *, url: str | None = None, launch: bool = False, tokenizer: str | None = None,

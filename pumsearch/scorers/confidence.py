@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from pumsearch.registry import top_logprob_backends
 from pumsearch.scorers.base import ScorerError
 from pumsearch.search.protocols import Score, ScoreItem
 
@@ -98,8 +99,6 @@ MEASURES: dict[str, Measure] = {
 }
 LIKELIHOOD = "likelihood"  # read off the sampled tokens' log-probabilities, not the confidences
 MEASURE_NAMES = (*MEASURES, LIKELIHOOD)
-# the backends whose completions carry per-token top-k log-probabilities (docs/backends.md)
-BACKENDS_WITH_TOP_LOGPROBS = "transformers (the default, also for the embedded model), sglang, sglang-server, openai"
 
 
 class ConfidenceScorer:
@@ -136,7 +135,7 @@ class ConfidenceScorer:
         if item.token_confidences is None or item.token_logprobs is None:
             raise ScorerError("the confidence scorer reads the policy's token log-probabilities from the "
                               "search, and this prefix came without them: score it inside a search (solve, "
-                              f"run, sweep) on a backend that returns them: {BACKENDS_WITH_TOP_LOGPROBS}")
+                              f"run, sweep) on a backend that returns them: {top_logprob_backends()}")
         if self.measure == LIKELIHOOD:
             value = likelihood(item.token_logprobs)
         else:

@@ -37,7 +37,7 @@ DATA = Path(__file__).resolve().parents[1] / "pumsearch" / "data" / "gsm8k_test.
 RESULTS = Path(__file__).resolve().parent / "results" / "backend" / "search_vs_bon.json"
 COLUMNS = ("strategy", "N", "cache", "wall_s", "wall_vs_bon", "cpu_s", "cpu_vs_bon", "generated_tokens",
            "tokens_vs_bon", "prompt_tokens", "cached_share", "backend_calls", "mean_batch_rows",
-           "peak_rss_mb", "kv_cache_peak_mb", "correct")
+           "decode_steps", "row_steps", "peak_rss_mb", "kv_cache_peak_mb", "correct")
 
 
 def gsm8k_problems(count: int) -> list[Any]:
@@ -88,6 +88,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     prompt = sum(r.counters.prompt_tokens for r in ok)
     cached = sum(r.counters.cached_prompt_tokens for r in ok)
     cache = getattr(generator, "prefix_cache", None)
+    decode = getattr(generator, "decode_stats", None)
     return {
         "strategy": args.strategy, "N": args.budget,
         "cache": "off" if args.kv_cache_mb == 0 else "on",
@@ -101,6 +102,10 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "correct": sum(bool(r.correct) for r in ok),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "kv_cache_peak_mb": round(cache.stats.peak_bytes / 2**20, 1) if cache is not None else None,
+        # a round lasts as long as its slowest row: forwards needed, and the rows they carried
+        "decode_steps": decode.decode_steps if decode is not None else None,
+        "row_steps": decode.row_steps if decode is not None else None,
+        "prefill_forwards": decode.prefill_forwards if decode is not None else None,
     }
 
 

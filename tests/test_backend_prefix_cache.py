@@ -230,3 +230,14 @@ async def test_search_records_carry_the_cached_prompt_tokens(tiny_llama_dir):
     share = counters["cached_prompt_tokens"] / counters["prompt_tokens"]
     assert counters["cached_prompt_share"] == pytest.approx(share, abs=1e-4)
     assert counters["cached_prompt_share"] >= 0.75
+
+
+def test_decode_stats_count_one_forward_per_step_of_the_longest_row(tiny_llama_dir):
+    """Benchmarks read these to tell how many forwards a strategy needs: a call of 3 rows that
+    each run to a 6-token cap is one prefill and 5 decode steps of 3 rows (the first token comes
+    from the prefill's logits, and nothing runs after the last)."""
+    gen = TransformersGenerator.load(str(tiny_llama_dir))
+    gen.generate_sync([_request(_prompt(gen, "What is 2 + 3?"), 3, seed=1, max_tokens=6, stop=(),
+                                temperature=1.0)])
+    stats = gen.decode_stats
+    assert (stats.prefill_forwards, stats.decode_steps, stats.row_steps) == (1, 5, 15), stats

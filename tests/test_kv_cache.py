@@ -108,3 +108,24 @@ def test_evicting_one_half_of_a_split_segment_frees_its_memory():
     lower = cache.root.children[1].children[3]
     assert lower.kv.untyped_storage().nbytes() == 4 * TOKEN_BYTES
     assert cache.root.children[1].kv.untyped_storage().nbytes() == 2 * TOKEN_BYTES
+
+
+def test_dropping_finished_rows_moves_only_the_rows_past_the_kept_count_and_keeps_every_live_row():
+    from pumsearch.backends.kv_batch import KVBuffer, KVShape
+
+    shape = KVShape(layers=2, kv_heads=1, head_dim=3, dtype=torch.float32, device=torch.device("cpu"),
+                    sliding_window=None, sliding_layers=(False, False))
+    buffer = KVBuffer(shape, rows=6, capacity=4)
+    for row in range(6):  # every value of a row names the row
+        buffer.data[:, :, row] = float(row)
+        buffer.mask[row] = row
+    before = {row: (buffer.data[:, :, row].clone(), buffer.mask[row].clone()) for row in range(6)}
+    storage = buffer.data.data_ptr()
+
+    order = buffer.keep_rows([0, 2, 4, 5])
+
+    assert sorted(order) == [0, 2, 4, 5] and order[0] == 0 and order[2] == 2  # rows in place stay put
+    assert buffer.rows == 4 and buffer.mask.shape[0] == 4
+    for new, old in enumerate(order):
+        assert torch.equal(buffer.data[:, :, new], before[old][0]) and torch.equal(buffer.mask[new], before[old][1])
+    assert buffer.data.data_ptr() == storage  # no copy of the whole buffer

@@ -82,12 +82,15 @@ class _Batch:
     steps: np.ndarray
     sampling: RowSampling
 
-    def select(self, live: list[int]) -> _Batch:
-        keep = torch.tensor(live, device=self.positions.device)
-        self.kv.keep_rows(keep)
-        layouts = None if self.layouts is None else [self.layouts[i] for i in live]
-        return _Batch(self.kv, layouts, [self.members[i] for i in live], self.logits[keep], self.positions[keep],
-                      self.steps[live], self.sampling.select(live))
+    def select(self, live: list[int]) -> tuple[_Batch, torch.Tensor]:
+        """The batch of the ``live`` rows (their order may change: the buffer moves as few rows as
+        it can), and the old batch positions of its rows, in order."""
+        order = self.kv.keep_rows(live)
+        keep = torch.tensor(order, device=self.positions.device)
+        layouts = None if self.layouts is None else [self.layouts[i] for i in order]
+        batch = _Batch(self.kv, layouts, [self.members[i] for i in order], self.logits[keep], self.positions[keep],
+                       self.steps[order], self.sampling.select(order))
+        return batch, keep
 
 
 @dataclass
@@ -96,6 +99,17 @@ class _Prefilled:
     layouts: list[RowLayout] | None  # per row; None on the plain path
     logits: torch.Tensor  # [rows, vocab]: next-token logits at the end of each prompt
     cached: list[int]
+
+
+@dataclass
+class DecodeStats:
+    """Forward passes so far: decode steps (one token per live row), the rows they carried, and
+    prefill forwards. A tree search's rounds each last as long as their slowest row, so these
+    say how many forwards a strategy needs, apart from how much each costs (benchmarks)."""
+
+    decode_steps: int = 0
+    row_steps: int = 0
+    prefill_forwards: int = 0
 
 
 class BatchDecoder:
@@ -112,6 +126,7 @@ class BatchDecoder:
         keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._keep_last_logits = {"logits_to_keep": 1} if keeps_logits else {}
         self._stops: StopScreen | None = None
+        self.stats = DecodeStats()
 
     # -- one call -------------------------------------------------------------------------------
     def run(self, rows: list[Row], eos_ids: set[int], max_rows: int = 64) -> list[RowResult]:
@@ -165,12 +180,12 @@ class BatchDecoder:
             live = [i for i in range(len(batch.members)) if i not in finished]
             if not live:
                 return None
-            batch = batch.select(live)
-            tokens = tokens[torch.tensor(live, device=self.device)]
+            batch, kept = batch.select(live)
+            tokens = tokens[kept]
         kv = batch.kv
         kv.reserve(1)
         kv.mask[:, kv.length] = 1
-        batch.logits = self._forward(kv, tokens[:, None], batch.positions[:, None])
+        batch.logits = self._forward(kv, tokens[:, None], batch.positions[:, None], decode=True)
         batch.positions, batch.steps = batch.positions + 1, batch.steps + 1
         return batch
 
@@ -203,7 +218,13 @@ class BatchDecoder:
         longest = max(len(r.prompt_ids) for r in rows) + _MAX_GAP  # the widest a prefill forward gets
         return window is None or longest + max(r.params.max_tokens for r in rows) <= window
 
-    def _forward(self, kv: Any, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _forward(self, kv: Any, input_ids: torch.Tensor, positions: torch.Tensor, *, decode: bool = False
+                 ) -> torch.Tensor:
+        if decode:
+            self.stats.decode_steps += 1
+            self.stats.row_steps += input_ids.shape[0]
+        else:
+            self.stats.prefill_forwards += 1
         width = kv.length + input_ids.shape[1]
         out = self.model(input_ids=input_ids, attention_mask=kv.mask[:, :width], position_ids=positions,
                          use_cache=True, **{self._cache_keyword: kv.cache}, **self._keep_last_logits)
@@ -357,9 +378,11 @@ class _PlainKV:
             grown[:, : self.length] = self.mask[:, : self.length]
             self.mask = grown
 
-    def keep_rows(self, keep: torch.Tensor) -> None:
+    def keep_rows(self, live: list[int]) -> list[int]:
+        keep = torch.tensor(live, device=self.mask.device)
         self.cache.batch_select_indices(keep)
         self.mask = self.mask[keep]
+        return live
 
 
 class _RowState:

@@ -119,10 +119,24 @@ class KVBuffer:
         mask[:, : self.length] = self.mask[:, : self.length]
         self.data, self.mask = data, mask
 
-    def keep_rows(self, keep: torch.Tensor) -> None:
-        """Drop every row not in ``keep`` (a 1-D index tensor), so they stop costing compute."""
-        self.data = self.data[:, :, keep, :, :, :].contiguous()
-        self.mask = self.mask[keep]
+    def keep_rows(self, live: list[int]) -> list[int]:
+        """Drop every row not in ``live`` (ascending row indices), so they stop costing compute;
+        returns the old indices of the rows kept, in their new order. Live rows already among the
+        first ``len(live)`` rows stay where they are and the rows past them fill the gaps, so
+        only those are copied (copying the whole buffer each time a row finishes cost a tenth of
+        a beam search's time); the buffer then narrows to the rows kept, a view of the same
+        memory, which is given back when the buffer next grows or the batch ends."""
+        kept = len(live)
+        movers = [i for i in live if i >= kept]
+        gaps = sorted(set(range(kept)) - set(live))
+        order = list(range(kept))
+        for gap, mover in zip(gaps, movers, strict=True):
+            order[gap] = mover
+        if movers:
+            self.data[:, :, gaps] = self.data[:, :, movers]
+            self.mask[gaps] = self.mask[movers]
+        self.data, self.mask = self.data[:, :, :kept], self.mask[:kept]
+        return order
 
     def row_kv(self, row: int, layout: RowLayout, start: int, end: int) -> torch.Tensor:
         """Keys and values of positions ``[start, end)`` of ``row``, ``[layers, 2, heads, n, dim]``."""

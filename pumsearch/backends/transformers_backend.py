@@ -58,6 +58,11 @@ class TransformersGenerator:
         """The PrefixKVCache (its ``stats`` and ``bytes_used`` are for benchmarks)."""
         return self.decoder.prefix_cache
 
+    @property
+    def decode_stats(self) -> Any:
+        """Forward passes so far (DecodeStats; for benchmarks)."""
+        return self.decoder.stats
+
     @classmethod
     def load(cls, name: str, *, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False,
              **kwargs: Any) -> TransformersGenerator:

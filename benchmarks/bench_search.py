@@ -11,7 +11,11 @@ wall time and the run's CPU time (with one torch thread, CPU time is what the ru
 the better figure on a machine shared with other jobs).
 
 ``--kv-cache-mb 0`` turns the prefix cache off (rows of one call that share a prompt still
-prefill it once); ``--compare-cache`` runs every configuration both ways.
+prefill it once); ``--compare-cache`` runs every configuration both ways. ``--dtypes
+float32,bf16-matmul`` runs every configuration in each dtype (ratios are within a dtype).
+``decode_steps`` and ``row_steps`` count the decode forwards and the rows they carried: a round
+lasts as long as its slowest row, so these say how many forwards a strategy needs, apart from
+what each costs.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_search.py --threads 1 --budgets 4,8,16 --problems 8 \\
         --max-tokens 128 --repeats 2
@@ -35,7 +39,7 @@ if not any(Path(p, "pumsearch").is_dir() for p in sys.path[1:] if p):  # else: t
 
 DATA = Path(__file__).resolve().parents[1] / "pumsearch" / "data" / "gsm8k_test.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results" / "backend" / "search_vs_bon.json"
-COLUMNS = ("strategy", "N", "cache", "wall_s", "wall_vs_bon", "cpu_s", "cpu_vs_bon", "generated_tokens",
+COLUMNS = ("strategy", "N", "dtype", "cache", "wall_s", "wall_vs_bon", "cpu_s", "cpu_vs_bon", "generated_tokens",
            "tokens_vs_bon", "prompt_tokens", "cached_share", "backend_calls", "mean_batch_rows",
            "decode_steps", "row_steps", "peak_rss_mb", "kv_cache_peak_mb", "correct")
 
@@ -76,7 +80,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     from pumsearch.strategies import search_config
 
     options = {} if args.kv_cache_mb is None else {"kv_cache_mb": args.kv_cache_mb}
-    generator = load_generator(None, **options)
+    generator = load_generator(None, dtype=args.dtype, **options)
     config = search_config(**settings_for(args.strategy, args.budget, args))
     problems = gsm8k_problems(args.problems)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -90,7 +94,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     cache = getattr(generator, "prefix_cache", None)
     decode = getattr(generator, "decode_stats", None)
     return {
-        "strategy": args.strategy, "N": args.budget,
+        "strategy": args.strategy, "N": args.budget, "dtype": args.dtype,
         "cache": "off" if args.kv_cache_mb == 0 else "on",
         "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "generated_tokens": sum(r.counters.generated_tokens for r in ok),
@@ -109,8 +113,9 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def child_command(args: argparse.Namespace, strategy: str, budget: int, kv_cache_mb: int | None) -> list[str]:
-    command = [sys.executable, __file__, "--child", "--strategy", strategy, "--budget", str(budget),
+def child_command(args: argparse.Namespace, strategy: str, budget: int, kv_cache_mb: int | None, dtype: str
+                  ) -> list[str]:
+    command = [sys.executable, __file__, "--child", "--strategy", strategy, "--budget", str(budget), "--dtype", dtype,
                "--problems", str(args.problems), "--max-tokens", str(args.max_tokens),
                "--beam-width", str(args.beam_width), "--mcts-steps", str(args.mcts_steps),
                "--seed", str(args.seed), "--threads", str(args.threads)]
@@ -118,17 +123,17 @@ def child_command(args: argparse.Namespace, strategy: str, budget: int, kv_cache
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median over repeats; the ratios to bon (same N, same cache setting, same repeat) first."""
+    """Median over repeats; the ratios to bon (same N, dtype and cache setting, same repeat) first."""
     for run in runs:
         bon = next(r for r in runs if r["strategy"] == "bon" and r["N"] == run["N"] and r["cache"] == run["cache"]
-                   and r["repeat"] == run["repeat"])
+                   and r["dtype"] == run["dtype"] and r["repeat"] == run["repeat"])
         run["wall_vs_bon"] = run["wall_s"] / bon["wall_s"]
         run["cpu_vs_bon"] = run["cpu_s"] / bon["cpu_s"]
         run["tokens_vs_bon"] = run["generated_tokens"] / max(bon["generated_tokens"], 1)
     rows = []
-    keys = list(dict.fromkeys((r["strategy"], r["N"], r["cache"]) for r in runs))
-    for strategy, n, cache in sorted(keys, key=lambda k: (k[1], k[2] != "on", k[0] != "bon", k[0])):
-        group = [r for r in runs if (r["strategy"], r["N"], r["cache"]) == (strategy, n, cache)]
+    keys = list(dict.fromkeys((r["strategy"], r["N"], r["dtype"], r["cache"]) for r in runs))
+    for key in sorted(keys, key=lambda k: (k[1], k[2], k[3] != "on", k[0] != "bon", k[0])):
+        group = [r for r in runs if (r["strategy"], r["N"], r["dtype"], r["cache"]) == key]
         row: dict[str, Any] = dict(group[0])
         for key in ("wall_s", "cpu_s", "wall_vs_bon", "cpu_vs_bon", "tokens_vs_bon", "peak_rss_mb"):
             row[key] = round(statistics.median(r[key] for r in group), 2)
@@ -150,6 +155,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="prefix cache budget (default: automatic)")
     parser.add_argument("--compare-cache", action="store_true", help="run each configuration with the cache off too")
+    parser.add_argument("--dtypes", default="float32", help="comma-separated: float32, bf16-matmul, ...")
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", help=argparse.SUPPRESS)
@@ -160,18 +167,19 @@ def main() -> None:
         return
 
     caches = [args.kv_cache_mb, 0] if args.compare_cache else [args.kv_cache_mb]
-    plan = [(s, int(b), c) for b in args.budgets.split(",") for c in caches for s in args.strategies.split(",")]
+    plan = [(s, int(b), c, d) for b in args.budgets.split(",") for d in args.dtypes.split(",") for c in caches
+            for s in args.strategies.split(",")]
     runs = []
     for repeat in range(args.repeats):
-        for strategy, budget, cache in plan if repeat % 2 == 0 else plan[::-1]:
-            done = subprocess.run(child_command(args, strategy, budget, cache), capture_output=True, text=True)
+        for strategy, budget, cache, dtype in plan if repeat % 2 == 0 else plan[::-1]:
+            done = subprocess.run(child_command(args, strategy, budget, cache, dtype), capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"{strategy} N={budget} failed:\n{done.stderr[-3000:]}")
             row = {**json.loads(done.stdout.strip().splitlines()[-1]), "repeat": repeat}
             runs.append(row)
             print(json.dumps(row), flush=True)
     rows = summarise(runs)
-    print(f"\n{args.problems} GSM8K problems, embedded SmolLM2-135M fp32 CPU, {args.threads} torch thread(s), "
+    print(f"\n{args.problems} GSM8K problems, embedded SmolLM2-135M ({args.dtypes}) CPU, {args.threads} thread(s), "
           f"max {args.max_tokens} tokens, T=0.8, beam width {args.beam_width}; median of {args.repeats}:\n")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))

@@ -95,7 +95,8 @@ STRATEGY = (
 POLICY = (
     Opt("model", str | None, None, "Policy path or hub name; default: embedded SmolLM2.", ("--model", "-m")),
     Opt("device", str, "cpu", "cpu, cuda, cuda:1 or auto."),
-    Opt("dtype", str, "float32", "float32, bfloat16, float16 or auto."),
+    Opt("dtype", str, "float32", "float32, bfloat16, float16, bf16-matmul (float32 but for the linear layers: "
+        "faster on CPUs with AVX-512 BF16) or auto."),
     Opt("cache_dir", str | None, None, "Where the embedded model is converted to."),
     Opt("trust_remote_code", bool, False, "Allow the model's own code to run."),
     Opt("backend", str, "transformers", f"{BACKENDS.choices()} (docs/backends.md)."),
@@ -133,7 +134,7 @@ SCORER_CHECKPOINT = (  # solve and score; run and sweep name checkpoint and form
 SCORER = (
     Opt("scorer_base", str | None, None, "PUM: base model, overriding the adapter's."),
     Opt("scorer_device", str | None, None, "Scorer device: cpu (default), cuda, cuda:1, auto."),
-    Opt("scorer_dtype", str | None, None, "Scorer dtype: float32, bfloat16, float16 or auto."),
+    Opt("scorer_dtype", str | None, None, "Scorer dtype: float32, bfloat16, float16, bf16-matmul or auto."),
     Opt("scorer_option", list[str] | None, None, "Extra scorer option KEY=VALUE, repeatable (k=8, "
         "activation=gelu, read_offset=1).", ("--scorer-option",)),
     Opt("scorer_url", str | None, None, "Reward-model server (SGLang --is-embedding) for scorer orm."),

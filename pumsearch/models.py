@@ -7,7 +7,8 @@
   for a missing path, a directory without a model, or a hub name that cannot be fetched; remote
   code runs only when asked for.
 - **Where and how.** ``resolve_device`` (``auto``, a CUDA device that is not there) and
-  ``resolve_dtype`` (names and aliases; ``auto`` is bfloat16 on CUDA, float32 elsewhere).
+  ``resolve_dtype`` (names and aliases; ``auto`` is bfloat16 on CUDA, float32 elsewhere;
+  ``bf16-matmul`` keeps float32 but for the linear layers' matrix products, ``use_bf16_matmuls``).
 - **Seeds.** ``hash_seed``: a request's seed and a sample's index give the sample its own seed, so
   draws never depend on what else shares a batch (every backend derives the same ones).
 - **CPU threads.** ``use_cpu_threads`` (``--threads``): how many threads torch computes with, set
@@ -91,18 +92,37 @@ def default_scorer_for(model: str | None) -> tuple[str, str | None] | None:
 
 # -- locating and loading --------------------------------------------------------------------------
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16", "auto": "auto"}
+          "float16": "float16", "fp16": "float16", "auto": "auto", "bf16-matmul": "bf16-matmul"}
+BF16_MATMUL = "bf16-matmul"
 
 
 def resolve_dtype(name: str, device: str) -> Any:
+    """The dtype a model's weights load in (``bf16-matmul`` loads float32: ``use_bf16_matmuls``
+    converts the linear layers afterwards)."""
     import torch
 
     key = DTYPES.get(name.lower())
     if key is None:
-        raise ModelLoadError(f"unknown dtype {name!r}: use float32, bfloat16, float16 or auto")
+        raise ModelLoadError(f"unknown dtype {name!r}: use float32, bfloat16, float16, bf16-matmul or auto")
     if key == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, key)
+    return torch.float32 if key == BF16_MATMUL else getattr(torch, key)
+
+
+def use_bf16_matmuls(model: Any) -> int:
+    """Every ``nn.Linear`` of ``model`` computes in bfloat16 (pumsearch/bf16.py); attention, norms
+    and the KV cache stay float32. Returns how many layers it converted."""
+    import torch
+
+    from pumsearch.bf16 import BF16Linear
+
+    converted = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(module, name, BF16Linear(child))
+                converted += 1
+    return converted
 
 
 # torch's device types (a name, optionally ":index"); checked before anything loads
@@ -168,11 +188,15 @@ def check_safetensors(path: Path) -> None:
 
 def load_pretrained(name: str, *, dtype: Any, device: str, trust_remote_code: bool = False,
                     model_class: Any = None, **kwargs: Any) -> tuple[Any, Any]:
-    """Load a tokenizer and model from a path or hub name, turning hub failures into clear errors."""
+    """Load a tokenizer and model from a path or hub name, turning hub failures into clear errors.
+    ``dtype``: a torch dtype, or a name (``resolve_dtype``; ``bf16-matmul`` included)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_location(name)
     model_class = model_class or AutoModelForCausalLM
+    bf16_matmul = isinstance(dtype, str) and DTYPES.get(dtype.lower()) == BF16_MATMUL
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
         model = model_class.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
@@ -183,6 +207,8 @@ def load_pretrained(name: str, *, dtype: Any, device: str, trust_remote_code: bo
             f"could not load {name!r} from the Hugging Face hub (offline, or no such model?). "
             "Download it first or pass a local path."
         ) from None
+    if bf16_matmul:
+        use_bf16_matmuls(model)
     model.to(device)
     model.eval()
     return tokenizer, model
@@ -341,5 +367,6 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "resolve_model_name",
+    "use_bf16_matmuls",
     "use_cpu_threads",
 ]

@@ -110,6 +110,29 @@ def test_bfloat16_loads_and_generates(tiny_llama_dir):
     assert all(c.num_tokens <= 5 for c in out.completions)
 
 
+def test_bf16_matmul_computes_every_linear_layer_in_bfloat16_and_keeps_the_rest_float32(tiny_llama_dir):
+    """``--dtype bf16-matmul``: no float32 ``nn.Linear`` is left, embeddings, norms and the KV
+    cache stay float32, the logits are float32's to bfloat16 rounding (not equal: the products
+    are rounded), and sampling stays seeded."""
+    from pumsearch.bf16 import BF16Linear
+
+    full = TransformersGenerator.load(str(tiny_llama_dir))
+    mixed = TransformersGenerator.load(str(tiny_llama_dir), dtype="bf16-matmul")
+    modules = list(mixed.model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in modules)
+    assert sum(isinstance(m, BF16Linear) for m in modules) == sum(type(m) is torch.nn.Linear
+                                                                 for m in full.model.modules())
+    assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
+    assert mixed.decoder.shape is not None and mixed.decoder.shape.dtype == torch.float32
+    ids = torch.tensor([list(full.chat_prompt("2 + 3?", "Be brief.")[1])])
+    with torch.inference_mode():
+        exact, rounded = full.model(ids).logits, mixed.model(ids).logits
+    assert rounded.dtype == torch.float32 and not torch.equal(exact, rounded)
+    assert torch.allclose(exact, rounded, atol=0.05 * exact.abs().max().item())
+    twice = [mixed.generate_sync([_request(mixed, "2 + 3?", n=3, max_tokens=6)]) for _ in range(2)]
+    assert [c.token_ids for c in twice[0][0].completions] == [c.token_ids for c in twice[1][0].completions]
+
+
 def test_a_model_without_chat_template_gets_a_plain_prompt_and_a_warning(tmp_path, caplog):
     gen = TransformersGenerator.load(str(build_tiny_causal_lm(tmp_path, "llama", chat_template=None)))
     with caplog.at_level("WARNING"):

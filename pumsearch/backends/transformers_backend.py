@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pumsearch.models import ModelLoadError, hash_seed, load_pretrained, resolve_device, resolve_dtype
+from pumsearch.models import ModelLoadError, hash_seed, load_pretrained, resolve_device
 from pumsearch.search.protocols import Completion, GenerationOutput, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class TransformersGenerator:
     def load(cls, name: str, *, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False,
              **kwargs: Any) -> TransformersGenerator:
         device = resolve_device(device)
-        tokenizer, model = load_pretrained(name, dtype=resolve_dtype(dtype, device), device=device,
+        tokenizer, model = load_pretrained(name, dtype=dtype, device=device,
                                            trust_remote_code=trust_remote_code)
         return cls(model, tokenizer, name=name, **kwargs)
 

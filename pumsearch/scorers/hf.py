@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pumsearch.models import load_pretrained, resolve_device, resolve_dtype
+from pumsearch.models import load_pretrained, resolve_device
 from pumsearch.scorers.base import ScorerError
 from pumsearch.search.protocols import ScoreItem
 
@@ -27,9 +27,7 @@ SCORER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer wi
 def load_backbone(path: str, *, device: str, dtype: str, model_class: Any = None) -> tuple[Any, Any, str]:
     """Tokenizer, model and resolved device for a scorer checkpoint (no remote code, ever)."""
     device = resolve_device(device)
-    tokenizer, model = load_pretrained(
-        path, dtype=resolve_dtype(dtype, device), device=device, model_class=model_class
-    )
+    tokenizer, model = load_pretrained(path, dtype=dtype, device=device, model_class=model_class)
     return tokenizer, model, device
 
 

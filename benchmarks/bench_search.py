@@ -60,7 +60,7 @@ def gsm8k_problems(count: int) -> list[Any]:
 
 def settings_for(strategy: str, budget: int, args: argparse.Namespace) -> dict[str, Any]:
     common = dict(strategy=strategy, budget=budget, max_tokens=args.max_tokens, seed=args.seed,
-                  temperature=0.8, beam_width=args.beam_width)
+                  temperature=0.8, beam_width=args.beam_width, step_delimiter=args.step_delimiter)
     if strategy == "mcts":  # rounds of N step expansions, like a beam round
         common.update(mcts_steps_per_solution=args.mcts_steps, expansions=2, mcts_parallel=max(budget // 2, 1))
     return common
@@ -118,7 +118,7 @@ def child_command(args: argparse.Namespace, strategy: str, budget: int, kv_cache
     command = [sys.executable, __file__, "--child", "--strategy", strategy, "--budget", str(budget), "--dtype", dtype,
                "--problems", str(args.problems), "--max-tokens", str(args.max_tokens),
                "--beam-width", str(args.beam_width), "--mcts-steps", str(args.mcts_steps),
-               "--seed", str(args.seed), "--threads", str(args.threads)]
+               "--seed", str(args.seed), "--threads", str(args.threads), "--step-delimiter", args.step_delimiter]
     return command + ([] if kv_cache_mb is None else ["--kv-cache-mb", str(kv_cache_mb)])
 
 
@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--beam-width", type=int, default=4)
     parser.add_argument("--mcts-steps", type=int, default=4, help="--mcts-steps-per-solution")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step-delimiter", default="\n\n",
+                        help="SmolLM2 rarely writes a blank line in 128 tokens: '\\n' gives trees more steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="prefix cache budget (default: automatic)")
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--strategy", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.step_delimiter = args.step_delimiter.encode().decode("unicode_escape")  # '\n' typed in a shell
     if args.child:
         print(json.dumps(run_child(args)))
         return

@@ -1,10 +1,10 @@
 """Linear layers that compute in bfloat16 inside a float32 model (``--dtype bf16-matmul``).
 
-On a CPU with AVX-512 BF16 (or AMX), oneDNN's bfloat16 matrix product decodes SmolLM2-135M's
-linear layers 2-3x faster than MKL's float32 one at 8-64 rows, and a whole-bfloat16 model is
-slower than float32 there, because its attention and element-wise kernels are (measured in
-benchmarks/RESULTS.md). Keeping only the products in bfloat16 takes the first and leaves the
-second: attention, norms, rotary embeddings and the KV cache stay float32.
+On a CPU with AVX-512 BF16 (or AMX), oneDNN's bfloat16 matrix product is much faster than MKL's
+float32 one at the row counts of decoding, while a whole-bfloat16 model is slower than float32
+from 16 rows on, because its attention kernel is. Keeping only the products in bfloat16 takes the
+first and leaves the second: attention, norms, rotary embeddings and the KV cache stay float32.
+SmolLM2-135M's decode step: 1.8-2.4x faster at 2-64 rows (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ exact PRM and by each PUM; accuracy at N averages the 64/N disjoint blocks of th
 project's select_candidate (majority, best, weighted). Beam search: one run per scorer, N and seed
 through pumsearch.api.asearch (beam width 4). The rollout gain (``--rollout-beam-budgets``) is the
 PUMs' training target; it needs the reference answers and costs student rollouts per prefix.
+``--rollout-token-cap solution`` gives its rollouts what the prefix leaves of --max-tokens, as the
+search does. Beam scorer ``exact-progress`` is the exact PRM with detours scored wrong (a yardstick
+for usefulness; ``--scorer-option detours=wrong``).
+
+The ``parting`` world (docs/testbed.md): ``--spec parting,n=100 --max-tokens 28
+--rollout-token-cap solution``.
 
 Every figure is the mean over (problem, seed) records with one standard error (sample standard
 deviation / sqrt(records)), as ``pumsearch report`` computes it. Results are stored per part,
@@ -62,7 +68,9 @@ def scorer_for(name: str, config: SearchConfig, args: argparse.Namespace) -> Any
         return resolve_scorer("pum", config, model=args.pums[name])
     if name == "rollout":
         return resolve_scorer("rollout", config, model=args.students, k=args.k, max_tokens=args.max_tokens,
-                              seed=config.seed)
+                              seed=config.seed, token_cap=args.rollout_token_cap)
+    if name == "exact-progress":
+        return resolve_scorer("testbed-prm", config, detours="wrong")
     return resolve_scorer(name, config)
 
 
@@ -172,7 +180,8 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
     s = data["settings"]
-    lines = [f"# Testbed PUMs vs exact PRM and majority (`{s['spec']}`, weak policy, T = 0.8)", "",
+    lines = [f"# Testbed PUMs vs exact PRM and majority (`{s['spec']}`, weak policy, T = 0.8, "
+             f"at most {s['max_tokens']} tokens per solution)", "",
              f"Seeds {s['seeds']}; mean over (problem, seed) records ± one standard error. PUMs: "
              + ", ".join(f"`{k}` = {v}" for k, v in s["pums"].items()) + ".", ""]
     for part, title in (("bon", "Best-of-N"), ("beam", "Beam search (width 4)")):
@@ -223,7 +232,8 @@ async def main_async(args: argparse.Namespace) -> None:
     data = json.loads(store.read_text()) if store.exists() else {}
     problems = testbed_problems(args.spec)
     data["settings"] = {"spec": args.spec, "problems": len(problems), "pums": args.pums, "seeds": args.seeds,
-                        "students": args.students, "k": args.k, "beam_width": args.beam_width,
+                        "students": args.students, "k": args.k, "rollout_token_cap": args.rollout_token_cap,
+                        "beam_width": args.beam_width,
                         "max_tokens": args.max_tokens, "max_step_tokens": args.max_step_tokens,
                         "max_depth": args.max_depth, "batch_tokens": args.batch_tokens}
     command = "python benchmarks/bench_pum_testbed.py " + " ".join(sys.argv[1:])
@@ -278,9 +288,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix and student (rollout scorer)")
     parser.add_argument("--bon-budgets", type=ints, default=[4, 8, 16, 32, 64])
     parser.add_argument("--beam-budgets", type=ints, default=[4, 8, 16, 64])
-    parser.add_argument("--beam-scorers", default=None, help="comma-separated: PUM names and testbed-prm "
-                        "(default: every PUM and testbed-prm)")
+    parser.add_argument("--beam-scorers", default=None, help="comma-separated: PUM names, testbed-prm and "
+                        "exact-progress (default: every PUM and testbed-prm)")
     parser.add_argument("--rollout-beam-budgets", type=ints, default=[])
+    parser.add_argument("--rollout-token-cap", choices=["continuation", "solution"], default="continuation",
+                        help="solution: a rollout gets what its prefix leaves of --max-tokens")
     parser.add_argument("--beam-width", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--max-step-tokens", type=int, default=24)

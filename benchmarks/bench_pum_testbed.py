@@ -175,6 +175,24 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
             tokens = [part["generated_tokens_per_problem"] for part in seeds.values()]
             out["beam"].setdefault(name, {})[n] = {**mean_se(values), "seeds": len(seeds),
                                                    "tokens_per_problem": round(sum(tokens) / len(tokens))}
+    out["beam_minus_prm"] = paired_with_prm(data.get("beam", {}))
+    return out
+
+
+def paired_with_prm(beam: dict[str, Any], reference: str = "testbed-prm") -> dict[str, Any]:
+    """Each beam scorer's accuracy minus the exact PRM's, paired by (problem, seed) over the seeds
+    both have at that N: mean difference ± one standard error of the differences."""
+    out: dict[str, Any] = {}
+    for name, by_n in beam.items():
+        if name == reference:
+            continue
+        for n, seeds in sorted(by_n.items(), key=lambda x: int(x[0])):
+            ref = beam.get(reference, {}).get(n, {})
+            shared = [seed for seed in seeds if seed in ref]
+            diffs = [a - b for seed in shared
+                     for a, b in zip(seeds[seed]["records"], ref[seed]["records"], strict=True)]
+            if diffs:
+                out.setdefault(name, {})[n] = {**mean_se(diffs), "seeds": len(shared)}
     return out
 
 
@@ -184,15 +202,18 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
              f"at most {s['max_tokens']} tokens per solution)", "",
              f"Seeds {s['seeds']}; mean over (problem, seed) records ± one standard error. PUMs: "
              + ", ".join(f"`{k}` = {v}" for k, v in s["pums"].items()) + ".", ""]
-    for part, title in (("bon", "Best-of-N"), ("beam", "Beam search (width 4)")):
-        table = summary[part]
+    parts = (("bon", "Best-of-N"), ("beam", "Beam search (width 4)"),
+             ("beam_minus_prm", "Beam search: accuracy minus the exact PRM's, paired by problem and seed"))
+    for part, title in parts:
+        table = summary.get(part)
         if not table:
             continue
         budgets = sorted({int(n) for pts in table.values() for n in pts})
         lines += [f"## {title}", "", "| method | " + " | ".join(f"N={n}" for n in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
         for method, pts in table.items():
-            cells = [f"{pts[str(n)]['accuracy']:.3f} ± {pts[str(n)]['se']:.3f}" if str(n) in pts else ""
+            sign = "+" if part == "beam_minus_prm" else ""
+            cells = [f"{pts[str(n)]['accuracy']:{sign}.3f} ± {pts[str(n)]['se']:.3f}" if str(n) in pts else ""
                      for n in budgets]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")

@@ -44,6 +44,8 @@ from pumsearch.search.protocols import ScoreItem
 from pumsearch.search.selection import Candidate, select_candidate
 from pumsearch.strategies import search_config
 from pumsearch.testbed import PUM_DIR, testbed_problems
+from pumsearch.testbed.scorers import judge_steps
+from pumsearch.testbed.tasks import parse_question
 
 
 def ints(text: str) -> list[int]:
@@ -154,8 +156,20 @@ async def run_beam(problems: list[Problem], generator: Any, name: str, n: int, s
                                     concurrency=4 if name == "rollout" else 16, batch_tokens=args.batch_tokens))
     await scorer.aclose()
     return {"records": [float(bool(r.correct)) for r in results],
+            "returned": [returned_beams(r) for r in results],
             "generated_tokens_per_problem": round(sum(r.counters.generated_tokens for r in results) / len(results), 1),
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def returned_beams(result: Any) -> dict[str, float]:
+    """Of the beams a search returned: the share with a detour on their path and the share cut by
+    --max-tokens before an answer (how a detour costs the answer under a tight cap)."""
+    chain = parse_question(result.problem.question)
+    paths = [result.tree.steps(c.node) for c in result.candidates]
+    detoured = sum("detour" in judge_steps(steps, chain)[0] for steps in paths)
+    cut = sum(c.answer is None and result.tree[c.node].get("finish_reason") == "length" for c in result.candidates)
+    count = max(len(paths), 1)
+    return {"detour": round(detoured / count, 4), "cut": round(cut / count, 4)}
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -175,6 +189,11 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
             tokens = [part["generated_tokens_per_problem"] for part in seeds.values()]
             out["beam"].setdefault(name, {})[n] = {**mean_se(values), "seeds": len(seeds),
                                                    "tokens_per_problem": round(sum(tokens) / len(tokens))}
+            returned = [r for part in seeds.values() for r in part.get("returned", [])]
+            for key in ("detour", "cut"):
+                if returned:
+                    out.setdefault(f"beam_returned_{key}", {}).setdefault(name, {})[n] = {
+                        **mean_se([r[key] for r in returned]), "seeds": len(seeds)}
     out["beam_minus_prm"] = paired_with_prm(data.get("beam", {}))
     return out
 
@@ -203,7 +222,9 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
              f"Seeds {s['seeds']}; mean over (problem, seed) records ± one standard error. PUMs: "
              + ", ".join(f"`{k}` = {v}" for k, v in s["pums"].items()) + ".", ""]
     parts = (("bon", "Best-of-N"), ("beam", "Beam search (width 4)"),
-             ("beam_minus_prm", "Beam search: accuracy minus the exact PRM's, paired by problem and seed"))
+             ("beam_minus_prm", "Beam search: accuracy minus the exact PRM's, paired by problem and seed"),
+             ("beam_returned_detour", "Beam search: share of the returned beams with a detour"),
+             ("beam_returned_cut", "Beam search: share of the returned beams cut by --max-tokens before an answer"))
     for part, title in parts:
         table = summary.get(part)
         if not table:

@@ -160,5 +160,36 @@ def test_the_bench_runs_beam_in_the_parting_world(tmp_path: Path) -> None:
     for name in ("exact-progress", "rollout"):
         mine, prm = beam[name]["4"]["0"]["records"], beam["testbed-prm"]["4"]["0"]["records"]
         assert paired[name]["4"]["accuracy"] == pytest.approx((sum(mine) - sum(prm)) / 2, abs=1e-4)
+    for part in beam["testbed-prm"]["4"]["0"]["returned"]:
+        assert set(part) == {"detour", "cut"} and 0.0 <= part["detour"] <= 1.0 and 0.0 <= part["cut"] <= 1.0
+    assert set(data["summary"]["beam_returned_cut"]) == set(beam)
     report = (out / "comparison.md").read_text()
     assert "at most 28 tokens per solution" in report and "minus the exact PRM" in report
+
+
+def test_the_bench_counts_returned_beams_with_a_detour_and_cut_by_the_cap() -> None:
+    """bench_pum_testbed.returned_beams on a hand-built tree: a gold beam, a detoured beam cut at
+    the cap before its answer, and a detoured beam that answered anyway."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench_pum_testbed import returned_beams
+    finally:
+        sys.path.pop(0)
+    from pumsearch.search.result import SearchResult
+    from pumsearch.search.selection import Candidate
+    from pumsearch.search.tree import ROOT, SearchTree
+
+    problem = testbed_problems("parting,n=1")[0]
+    gold, detoured = problem.metadata["gold_solution"].split("\n\n"), with_detour(problem, 2)
+    tree = SearchTree(problem)
+    leaves = []
+    for steps, finish in ((gold, "eos"), (detoured[:-2], "length"), (detoured, "eos")):
+        node = ROOT
+        for step in steps:
+            node = tree.add_child(node, step, finish_reason="step", num_tokens=6)
+        tree[node]["finish_reason"] = finish
+        leaves.append(node)
+    answers = [problem.answer, None, problem.answer]
+    candidates = [Candidate(n, a) for n, a in zip(leaves, answers, strict=True)]
+    result = SearchResult(problem, "beam", tree, candidates=candidates)
+    assert returned_beams(result) == {"detour": round(2 / 3, 4), "cut": round(1 / 3, 4)}

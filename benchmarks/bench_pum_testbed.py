@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -312,7 +313,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def parse_pums(values: list[str]) -> dict[str, str]:
     pums = {}
-    for value in values or [f"pum={PUM_DIR}"]:
+    shipped = os.path.relpath(PUM_DIR) if PUM_DIR.is_relative_to(Path.cwd()) else str(PUM_DIR)
+    for value in values or [f"pum={shipped}"]:
         name, sep, path = value.partition("=")
         if not sep:
             raise SystemExit(f"--pum takes NAME=CHECKPOINT, not {value!r}")

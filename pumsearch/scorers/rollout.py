@@ -207,8 +207,9 @@ class RolloutScorer:
         todo_base = [e for key, e in empties.items() if (*key, s) not in self._baselines]
         open_items = list(dict.fromkeys([i for i in items if not i.complete] + todo_base))
         rolled = [i for i in open_items if self._tokens_left(s, i) > 0]
+        rolling = set(rolled)
         # finished, or (token_cap "solution") out of room: graded by their own text
-        finished = [i for i in items if i.complete or i not in set(rolled)]
+        finished = [i for i in items if i.complete or i not in rolling]
         asked = [RolloutPrefix(i.problem, self._head(i)) for i in rolled]
         asked += [RolloutPrefix(i.problem, self.step_delimiter.join(i.steps), complete=True) for i in finished]
 

@@ -118,7 +118,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 continue
             strict = float(values[a] > values[b])
             half = strict + 0.5 * (values[a] == values[b])
-            for group in groups:
+            for group in ("detour",) if name == "detour_free" else groups:
                 table[name][group].append(strict)
                 if name in ("exact_prm", "ceiling"):
                     table[f"{name}_half"][group].append(half)

@@ -9,7 +9,8 @@ through pumsearch.api.asearch (beam width 4). The rollout gain (``--rollout-beam
 PUMs' training target; it needs the reference answers and costs student rollouts per prefix.
 ``--rollout-token-cap solution`` gives its rollouts what the prefix leaves of --max-tokens, as the
 search does. Beam scorer ``exact-progress`` is the exact PRM with detours scored wrong (a yardstick
-for usefulness; ``--scorer-option detours=wrong``).
+for usefulness; ``--scorer-option detours=wrong``); ``prm>NAME`` is the exact PRM with its ties broken
+by the PUM NAME (``PrmThenPum``).
 
 The ``parting`` world (docs/testbed.md): ``--spec parting,n=100 --max-tokens 28
 --rollout-token-cap solution``.
@@ -41,7 +42,7 @@ from pumsearch.api import asearch, resolve_scorer
 from pumsearch.backends import load_generator
 from pumsearch.search.config import SearchConfig
 from pumsearch.search.problem import Problem
-from pumsearch.search.protocols import ScoreItem
+from pumsearch.search.protocols import Score, ScoreItem
 from pumsearch.search.selection import Candidate, select_candidate
 from pumsearch.strategies import search_config
 from pumsearch.testbed import PUM_DIR, testbed_problems
@@ -74,7 +75,32 @@ def scorer_for(name: str, config: SearchConfig, args: argparse.Namespace) -> Any
                               seed=config.seed, token_cap=args.rollout_token_cap)
     if name == "exact-progress":
         return resolve_scorer("testbed-prm", config, detours="wrong")
+    if name.startswith("prm>") and name[4:] in args.pums:
+        pum = resolve_scorer("pum", config, model=args.pums[name[4:]])
+        return PrmThenPum(resolve_scorer("testbed-prm", config), pum)
     return resolve_scorer(name, config)
+
+
+class PrmThenPum:
+    """Beam scorer ``prm>NAME``: the exact PRM, its ties broken by the PUM NAME (value = PRM value +
+    sigmoid(PUM value) / 2, so the PRM's verdict always dominates). Whether it beats the exact PRM alone
+    says whether the PUM sees, among the prefixes the PRM calls right, what the PRM misses."""
+
+    value_kind = "unbounded"
+    needs_reference = False
+
+    def __init__(self, prm: Any, pum: Any) -> None:
+        self.prm, self.pum = prm, pum
+        self.identity = f"{prm.identity}>{pum.identity}"
+
+    async def score(self, items: list[ScoreItem]) -> list[Score]:
+        exact, learned = await self.prm.score(items), await self.pum.score(items)
+        return [Score(float(a.value) + 0.25 * (1.0 + math.tanh(float(b.value) / 2)))
+                for a, b in zip(exact, learned, strict=True)]
+
+    async def aclose(self) -> None:
+        await self.prm.aclose()
+        await self.pum.aclose()
 
 
 def checked(results: list) -> list:
@@ -332,8 +358,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix and student (rollout scorer)")
     parser.add_argument("--bon-budgets", type=ints, default=[4, 8, 16, 32, 64])
     parser.add_argument("--beam-budgets", type=ints, default=[4, 8, 16, 64])
-    parser.add_argument("--beam-scorers", default=None, help="comma-separated: PUM names, testbed-prm and "
-                        "exact-progress (default: every PUM and testbed-prm)")
+    parser.add_argument("--beam-scorers", default=None, help="comma-separated: PUM names, testbed-prm, "
+                        "exact-progress and prm>NAME (default: every PUM and testbed-prm)")
     parser.add_argument("--rollout-beam-budgets", type=ints, default=[])
     parser.add_argument("--rollout-token-cap", choices=["continuation", "solution"], default="continuation",
                         help="solution: a rollout gets what its prefix leaves of --max-tokens")

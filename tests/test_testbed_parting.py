@@ -142,11 +142,12 @@ def test_with_a_real_student_a_detoured_prefix_leaves_no_room_to_answer() -> Non
 @pytest.mark.slow
 def test_the_bench_runs_beam_in_the_parting_world(tmp_path: Path) -> None:
     """bench_pum_testbed.py's parting options, on two chains: the exact-progress yardstick and the
-    rollout gain under the solution cap, recorded per scorer, N and seed, and each paired with the
-    exact PRM's records (the same problems and seed)."""
+    rollout gain under the solution cap and the exact PRM with the shipped PUM breaking its ties,
+    recorded per scorer, N and seed, and each paired with the exact PRM's records (the same
+    problems and seed)."""
     out = tmp_path / "bench"
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_pum_testbed.py"), "--spec", "parting,n=2", "--seeds", "0",
-           "--parts", "beam", "--beam-scorers", "exact-progress,testbed-prm", "--beam-budgets", "4",
+           "--parts", "beam", "--beam-scorers", "exact-progress,testbed-prm,prm>pum", "--beam-budgets", "4",
            "--rollout-beam-budgets", "4", "--rollout-token-cap", "solution", "--k", "1", "--max-tokens", str(CAP),
            "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -154,10 +155,10 @@ def test_the_bench_runs_beam_in_the_parting_world(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads((out / "comparison.json").read_text())
     assert data["settings"]["rollout_token_cap"] == "solution" and data["settings"]["max_tokens"] == CAP
-    assert set(data["beam"]) == {"exact-progress", "testbed-prm", "rollout"}
+    assert set(data["beam"]) == {"exact-progress", "testbed-prm", "prm>pum", "rollout"}
     assert len(data["beam"]["rollout"]["4"]["0"]["records"]) == 2
     beam, paired = data["beam"], data["summary"]["beam_minus_prm"]
-    for name in ("exact-progress", "rollout"):
+    for name in ("exact-progress", "prm>pum", "rollout"):
         mine, prm = beam[name]["4"]["0"]["records"], beam["testbed-prm"]["4"]["0"]["records"]
         assert paired[name]["4"]["accuracy"] == pytest.approx((sum(mine) - sum(prm)) / 2, abs=1e-4)
     for part in beam["testbed-prm"]["4"]["0"]["returned"]:

@@ -66,6 +66,7 @@ def test_under_the_cap_the_gold_solution_fits_and_a_detour_costs_the_answer(toke
     prm, grader = load_scorer("testbed-prm"), default_grader()
     problems = testbed_problems("parting")
     rng = random.Random(0)
+    items = []
     for problem in problems:
         assert solution_tokens(tokenizer, problem.metadata["gold_solution"]) == CAP
         detoured = with_detour(problem, rng.randrange(4), rng.choice("*+-"))
@@ -74,10 +75,10 @@ def test_under_the_cap_the_gold_solution_fits_and_a_detour_costs_the_answer(toke
         cut = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:CAP])
         assert not grader.grade(extract_answer(cut), problem.answer)
         assert grader.grade(extract_answer(text), problem.answer)  # uncapped, the detour is harmless
-    [open_score, done_score] = run(prm.score([ScoreItem(problem, tuple(detoured[:-1])),
-                                              ScoreItem(problem, tuple(detoured), complete=True)]))
-    assert open_score.value == done_score.value == 1.0
-    assert "detour" in open_score.extra["labels"]
+        items += [ScoreItem(problem, tuple(detoured[:-1])), ScoreItem(problem, tuple(detoured), complete=True)]
+    scores = run(prm.score(items))
+    assert all(score.value == 1.0 for score in scores)
+    assert all("detour" in score.extra["labels"] for score in scores)
 
 
 def test_the_progress_yardstick_scores_a_detour_wrong() -> None:

@@ -14,7 +14,10 @@ question as ``pumsearch pum train --val-fraction``), for each pair (a preferred 
   with themselves.
 
 Every figure is also broken down by pair kind (vertical, horizontal, complete: both prefixes
-finished solutions). Writes JSON to --out.
+finished solutions) and over the ``detour`` pairs: both prefixes right so far and exactly one with
+a detour, the pairs the exact PRM ties (its blind spot; in the ``parting`` world a detour costs the
+answer). ``detour_free`` there is the share of those pairs whose preferred prefix is the one
+without the detour. Writes JSON to --out.
 
     python benchmarks/bench_pum_pairs.py --labels A.jsonl --labels-b B.jsonl --pum final=pumsearch/testbed/pum \\
         --margin 0.5 --min-confidence 0.9 --val-fraction 0.2 --out benchmarks/results/pum/pairs.json
@@ -40,19 +43,25 @@ from pumsearch.testbed.tasks import parse_question
 DELIMITER = "\n\n"
 
 
-def exact_values(question: str, text: str, complete: bool) -> tuple[float, int]:
-    """(right so far: 1 or 0, operations applied while right or -1) of a prefix of a testbed chain."""
+def exact_values(question: str, text: str, complete: bool) -> tuple[float, int, bool]:
+    """(right so far: 1 or 0, operations applied while right or -1, has a detour) of a prefix of a
+    testbed chain."""
     chain = parse_question(question)
     assert chain is not None, question
     labels, state = judge_steps(text.split(DELIMITER) if text else [], chain)
     right = "wrong" not in labels and (state.answered or not complete)
-    return float(right), (state.next_op + state.answered if right else -1)
+    return float(right), (state.next_op + state.answered if right else -1), "detour" in labels
 
 
 def pair_kind(pair: Pair, complete: dict[tuple[str, str], bool]) -> str:
     if complete[(pair.problem_id, pair.a)] and complete[(pair.problem_id, pair.b)]:
         return "complete"
     return pair.kind
+
+
+def is_detour_pair(a: tuple[float, int, bool], b: tuple[float, int, bool]) -> bool:
+    """Both right so far, exactly one with a detour: the exact PRM scores them alike."""
+    return a[0] == b[0] == 1.0 and a[2] != b[2]
 
 
 def utilities(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
@@ -93,6 +102,7 @@ async def main_async(args: argparse.Namespace) -> None:
     exact = {key: exact_values(questions[key[0]], key[1], complete[key]) for key in keys}
     signals["exact_prm"] = {k: v[0] for k, v in exact.items()}
     signals["exact_progress"] = {k: float(v[1]) for k, v in exact.items()}
+    signals["detour_free"] = {k: float(not v[2]) for k, v in exact.items()}
     for spec in args.pum:
         name, _, path = spec.rpartition("=")
         signals[f"pum:{name or path}"] = await pum_scores(path, keys, questions, complete)
@@ -102,16 +112,17 @@ async def main_async(args: argparse.Namespace) -> None:
     for pair in held:
         kind = pair_kind(pair, complete)
         a, b = (pair.problem_id, pair.a), (pair.problem_id, pair.b)
+        groups = ("all", kind, "detour") if is_detour_pair(exact[a], exact[b]) else ("all", kind)
         for name, values in signals.items():
-            if a not in values or b not in values:
+            if a not in values or b not in values or (name == "detour_free" and "detour" not in groups):
                 continue
             strict = float(values[a] > values[b])
             half = strict + 0.5 * (values[a] == values[b])
-            for group in ("all", kind):
+            for group in ("detour",) if name == "detour_free" else groups:
                 table[name][group].append(strict)
                 if name in ("exact_prm", "ceiling"):
                     table[f"{name}_half"][group].append(half)
-    kinds = ["all", "vertical", "horizontal", "complete"]
+    kinds = ["all", "vertical", "horizontal", "complete", "detour"]
     out = {
         "labels": str(args.labels), "labels_b": str(args.labels_b) if args.labels_b else None,
         "pair_settings": vars(settings), "val_fraction": args.val_fraction, "pairs": summary,

@@ -7,6 +7,13 @@ exact PRM and by each PUM; accuracy at N averages the 64/N disjoint blocks of th
 project's select_candidate (majority, best, weighted). Beam search: one run per scorer, N and seed
 through pumsearch.api.asearch (beam width 4). The rollout gain (``--rollout-beam-budgets``) is the
 PUMs' training target; it needs the reference answers and costs student rollouts per prefix.
+``--rollout-token-cap solution`` gives its rollouts what the prefix leaves of --max-tokens, as the
+search does. Beam scorer ``exact-progress`` is the exact PRM with detours scored wrong (a yardstick
+for usefulness; ``--scorer-option detours=wrong``); ``prm>NAME`` is the exact PRM with its ties broken
+by the PUM NAME (``PrmThenPum``).
+
+The ``parting`` world (docs/testbed.md): ``--spec parting,n=100 --max-tokens 28
+--rollout-token-cap solution``.
 
 Every figure is the mean over (problem, seed) records with one standard error (sample standard
 deviation / sqrt(records)), as ``pumsearch report`` computes it. Results are stored per part,
@@ -25,6 +32,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,10 +42,12 @@ from pumsearch.api import asearch, resolve_scorer
 from pumsearch.backends import load_generator
 from pumsearch.search.config import SearchConfig
 from pumsearch.search.problem import Problem
-from pumsearch.search.protocols import ScoreItem
+from pumsearch.search.protocols import Score, ScoreItem
 from pumsearch.search.selection import Candidate, select_candidate
 from pumsearch.strategies import search_config
 from pumsearch.testbed import PUM_DIR, testbed_problems
+from pumsearch.testbed.scorers import judge_steps
+from pumsearch.testbed.tasks import parse_question
 
 
 def ints(text: str) -> list[int]:
@@ -62,8 +72,35 @@ def scorer_for(name: str, config: SearchConfig, args: argparse.Namespace) -> Any
         return resolve_scorer("pum", config, model=args.pums[name])
     if name == "rollout":
         return resolve_scorer("rollout", config, model=args.students, k=args.k, max_tokens=args.max_tokens,
-                              seed=config.seed)
+                              seed=config.seed, token_cap=args.rollout_token_cap)
+    if name == "exact-progress":
+        return resolve_scorer("testbed-prm", config, detours="wrong")
+    if name.startswith("prm>") and name[4:] in args.pums:
+        pum = resolve_scorer("pum", config, model=args.pums[name[4:]])
+        return PrmThenPum(resolve_scorer("testbed-prm", config), pum)
     return resolve_scorer(name, config)
+
+
+class PrmThenPum:
+    """Beam scorer ``prm>NAME``: the exact PRM, its ties broken by the PUM NAME (value = PRM value +
+    sigmoid(PUM value) / 2, so the PRM's verdict always dominates). Whether it beats the exact PRM alone
+    says whether the PUM sees, among the prefixes the PRM calls right, what the PRM misses."""
+
+    value_kind = "unbounded"
+    needs_reference = False
+
+    def __init__(self, prm: Any, pum: Any) -> None:
+        self.prm, self.pum = prm, pum
+        self.identity = f"{prm.identity}>{pum.identity}"
+
+    async def score(self, items: list[ScoreItem]) -> list[Score]:
+        exact, learned = await self.prm.score(items), await self.pum.score(items)
+        return [Score(float(a.value) + 0.25 * (1.0 + math.tanh(float(b.value) / 2)))
+                for a, b in zip(exact, learned, strict=True)]
+
+    async def aclose(self) -> None:
+        await self.prm.aclose()
+        await self.pum.aclose()
 
 
 def checked(results: list) -> list:
@@ -146,8 +183,20 @@ async def run_beam(problems: list[Problem], generator: Any, name: str, n: int, s
                                     concurrency=4 if name == "rollout" else 16, batch_tokens=args.batch_tokens))
     await scorer.aclose()
     return {"records": [float(bool(r.correct)) for r in results],
+            "returned": [returned_beams(r) for r in results],
             "generated_tokens_per_problem": round(sum(r.counters.generated_tokens for r in results) / len(results), 1),
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def returned_beams(result: Any) -> dict[str, float]:
+    """Of the beams a search returned: the share with a detour on their path and the share cut by
+    --max-tokens before an answer (how a detour costs the answer under a tight cap)."""
+    chain = parse_question(result.problem.question)
+    paths = [result.tree.steps(c.node) for c in result.candidates]
+    detoured = sum("detour" in judge_steps(steps, chain)[0] for steps in paths)
+    cut = sum(c.answer is None and result.tree[c.node].get("finish_reason") == "length" for c in result.candidates)
+    count = max(len(paths), 1)
+    return {"detour": round(detoured / count, 4), "cut": round(cut / count, 4)}
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -167,23 +216,52 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
             tokens = [part["generated_tokens_per_problem"] for part in seeds.values()]
             out["beam"].setdefault(name, {})[n] = {**mean_se(values), "seeds": len(seeds),
                                                    "tokens_per_problem": round(sum(tokens) / len(tokens))}
+            returned = [r for part in seeds.values() for r in part.get("returned", [])]
+            for key in ("detour", "cut"):
+                if returned:
+                    out.setdefault(f"beam_returned_{key}", {}).setdefault(name, {})[n] = {
+                        **mean_se([r[key] for r in returned]), "seeds": len(seeds)}
+    out["beam_minus_prm"] = paired_with_prm(data.get("beam", {}))
+    return out
+
+
+def paired_with_prm(beam: dict[str, Any], reference: str = "testbed-prm") -> dict[str, Any]:
+    """Each beam scorer's accuracy minus the exact PRM's, paired by (problem, seed) over the seeds
+    both have at that N: mean difference ± one standard error of the differences."""
+    out: dict[str, Any] = {}
+    for name, by_n in beam.items():
+        if name == reference:
+            continue
+        for n, seeds in sorted(by_n.items(), key=lambda x: int(x[0])):
+            ref = beam.get(reference, {}).get(n, {})
+            shared = [seed for seed in seeds if seed in ref]
+            diffs = [a - b for seed in shared
+                     for a, b in zip(seeds[seed]["records"], ref[seed]["records"], strict=True)]
+            if diffs:
+                out.setdefault(name, {})[n] = {**mean_se(diffs), "seeds": len(shared)}
     return out
 
 
 def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
     s = data["settings"]
-    lines = [f"# Testbed PUMs vs exact PRM and majority (`{s['spec']}`, weak policy, T = 0.8)", "",
+    lines = [f"# Testbed PUMs vs exact PRM and majority (`{s['spec']}`, weak policy, T = 0.8, "
+             f"at most {s['max_tokens']} tokens per solution)", "",
              f"Seeds {s['seeds']}; mean over (problem, seed) records ± one standard error. PUMs: "
              + ", ".join(f"`{k}` = {v}" for k, v in s["pums"].items()) + ".", ""]
-    for part, title in (("bon", "Best-of-N"), ("beam", "Beam search (width 4)")):
-        table = summary[part]
+    parts = (("bon", "Best-of-N"), ("beam", "Beam search (width 4)"),
+             ("beam_minus_prm", "Beam search: accuracy minus the exact PRM's, paired by problem and seed"),
+             ("beam_returned_detour", "Beam search: share of the returned beams with a detour"),
+             ("beam_returned_cut", "Beam search: share of the returned beams cut by --max-tokens before an answer"))
+    for part, title in parts:
+        table = summary.get(part)
         if not table:
             continue
         budgets = sorted({int(n) for pts in table.values() for n in pts})
         lines += [f"## {title}", "", "| method | " + " | ".join(f"N={n}" for n in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
         for method, pts in table.items():
-            cells = [f"{pts[str(n)]['accuracy']:.3f} ± {pts[str(n)]['se']:.3f}" if str(n) in pts else ""
+            sign = "+" if part == "beam_minus_prm" else ""
+            cells = [f"{pts[str(n)]['accuracy']:{sign}.3f} ± {pts[str(n)]['se']:.3f}" if str(n) in pts else ""
                      for n in budgets]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -223,7 +301,8 @@ async def main_async(args: argparse.Namespace) -> None:
     data = json.loads(store.read_text()) if store.exists() else {}
     problems = testbed_problems(args.spec)
     data["settings"] = {"spec": args.spec, "problems": len(problems), "pums": args.pums, "seeds": args.seeds,
-                        "students": args.students, "k": args.k, "beam_width": args.beam_width,
+                        "students": args.students, "k": args.k, "rollout_token_cap": args.rollout_token_cap,
+                        "beam_width": args.beam_width,
                         "max_tokens": args.max_tokens, "max_step_tokens": args.max_step_tokens,
                         "max_depth": args.max_depth, "batch_tokens": args.batch_tokens}
     command = "python benchmarks/bench_pum_testbed.py " + " ".join(sys.argv[1:])
@@ -260,7 +339,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def parse_pums(values: list[str]) -> dict[str, str]:
     pums = {}
-    for value in values or [f"pum={PUM_DIR}"]:
+    shipped = os.path.relpath(PUM_DIR) if PUM_DIR.is_relative_to(Path.cwd()) else str(PUM_DIR)
+    for value in values or [f"pum={shipped}"]:
         name, sep, path = value.partition("=")
         if not sep:
             raise SystemExit(f"--pum takes NAME=CHECKPOINT, not {value!r}")
@@ -278,9 +358,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix and student (rollout scorer)")
     parser.add_argument("--bon-budgets", type=ints, default=[4, 8, 16, 32, 64])
     parser.add_argument("--beam-budgets", type=ints, default=[4, 8, 16, 64])
-    parser.add_argument("--beam-scorers", default=None, help="comma-separated: PUM names and testbed-prm "
-                        "(default: every PUM and testbed-prm)")
+    parser.add_argument("--beam-scorers", default=None, help="comma-separated: PUM names, testbed-prm, "
+                        "exact-progress and prm>NAME (default: every PUM and testbed-prm)")
     parser.add_argument("--rollout-beam-budgets", type=ints, default=[])
+    parser.add_argument("--rollout-token-cap", choices=["continuation", "solution"], default="continuation",
+                        help="solution: a rollout gets what its prefix leaves of --max-tokens")
     parser.add_argument("--beam-width", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--max-step-tokens", type=int, default=24)

@@ -5,7 +5,7 @@ by name in ``pumsearch.registry.SCORERS``.
 path; for ``rollout`` comma-separated student models), ``base`` (PUM base model override),
 ``device``, ``dtype``, ``prm_format`` (see ``pumsearch.scorers.prm.PRM_FORMATS``),
 ``system_prompt``. PUM: ``activation``, ``read_offset``, ``merge``. Rollout: ``students``
-(Generator objects), ``k``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``. Wrapper:
+(Generator objects), ``k``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``token_cap``. Wrapper:
 ``batch_tokens``, ``max_batch_items``, ``cache_size``. Confidence: ``measure``, ``window``, ``k``,
 ``bottom``. Model imports happen only when a scorer is
 built. To add a scorer, see docs/architecture.md.

@@ -10,6 +10,13 @@ per student in ``Score.extra["students"]`` for later analysis.
 
 A complete prefix needs no rollouts: its solve rate is 1 or 0 by grading its own answer.
 
+``token_cap``: ``continuation`` (default) gives every rollout ``max_tokens`` of its own;
+``solution`` makes prefix and rollout share them, as a search caps a whole solution (--max-tokens):
+a rollout after a prefix of L tokens (the student's tokenizer) gets ``max_tokens`` - L, and a prefix
+with no room left is graded by its own text. Under a tight cap, a prefix that wastes tokens (a
+testbed detour) is then worth less, as it is to the search. ``pum label --token-cap`` is the same
+choice for labelling.
+
 This scorer implements ``ascore_batch`` (see scorers/base.py): the wrapper hands it every unique,
 uncached item of a call and it sends one ``generate`` call per student with all of them, so the
 generators batch the rollouts themselves and nothing blocks the event loop.
@@ -87,6 +94,10 @@ class RolloutSettings:
     top_p: float = 1.0
     max_tokens: int = 1024
     seed: int = 0
+    token_cap: str = "continuation"
+
+
+TOKEN_CAPS = ("continuation", "solution")
 
 
 class RolloutScorer:
@@ -108,6 +119,10 @@ class RolloutScorer:
         self.settings = settings or RolloutSettings()
         if self.settings.k < 1:
             raise ScorerError(f"rollout k must be at least 1, got {self.settings.k}")
+        if self.settings.token_cap not in TOKEN_CAPS:
+            raise ScorerError(
+                f"unknown rollout token_cap {self.settings.token_cap!r}: use one of {', '.join(TOKEN_CAPS)}"
+            )
         self.system_prompt = system_prompt
         self.step_delimiter = step_delimiter
         self.grader = grader or default_grader()
@@ -115,6 +130,7 @@ class RolloutScorer:
         self.identity = (
             f"rollout:{','.join(g.name for g in self.students)}:k={s.k}:t={s.temperature}"
             f":p={s.top_p}:max={s.max_tokens}:seed={s.seed}"
+            + (f":cap={s.token_cap}" if s.token_cap != "continuation" else "")
         )
         self._baselines: dict[tuple[str, str | None, int], float] = {}
 
@@ -127,9 +143,18 @@ class RolloutScorer:
         text = "\x1f".join([str(self.settings.seed), str(student_index), item.problem.question, *item.steps])
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
+    def _tokens_left(self, student_index: int, item: ScoreItem) -> int:
+        """What a rollout of ``item`` may generate: all of max_tokens, or (token_cap ``solution``)
+        what the prefix leaves of them."""
+        s = self.settings
+        if s.token_cap == "continuation" or not item.steps:
+            return s.max_tokens
+        return s.max_tokens - self.students[student_index].count_tokens(self._head(item))
+
     def _request(self, student_index: int, item: ScoreItem) -> GenerationRequest:
         s = self.settings
-        params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=())
+        params = SamplingParams(temperature=s.temperature, top_p=s.top_p,
+                                max_tokens=self._tokens_left(student_index, item), stop=())
         return GenerationRequest(
             self._prompt(self.students[student_index], item),
             None,
@@ -180,8 +205,11 @@ class RolloutScorer:
     ) -> tuple[list[float], list[int]]:
         """Solve rates of student ``s`` for ``items`` (its missing baselines computed on the way)."""
         todo_base = [e for key, e in empties.items() if (*key, s) not in self._baselines]
-        rolled = list(dict.fromkeys([i for i in items if not i.complete] + todo_base))
-        finished = [i for i in items if i.complete]
+        open_items = list(dict.fromkeys([i for i in items if not i.complete] + todo_base))
+        rolled = [i for i in open_items if self._tokens_left(s, i) > 0]
+        rolling = set(rolled)
+        # finished, or (token_cap "solution") out of room: graded by their own text
+        finished = [i for i in items if i.complete or i not in rolling]
         asked = [RolloutPrefix(i.problem, self._head(i)) for i in rolled]
         asked += [RolloutPrefix(i.problem, self.step_delimiter.join(i.steps), complete=True) for i in finished]
 
@@ -214,6 +242,7 @@ def load_rollout(
     top_p: float = 1.0,
     max_tokens: int = 1024,
     seed: int = 0,
+    token_cap: str = "continuation",
     system_prompt: str | None = SCORER_SYSTEM_PROMPT,
     step_delimiter: str = "\n\n",
     grader: Grader | None = None,
@@ -236,6 +265,7 @@ def load_rollout(
         top_p=float(top_p),
         max_tokens=int(max_tokens),
         seed=int(seed),
+        token_cap=str(token_cap),
     )
     return RolloutScorer(
         students, settings=settings, system_prompt=system_prompt, step_delimiter=step_delimiter, grader=grader

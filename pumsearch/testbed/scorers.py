@@ -15,6 +15,10 @@ no reference answer is needed):
 Step values are 1.0 while every step so far is right and 0.0 from the first wrong step on (a step
 that continues a wrong chain is not "correct" either), so ``last``, ``min`` and ``prod`` agree. A
 finished solution (``complete``) without a right answer step scores 0.0.
+
+``detours="wrong"`` (``--scorer-option detours=wrong``) makes it an exact *progress* scorer: a
+detour counts as a wrong step. It is a yardstick for what seeing usefulness is worth (in the
+``parting`` world a detour costs the answer), not a step-correctness PRM.
 """
 
 from __future__ import annotations
@@ -93,9 +97,15 @@ class TestbedPRM:
     """The exact step-correctness PRM over testbed chains (a ModelScorer; no model runs)."""
 
     __test__ = False  # not a pytest class, whatever its name
-    identity = "testbed-prm"
     value_kind = "probability"
     needs_reference = False
+    DETOURS = ("correct", "wrong")
+
+    def __init__(self, detours: str = "correct") -> None:
+        if detours not in self.DETOURS:
+            raise ScorerError(f"testbed-prm detours must be correct or wrong (got {detours!r})")
+        self.detours = detours
+        self.identity = "testbed-prm" if detours == "correct" else f"testbed-prm:detours={detours}"
 
     def count_tokens(self, item: ScoreItem) -> int:
         return 1
@@ -111,7 +121,8 @@ class TestbedPRM:
                 "the testbed-prm scorer only judges testbed questions"
             )
         labels, state = judge_steps(item.steps, chain)
-        step_values = [0.0 if state_broken else 1.0 for state_broken in _broken_prefix(labels)]
+        failing = {"wrong", "detour"} if self.detours == "wrong" else {"wrong"}
+        step_values = [0.0 if state_broken else 1.0 for state_broken in _broken_prefix(labels, failing)]
         value = step_values[-1] if step_values else 1.0
         if item.complete and not state.answered:
             value = 0.0
@@ -122,9 +133,9 @@ class TestbedPRM:
         pass
 
 
-def _broken_prefix(labels: list[str]) -> list[bool]:
+def _broken_prefix(labels: list[str], failing: set[str]) -> list[bool]:
     broken, out = False, []
     for label in labels:
-        broken = broken or label == "wrong"
+        broken = broken or label in failing
         out.append(broken)
     return out

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pumsearch.scorers.rollout import RolloutPrefix, solve_rates
+from pumsearch.scorers.rollout import TOKEN_CAPS, RolloutPrefix, solve_rates
 from pumsearch.search.budget import Budget
 from pumsearch.search.config import DEFAULT_SYSTEM_PROMPT, SearchConfig
 from pumsearch.search.context import SearchContext
@@ -42,7 +42,6 @@ from pumsearch.search.result import SearchResult
 LABELS_FORMAT = "pumsearch-pum-labels"
 LABELS_VERSION = 1
 STANDARDISE = ("problem", "none")
-TOKEN_CAPS = ("continuation", "solution")
 # options added after the first label files, with their defaults: at the default they stay out of
 # the settings key, so those files resume
 LATER_OPTIONS = {"rollout_seed": None, "token_cap": "continuation"}

@@ -151,10 +151,9 @@ class RolloutScorer:
             return s.max_tokens
         return s.max_tokens - self.students[student_index].count_tokens(self._head(item))
 
-    def _request(self, student_index: int, item: ScoreItem) -> GenerationRequest:
+    def _request(self, student_index: int, item: ScoreItem, max_tokens: int) -> GenerationRequest:
         s = self.settings
-        params = SamplingParams(temperature=s.temperature, top_p=s.top_p,
-                                max_tokens=self._tokens_left(student_index, item), stop=())
+        params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=max_tokens, stop=())
         return GenerationRequest(
             self._prompt(self.students[student_index], item),
             None,
@@ -206,7 +205,8 @@ class RolloutScorer:
         """Solve rates of student ``s`` for ``items`` (its missing baselines computed on the way)."""
         todo_base = [e for key, e in empties.items() if (*key, s) not in self._baselines]
         open_items = list(dict.fromkeys([i for i in items if not i.complete] + todo_base))
-        rolled = [i for i in open_items if self._tokens_left(s, i) > 0]
+        left = {i: self._tokens_left(s, i) for i in open_items}  # tokenises the prefix: once
+        rolled = [i for i in open_items if left[i] > 0]
         rolling = set(rolled)
         # finished, or (token_cap "solution") out of room: graded by their own text
         finished = [i for i in items if i.complete or i not in rolling]
@@ -215,7 +215,7 @@ class RolloutScorer:
 
         async def sample(open_prefixes: list[RolloutPrefix]) -> list[list[Completion]]:
             # the open prefixes are ``rolled``, in order: one generate call for all of them
-            outputs = await self.students[s].generate([self._request(s, i) for i in rolled])
+            outputs = await self.students[s].generate([self._request(s, i, left[i]) for i in rolled])
             return [out.completions for out in outputs]
 
         rates = dict(zip(rolled + finished, await solve_rates(asked, sample, self.grader), strict=True))

@@ -76,6 +76,9 @@ def label_cmd(
                                                           "overrides --cuts.")] = None,
     complete: Annotated[bool, typer.Option(help="Also label each complete trajectory.")] = True,
     rollouts: Annotated[int, typer.Option(help="Rollouts per prefix and student (k).")] = 4,
+    branches: Annotated[int, typer.Option(help="Sibling continuations per trajectory and cut length (the "
+                                               "policy resamples from the cut; labelled at the next cut "
+                                               "length and whole); 0: none.")] = 0,
     temperature: Annotated[float, typer.Option(help="Students' sampling temperature.")] = 0.8,
     policy_temperature: Annotated[float, typer.Option(help="Policies' sampling temperature.")] = 0.8,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
@@ -103,6 +106,7 @@ def label_cmd(
                                  include_complete=complete, rollouts=rollouts, temperature=temperature,
                                  policy_temperature=policy_temperature, top_p=top_p, max_tokens=max_tokens,
                                  token_cap=token_cap, standardise=standardise, seed=seed, rollout_seed=rollout_seed,
+                                 branches=branches,
                                  step_delimiter=step_delimiter)
         problems = load_problems(dataset, limit=limit)
         policies = _load_generators(_names(policy), device, dtype)

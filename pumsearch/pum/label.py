@@ -44,7 +44,7 @@ LABELS_VERSION = 1
 STANDARDISE = ("problem", "none")
 # options added after the first label files, with their defaults: at the default they stay out of
 # the settings key, so those files resume
-LATER_OPTIONS = {"rollout_seed": None, "token_cap": "continuation"}
+LATER_OPTIONS = {"rollout_seed": None, "token_cap": "continuation", "branches": 0}
 
 
 class LabelError(ValueError):
@@ -73,6 +73,10 @@ class LabelSettings:
     # students' seed when not ``seed``: a second, independent draw of the rollouts of the same
     # trajectories and prefixes (how noisy the labels are: the label ceiling)
     rollout_seed: int | None = None
+    # sibling continuations per trajectory and cut length: the policy resamples from the cut, and a
+    # distinct continuation's prefix at the next cut length differs from its parent's in one stretch
+    # only (the contrast a beam search ranks); 0: none
+    branches: int = 0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # what policies and students see
     step_delimiter: str = "\n\n"
 
@@ -80,6 +84,8 @@ class LabelSettings:
         for name in ("trajectories", "rollouts", "max_tokens"):
             if getattr(self, name) < 1:
                 raise LabelError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.branches < 0:
+            raise LabelError(f"--branches must be >= 0 (got {self.branches})")
         if self.cuts < 0 or any(length < 1 for length in self.cut_lengths):
             raise LabelError("cut lengths must be positive token counts (--cuts >= 0, --cut-lengths 8,16,...)")
         if self.token_cap not in TOKEN_CAPS:
@@ -99,6 +105,8 @@ class Trajectory:
     finish_reason: str
     answer: str | None = None
     correct: bool | None = None
+    branch_of: int | None = None  # the trajectory this one resampled from its first branch_length tokens
+    branch_length: int = 0
 
 
 @dataclass
@@ -280,7 +288,10 @@ async def label_problems(problems: Sequence[Problem], policies: Sequence[Generat
                     error=LabelError)
     grader = grader or default_grader()
     trajectories = await _sample_trajectories(problems, policies, settings, grader)
-    prefixes = {p.id: _prefixes_for(trajectories[p.id], policies, settings) for p in problems}
+    lengths = {p.id: _cut_grid(trajectories[p.id], settings) for p in problems}
+    if settings.branches:
+        await _sample_branches(problems, policies, trajectories, lengths, settings, grader)
+    prefixes = {p.id: _prefixes_for(trajectories[p.id], lengths[p.id], policies, settings) for p in problems}
     cost: dict[str, dict[str, Any]] = {p.id: {"policy_samples": len(trajectories[p.id]),
                                               "policy_tokens": sum(t.num_tokens for t in trajectories[p.id]),
                                               "students": []} for p in problems}
@@ -312,25 +323,97 @@ async def _sample_trajectories(problems: Sequence[Problem], policies: Sequence[G
                 tokens = len(ids) if ids is not None else len(text_pieces(completion.text))
                 out[problem.id].append(Trajectory(policy.name, completion.text, ids, tokens,
                                                   completion.finish_reason, extract_answer(completion.text)))
-    pairs = [(t.answer, p.answer) for p in problems for t in out[p.id]]
-    verdicts = iter(grader.grade_many(pairs))
-    for problem in problems:
-        for traj in out[problem.id]:
-            traj.correct = next(verdicts)
+    _grade(problems, out, grader)
     return out
 
 
-def _prefixes_for(trajs: list[Trajectory], policies: Sequence[Generator], settings: LabelSettings) -> list[Prefix]:
-    lengths = list(settings.cut_lengths) or auto_cut_lengths([t.num_tokens for t in trajs], settings.cuts)
+def _grade(problems: Sequence[Problem], trajectories: dict[str, list[Trajectory]], grader: Grader) -> None:
+    """Grade every trajectory not graded yet."""
+    todo = [(p, t) for p in problems for t in trajectories[p.id] if t.correct is None]
+    verdicts = grader.grade_many([(t.answer, p.answer) for p, t in todo])
+    for (_, traj), verdict in zip(todo, verdicts, strict=True):
+        traj.correct = verdict
+
+
+def _cut_grid(trajs: list[Trajectory], settings: LabelSettings) -> list[int]:
+    """The problem's cut lengths, from its root trajectories (before any branch)."""
+    return sorted(set(settings.cut_lengths or auto_cut_lengths([t.num_tokens for t in trajs], settings.cuts)))
+
+
+async def _sample_branches(problems: Sequence[Problem], policies: Sequence[Generator],
+                           trajectories: dict[str, list[Trajectory]], lengths: dict[str, list[int]],
+                           settings: LabelSettings, grader: Grader) -> None:
+    """``branches`` continuations of each root trajectory from each of its open cut lengths, by the
+    trajectory's own policy, capped so that prefix and continuation share ``max_tokens`` as the
+    trajectory did. A continuation identical to its parent's, or to an earlier sibling's, is
+    dropped: it would only repeat a prefix's rollouts."""
+    for index, policy in enumerate(policies):
+        points: dict[str, list[tuple[int, int]]] = {}  # problem -> (trajectory, cut length)
+        todo: dict[str, list[tuple[str, list[int] | None]]] = {}
+        caps: dict[str, list[int]] = {}
+        for problem in problems:
+            for t, traj in enumerate(trajectories[problem.id]):
+                if traj.policy != policy.name:
+                    continue
+                for length in lengths[problem.id]:
+                    if length < traj.num_tokens and settings.max_tokens - length >= 1:
+                        points.setdefault(problem.id, []).append((t, length))
+                        todo.setdefault(problem.id, []).append(_head(policy, traj, length))
+                        caps.setdefault(problem.id, []).append(settings.max_tokens - length)
+        asked = [p for p in problems if p.id in todo]
+        if not asked:
+            continue
+        config = _config(settings, settings.policy_temperature, seed=settings.seed * 1000 + 900 + index)
+        job = _SampleJob(todo, settings.branches, caps)
+        await _run_job(policy, asked, job, config, grader)
+        for problem in asked:
+            trajs = trajectories[problem.id]
+            seen = {t.text for t in trajs}
+            for (t, length), (head_text, head_ids), completions in zip(points[problem.id], todo[problem.id],
+                                                                       job.done[problem.id], strict=True):
+                for completion in completions:
+                    branch = _branch(policy, t, length, head_text, head_ids, completion)
+                    if branch.text not in seen:
+                        seen.add(branch.text)
+                        trajs.append(branch)
+    _grade(problems, trajectories, grader)
+
+
+def _head(policy: Generator, traj: Trajectory, length: int) -> tuple[str, list[int] | None]:
+    """The first ``length`` tokens of a trajectory as a prefix to continue (text and token ids)."""
+    decode = _decoder(policy)
+    if traj.token_ids is not None and decode is not None:
+        return decode(traj, length), traj.token_ids[:length]
+    return "".join(text_pieces(traj.text)[:length]), None
+
+
+def _branch(policy: Generator, parent: int, length: int, head_text: str, head_ids: list[int] | None,
+            completion: Completion) -> Trajectory:
+    text = head_text + completion.text
+    ids = content_ids(policy, completion)
+    if head_ids is not None and ids is not None:
+        return Trajectory(policy.name, text, head_ids + ids, length + len(ids), completion.finish_reason,
+                          extract_answer(text), branch_of=parent, branch_length=length)
+    return Trajectory(policy.name, text, None, len(text_pieces(text)), completion.finish_reason,
+                      extract_answer(text), branch_of=parent, branch_length=length)
+
+
+def _prefixes_for(trajs: list[Trajectory], lengths: list[int], policies: Sequence[Generator],
+                  settings: LabelSettings) -> list[Prefix]:
+    """Root trajectories cut at every grid length; a branch only at the first grid length past its
+    branch point (its sibling prefix; shorter cuts repeat its parent's) and, optionally, whole."""
     by_name = {g.name: g for g in policies}
     out: list[Prefix] = []
     for name in dict.fromkeys(t.policy for t in trajs):  # cut with each policy's own tokenizer
         mine = [i for i, t in enumerate(trajs) if t.policy == name]
-        cut = cut_prefixes([trajs[i] for i in mine], lengths, include_complete=settings.include_complete,
-                           decode=_decoder(by_name[name]))
-        for pre in cut:
-            pre.trajectory = mine[pre.trajectory]
-        out.extend(cut)
+        for i in mine:
+            traj = trajs[i]
+            grid = lengths if traj.branch_of is None else [n for n in lengths if n > traj.branch_length][:1]
+            cut = cut_prefixes([traj], grid, include_complete=settings.include_complete,
+                               decode=_decoder(by_name[name]))
+            for pre in cut:
+                pre.trajectory = i
+            out.extend(cut)
     return sorted(out, key=lambda p: (p.trajectory, p.length))
 
 
@@ -393,13 +476,20 @@ def _record(problem: Problem, trajs: list[Trajectory], prefixes: list[Prefix], b
         "problem": problem.to_dict(),
         "students": [g.name for g in students],
         "baselines": baselines,
-        "trajectories": [{"policy": t.policy, "text": t.text, "num_tokens": t.num_tokens,
-                          "finish_reason": t.finish_reason, "answer": t.answer, "correct": t.correct} for t in trajs],
+        "trajectories": [_trajectory_record(t) for t in trajs],
         "prefixes": [{"trajectory": p.trajectory, "length": p.length, "complete": p.complete, "text": p.text,
                       "solve_rates": p.solve_rates, "gains": p.gains, "utility": p.utility} for p in prefixes],
         "cost": cost,
         "standardise": settings.standardise,
     }
+
+
+def _trajectory_record(traj: Trajectory) -> dict[str, Any]:
+    out = {"policy": traj.policy, "text": traj.text, "num_tokens": traj.num_tokens,
+           "finish_reason": traj.finish_reason, "answer": traj.answer, "correct": traj.correct}
+    if traj.branch_of is not None:
+        out |= {"branch_of": traj.branch_of, "branch_length": traj.branch_length}
+    return out
 
 
 # -- the append-only file -----------------------------------------------------------------------

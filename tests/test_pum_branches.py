@@ -60,6 +60,8 @@ async def test_branches_resample_from_each_cut_and_are_cut_once_past_it(grader: 
         assert branch["text"].split("\n\n")[0] == parent["text"].split("\n\n")[0]
         assert branch["text"] != parent["text"]
         assert branch["correct"] == ("x" in branch["text"].split("\n\n"))
+    # every continuation drawn is a policy sample, kept or not: 3 roots x 2 cuts x 3 branches
+    assert record["cost"]["policy_samples"] == 3 + 3 * 2 * 3
     by_trajectory: dict[int, list[tuple[int, bool]]] = {}
     for pre in record["prefixes"]:
         by_trajectory.setdefault(pre["trajectory"], []).append((pre["length"], pre["complete"]))

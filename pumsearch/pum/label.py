@@ -289,10 +289,10 @@ async def label_problems(problems: Sequence[Problem], policies: Sequence[Generat
     grader = grader or default_grader()
     trajectories = await _sample_trajectories(problems, policies, settings, grader)
     lengths = {p.id: _cut_grid(trajectories[p.id], settings) for p in problems}
-    if settings.branches:
-        await _sample_branches(problems, policies, trajectories, lengths, settings, grader)
+    roots = {p.id: len(trajectories[p.id]) for p in problems}
+    drawn = await _sample_branches(problems, policies, trajectories, lengths, settings, grader)
     prefixes = {p.id: _prefixes_for(trajectories[p.id], lengths[p.id], policies, settings) for p in problems}
-    cost: dict[str, dict[str, Any]] = {p.id: {"policy_samples": len(trajectories[p.id]),
+    cost: dict[str, dict[str, Any]] = {p.id: {"policy_samples": roots[p.id] + drawn.get(p.id, 0),
                                               "policy_tokens": sum(t.num_tokens for t in trajectories[p.id]),
                                               "students": []} for p in problems}
     baselines: dict[str, list[float]] = {p.id: [] for p in problems}
@@ -342,11 +342,15 @@ def _cut_grid(trajs: list[Trajectory], settings: LabelSettings) -> list[int]:
 
 async def _sample_branches(problems: Sequence[Problem], policies: Sequence[Generator],
                            trajectories: dict[str, list[Trajectory]], lengths: dict[str, list[int]],
-                           settings: LabelSettings, grader: Grader) -> None:
+                           settings: LabelSettings, grader: Grader) -> dict[str, int]:
     """``branches`` continuations of each root trajectory from each of its open cut lengths, by the
     trajectory's own policy, capped so that prefix and continuation share ``max_tokens`` as the
     trajectory did. A continuation identical to its parent's, or to an earlier sibling's, is
-    dropped: it would only repeat a prefix's rollouts."""
+    dropped: it would only repeat a prefix's rollouts. Returns the continuations drawn per problem
+    (kept or not: the policy's cost)."""
+    drawn: dict[str, int] = {}
+    if not settings.branches:
+        return drawn
     for index, policy in enumerate(policies):
         points: dict[str, list[tuple[int, int]]] = {}  # problem -> (trajectory, cut length)
         todo: dict[str, list[tuple[str, list[int] | None]]] = {}
@@ -371,12 +375,14 @@ async def _sample_branches(problems: Sequence[Problem], policies: Sequence[Gener
             seen = {t.text for t in trajs}
             for (t, length), (head_text, head_ids), completions in zip(points[problem.id], todo[problem.id],
                                                                        job.done[problem.id], strict=True):
+                drawn[problem.id] = drawn.get(problem.id, 0) + len(completions)
                 for completion in completions:
                     branch = _branch(policy, t, length, head_text, head_ids, completion)
                     if branch.text not in seen:
                         seen.add(branch.text)
                         trajs.append(branch)
     _grade(problems, trajectories, grader)
+    return drawn
 
 
 def _head(policy: Generator, traj: Trajectory, length: int) -> tuple[str, list[int] | None]:

@@ -149,18 +149,22 @@ def cut_prefixes(trajectories: Sequence[Trajectory], lengths: Sequence[int], *, 
     ids) a token is a word with its trailing whitespace (``text_pieces``)."""
     out: list[Prefix] = []
     for index, traj in enumerate(trajectories):
-        pieces = None if traj.token_ids is not None and decode is not None else text_pieces(traj.text)
         for length in sorted(set(lengths)):
-            if length >= traj.num_tokens:
-                continue
-            if pieces is None:
-                assert decode is not None and traj.token_ids is not None
-                out.append(Prefix(index, length, decode(traj, length), False, traj.token_ids[:length]))
-            else:
-                out.append(Prefix(index, length, "".join(pieces[:length]), False))
+            if length < traj.num_tokens:
+                text, ids = trajectory_head(traj, length, decode)
+                out.append(Prefix(index, length, text, False, ids))
         if include_complete:
             out.append(Prefix(index, traj.num_tokens, traj.text, True, traj.token_ids))
     return out
+
+
+def trajectory_head(traj: Trajectory, length: int, decode: Callable[[Trajectory, int], str] | None
+                    ) -> tuple[str, list[int] | None]:
+    """The first ``length`` tokens of a trajectory: their text and, when known, their token ids
+    (without ids or ``decode``, a token is a word with its trailing whitespace)."""
+    if traj.token_ids is not None and decode is not None:
+        return decode(traj, length), traj.token_ids[:length]
+    return "".join(text_pieces(traj.text)[:length]), None
 
 
 # -- utility ------------------------------------------------------------------------------------
@@ -352,6 +356,7 @@ async def _sample_branches(problems: Sequence[Problem], policies: Sequence[Gener
     if not settings.branches:
         return drawn
     for index, policy in enumerate(policies):
+        decode = _decoder(policy)
         points: dict[str, list[tuple[int, int]]] = {}  # problem -> (trajectory, cut length)
         todo: dict[str, list[tuple[str, list[int] | None]]] = {}
         caps: dict[str, list[int]] = {}
@@ -362,7 +367,7 @@ async def _sample_branches(problems: Sequence[Problem], policies: Sequence[Gener
                 for length in lengths[problem.id]:
                     if length < traj.num_tokens and settings.max_tokens - length >= 1:
                         points.setdefault(problem.id, []).append((t, length))
-                        todo.setdefault(problem.id, []).append(_head(policy, traj, length))
+                        todo.setdefault(problem.id, []).append(trajectory_head(traj, length, decode))
                         caps.setdefault(problem.id, []).append(settings.max_tokens - length)
         asked = [p for p in problems if p.id in todo]
         if not asked:
@@ -385,23 +390,14 @@ async def _sample_branches(problems: Sequence[Problem], policies: Sequence[Gener
     return drawn
 
 
-def _head(policy: Generator, traj: Trajectory, length: int) -> tuple[str, list[int] | None]:
-    """The first ``length`` tokens of a trajectory as a prefix to continue (text and token ids)."""
-    decode = _decoder(policy)
-    if traj.token_ids is not None and decode is not None:
-        return decode(traj, length), traj.token_ids[:length]
-    return "".join(text_pieces(traj.text)[:length]), None
-
-
 def _branch(policy: Generator, parent: int, length: int, head_text: str, head_ids: list[int] | None,
             completion: Completion) -> Trajectory:
     text = head_text + completion.text
     ids = content_ids(policy, completion)
-    if head_ids is not None and ids is not None:
-        return Trajectory(policy.name, text, head_ids + ids, length + len(ids), completion.finish_reason,
-                          extract_answer(text), branch_of=parent, branch_length=length)
-    return Trajectory(policy.name, text, None, len(text_pieces(text)), completion.finish_reason,
-                      extract_answer(text), branch_of=parent, branch_length=length)
+    ids = head_ids + ids if head_ids is not None and ids is not None else None
+    tokens = len(ids) if ids is not None else len(text_pieces(text))
+    return Trajectory(policy.name, text, ids, tokens, completion.finish_reason, extract_answer(text),
+                      branch_of=parent, branch_length=length)
 
 
 def _prefixes_for(trajs: list[Trajectory], lengths: list[int], policies: Sequence[Generator],
@@ -411,12 +407,12 @@ def _prefixes_for(trajs: list[Trajectory], lengths: list[int], policies: Sequenc
     by_name = {g.name: g for g in policies}
     out: list[Prefix] = []
     for name in dict.fromkeys(t.policy for t in trajs):  # cut with each policy's own tokenizer
-        mine = [i for i, t in enumerate(trajs) if t.policy == name]
-        for i in mine:
-            traj = trajs[i]
+        decode = _decoder(by_name[name])
+        for i, traj in enumerate(trajs):
+            if traj.policy != name:
+                continue
             grid = lengths if traj.branch_of is None else [n for n in lengths if n > traj.branch_length][:1]
-            cut = cut_prefixes([traj], grid, include_complete=settings.include_complete,
-                               decode=_decoder(by_name[name]))
+            cut = cut_prefixes([traj], grid, include_complete=settings.include_complete, decode=decode)
             for pre in cut:
                 pre.trajectory = i
             out.extend(cut)

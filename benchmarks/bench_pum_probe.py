@@ -21,6 +21,7 @@ import json
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from pumsearch.pum.pairs import Pair, read_pairs, write_pairs
 from pumsearch.pum.train import is_held_out
@@ -50,28 +51,33 @@ def probe_pairs(chains: int, seed: int, max_value: int = 50) -> list[Pair]:
 
 
 def breakdown(pairs: list[Pair], checkpoint: str, val_fraction: float) -> dict[str, dict[str, float]]:
+    import asyncio
+
     import torch
 
-    from pumsearch.scorers.pum import load_pum
+    from pumsearch.scorers import load_scorer
 
     torch.set_num_threads(1)
-    scorer = load_pum(checkpoint)
     held_out = [p for p in pairs if is_held_out(p.question, val_fraction)]
+    items = [ScoreItem(Problem(pair.problem_id, pair.question, None), tuple(text.split("\n\n")))
+             for pair in held_out for text in (pair.a, pair.b)]
+    values = [score.value for score in asyncio.run(score_all(load_scorer("pum", model=checkpoint), items))]
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for start in range(0, len(held_out), 256):
-        chunk = held_out[start:start + 256]
-        items = []
-        for pair in chunk:
-            problem = Problem(pair.problem_id, pair.question, None)
-            items += [ScoreItem(problem, tuple(pair.a.split("\n\n"))), ScoreItem(problem, tuple(pair.b.split("\n\n")))]
-        values = [score.value for score in scorer.score_batch(items)]
-        for j, pair in enumerate(chunk):
-            right, wrong = pair.a.split("\n\n"), pair.b.split("\n\n")
-            offset = int(wrong[-1].rsplit(" ", 1)[1]) - int(right[-1].rsplit(" ", 1)[1])
-            for key in ("all", f"offset {offset:+d}", f"op {right[-1].split()[1]}", f"step {len(right)}"):
-                counts[key][0] += values[2 * j] > values[2 * j + 1]
-                counts[key][1] += 1
+    for j, pair in enumerate(held_out):
+        right, wrong = pair.a.split("\n\n"), pair.b.split("\n\n")
+        offset = int(wrong[-1].rsplit(" ", 1)[1]) - int(right[-1].rsplit(" ", 1)[1])
+        for key in ("all", f"offset {offset:+d}", f"op {right[-1].split()[1]}", f"step {len(right)}"):
+            counts[key][0] += values[2 * j] > values[2 * j + 1]
+            counts[key][1] += 1
     return {key: {"accuracy": round(hit / n, 4), "pairs": n} for key, (hit, n) in sorted(counts.items())}
+
+
+async def score_all(scorer: Any, items: list[ScoreItem]) -> list[Any]:
+    """Every item through the project's batched scorer, which is closed after."""
+    try:
+        return await scorer.score(items)
+    finally:
+        await scorer.aclose()
 
 
 def main() -> None:

@@ -7,7 +7,15 @@ pairs. A point trains on the pairs of the first P train-side problems (label-fil
 the same pair and training settings at every point, then is scored on all held-out pairs.
 Extra pair files (``--extra``, e.g. complete-trajectory-only labels) join every point's training
 pairs in proportion (the first P/len(train problems) share of their train-side problems), never
-its held-out pairs.
+its held-out pairs. With ``--labels-b`` (a second rollout draw of the same prefixes) the exact
+"every step so far right" signal and the label ceiling are measured on the same held-out
+preferences (bench_pum_pairs.py's definitions) and drawn as lines.
+
+The parting world's horizontal PUM (benchmarks/RESULTS.md):
+
+    python benchmarks/bench_pum_curve.py --labels labels_a.jsonl --labels-b labels_b.jsonl \\
+        --no-vertical --no-ties --batch-order random --points 100,200,400,800,all \\
+        --beam 16 --beam-spec parting,n=100 --beam-max-tokens 28 --out /tmp/curve-parting
 
     python benchmarks/bench_pum_curve.py --labels labels.jsonl --points 150,500,1000 \\
         --base testbed:strong --mode full --out /tmp/curve
@@ -26,6 +34,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_pum_pairs import exact_values, utilities
 
 from pumsearch.pum.label import read_records
 from pumsearch.pum.pairs import Pair, PairSettings, build_pairs, read_pairs
@@ -58,7 +68,8 @@ async def beam_accuracy(checkpoint: Path, args: argparse.Namespace) -> dict[str,
     outcomes: list[float] = []
     per_seed = {}
     for seed in args.beam_seeds:
-        config = search_config(strategy="beam", budget=args.beam, beam_width=4, temperature=0.8, max_tokens=96,
+        config = search_config(strategy="beam", budget=args.beam, beam_width=4, temperature=0.8,
+                               max_tokens=args.beam_max_tokens,
                                max_step_tokens=24, max_depth=40, seed=seed)
         scorer = resolve_scorer("pum", config, model=str(checkpoint))
         results = await asearch(problems, generator=generator, scorer=scorer, config=config)
@@ -70,6 +81,30 @@ async def beam_accuracy(checkpoint: Path, args: argparse.Namespace) -> dict[str,
     se = (sum((x - mean) ** 2 for x in outcomes) / (len(outcomes) - 1) / len(outcomes)) ** 0.5
     return {"n": args.beam, "spec": args.beam_spec, "per_seed": per_seed, "accuracy": round(mean, 4),
             "se": round(se, 4)}
+
+
+def reference_accuracy(pairs: list[Pair], records: list[dict[str, Any]], labels_b: Path | None,
+                       fraction: float) -> dict[str, Any]:
+    """The exact PRM (strict; ties half) and the label ceiling on the held-out preferences."""
+    held = [p for p in pairs if p.label == 1.0 and is_held_out(p.question, fraction)]
+    complete = {(str(r["problem"]["id"]), p["text"]): p["complete"] for r in records for p in r["prefixes"]}
+    exact = {}
+    for pair in held:
+        for text in (pair.a, pair.b):
+            exact[(pair.problem_id, text)] = exact_values(pair.question, text, complete[(pair.problem_id, text)])[0]
+    signals = {"exact_prm": exact}
+    if labels_b is not None:
+        signals["ceiling"] = utilities(read_records(labels_b))
+    hits: dict[str, list[float]] = {"exact_prm": [], "exact_prm_half": [], "ceiling": []}
+    for pair in held:
+        a, b = (pair.problem_id, pair.a), (pair.problem_id, pair.b)
+        for name, values in signals.items():
+            if a in values and b in values:
+                hits[name].append(float(values[a] > values[b]))
+                if name == "exact_prm":
+                    hits["exact_prm_half"].append(float(values[a] > values[b]) + 0.5 * (values[a] == values[b]))
+    return {"held_out_preferences": len(held),
+            "accuracy": {name: {"all": round(sum(v) / len(v), 4)} for name, v in hits.items() if v}}
 
 
 def plot_curve(curve: dict[str, Any], path: Path, reference: dict[str, Any] | None,
@@ -111,8 +146,13 @@ def plot_curve(curve: dict[str, Any], path: Path, reference: dict[str, Any] | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", type=Path, required=True)
+    parser.add_argument("--labels-b", type=Path, default=None, help="a second rollout draw of the same prefixes "
+                        "(the label ceiling)")
+    parser.add_argument("--held-out-from", type=Path, default=None, help="a label file (default: --labels): only "
+                        "its held-out problems are scored, so a point trained on a longer label file is measured "
+                        "on the same pairs as the points before it")
     parser.add_argument("--extra", type=Path, action="append", default=[], help="extra pairs file (repeatable)")
-    parser.add_argument("--points", type=ints, required=True, help="train problems per point, e.g. 150,500")
+    parser.add_argument("--points", required=True, help="train problems per point, e.g. 150,500,all")
     parser.add_argument("--base", default="testbed:strong")
     parser.add_argument("--mode", default="full")
     parser.add_argument("--epochs", type=int, default=4)
@@ -122,12 +162,16 @@ def main() -> None:
     parser.add_argument("--schedule", default="cosine")
     parser.add_argument("--margin", type=float, default=0.5)
     parser.add_argument("--min-confidence", type=float, default=0.9)
+    parser.add_argument("--no-vertical", action="store_true", help="as pum pairs --no-vertical")
+    parser.add_argument("--no-ties", action="store_true", help="as pum pairs --no-ties")
+    parser.add_argument("--batch-order", default="problem", help="as pum train --batch-order")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--keep", default="last", help="last, or best (picks the epoch on the held-out pairs "
                         "it then reports: optimistic)")
     parser.add_argument("--beam", type=int, default=0, help="beam N on test chains per point (0: none)")
     parser.add_argument("--beam-spec", default="standard")
     parser.add_argument("--beam-seeds", type=ints, default=[0, 1, 2])
+    parser.add_argument("--beam-max-tokens", type=int, default=96, help="token cap per solution (parting: 28)")
     parser.add_argument("--reference", type=Path, default=None, help="bench_pum_pairs.py JSON for the plot's lines")
     parser.add_argument("--plot", type=Path, default=None, help="write the curve plot here (PNG)")
     parser.add_argument("--beam-line", action="append", default=[], help="NAME=ACCURACY: a reference line "
@@ -138,19 +182,28 @@ def main() -> None:
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    pair_settings = PairSettings(margin=args.margin, min_confidence=args.min_confidence)
-    pairs, _ = build_pairs(read_records(args.labels), pair_settings)
+    pair_settings = PairSettings(margin=args.margin, min_confidence=args.min_confidence,
+                                 vertical=not args.no_vertical, ties=not args.no_ties)
+    records = read_records(args.labels)
+    pairs, _ = build_pairs(records, pair_settings)
+    if args.held_out_from is not None:
+        scored = {r["problem"]["question"] for r in read_records(args.held_out_from)}
+        pairs = [p for p in pairs if p.question in scored or not is_held_out(p.question, args.val_fraction)]
     extra = [p for path in args.extra for p in read_pairs(path)]
     order, extra_order = train_side_order(pairs, args.val_fraction), train_side_order(extra, args.val_fraction)
     settings = TrainSettings(mode=args.mode, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
                              batch_pairs=args.batch_pairs, schedule=args.schedule, keep=args.keep,
-                             batch_order="problem", val_fraction=args.val_fraction)
+                             batch_order=args.batch_order, val_fraction=args.val_fraction)
     store = args.out / "curve.json"
     curve = json.loads(store.read_text()) if store.exists() else {"points": {}}
     curve["settings"] = {"labels": str(args.labels), "extra": [str(p) for p in args.extra],
                          "train_problems_available": len(order), "pairs": vars(pair_settings),
                          "train": {k: v for k, v in vars(settings).items()}, "base": args.base}
-    for point in args.points:
+    if "reference" not in curve or args.labels_b is not None:
+        curve["reference"] = reference_accuracy(pairs, records, args.labels_b, args.val_fraction)
+        print("reference on the held-out preferences:", json.dumps(curve["reference"]))
+    points = [len(order) if v.strip() == "all" else int(v) for v in args.points.split(",") if v.strip()]
+    for point in points:
         if point > len(order):
             print(f"skipping {point}: only {len(order)} train-side problems are labelled")
             continue
@@ -172,7 +225,7 @@ def main() -> None:
         store.write_text(json.dumps(curve, indent=2) + "\n")
         print(json.dumps({k: v for k, v in entry.items() if k != "history"}))
     if args.plot is not None:
-        reference = json.loads(args.reference.read_text()) if args.reference else None
+        reference = json.loads(args.reference.read_text()) if args.reference else curve.get("reference")
         lines = {name: float(value) for name, _, value in (line.rpartition("=") for line in args.beam_line)}
         plot_curve(curve, args.plot, reference, lines)
 

@@ -137,15 +137,17 @@ def test_the_shipped_testbed_pum_loads() -> None:
 
 # -- the shipped PUM in search ----------------------------------------------------------------------
 # Best-of-8 on the first 100 `parting` test chains (weak policy, T = 0.8, --max-tokens 28), the vote
-# weighted by the shipped PUM against plain majority vote. Measured on the shipped checkpoint (run
-# seeds 0 / 1 / 2): majority 0.32 / 0.36 / 0.32, weighted 0.39 / 0.41 / 0.38, gaps +0.07 / +0.05 /
-# +0.06; the PUM shipped before it gave weighted 0.16 / 0.19 / 0.22 (gaps -0.16 / -0.17 / -0.10).
-# The test runs seed 0 and asks for about half the smallest gap.
-SHIPPED_PUM_VOTE_MARGIN = 0.03
+# weighted by the shipped PUM and its single best pick against plain majority vote. Measured on the
+# shipped checkpoint (run seeds 0 / 1 / 2): majority 0.32 / 0.36 / 0.32, weighted 0.47 / 0.46 / 0.47
+# (gaps +0.15 / +0.10 / +0.15), best 0.43 / 0.43 / 0.50 (gaps +0.11 / +0.07 / +0.18). The PUM shipped
+# before it: weighted 0.39 / 0.41 / 0.38; the one before that 0.16 / 0.19 / 0.22. The test runs
+# seed 0 and asks for about half the smallest gap.
+SHIPPED_PUM_VOTE_MARGIN = 0.05
+SHIPPED_PUM_BEST_MARGIN = 0.03
 
 
 @pytest.mark.slow
-def test_the_shipped_pum_weighted_vote_beats_majority_vote_in_best_of_8() -> None:
+def test_the_shipped_pum_beats_majority_vote_in_best_of_8() -> None:
     import asyncio
 
     from pumsearch.api import asearch
@@ -164,5 +166,6 @@ def test_the_shipped_pum_weighted_vote_beats_majority_vote_in_best_of_8() -> Non
     def accuracy(method: str) -> float:
         return sum(bool(select_candidate(r.candidates, method).correct) for r in results) / len(results)
 
-    majority, weighted = accuracy("majority"), accuracy("weighted")
+    majority, weighted, best = accuracy("majority"), accuracy("weighted"), accuracy("best")
     assert weighted >= majority + SHIPPED_PUM_VOTE_MARGIN, (majority, weighted)
+    assert best >= majority + SHIPPED_PUM_BEST_MARGIN, (majority, best)

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_pum_pairs import exact_values, utilities
+from bench_pum_pairs import agreement, completeness, exact_values, utilities
 
 from pumsearch.pum.label import read_records
 from pumsearch.pum.pairs import Pair, PairSettings, build_pairs, read_pairs
@@ -87,7 +87,7 @@ def reference_accuracy(pairs: list[Pair], records: list[dict[str, Any]], labels_
                        fraction: float) -> dict[str, Any]:
     """The exact PRM (strict; ties half) and the label ceiling on the held-out preferences."""
     held = [p for p in pairs if p.label == 1.0 and is_held_out(p.question, fraction)]
-    complete = {(str(r["problem"]["id"]), p["text"]): p["complete"] for r in records for p in r["prefixes"]}
+    complete = completeness(records)
     exact = {}
     for pair in held:
         for text in (pair.a, pair.b):
@@ -99,10 +99,11 @@ def reference_accuracy(pairs: list[Pair], records: list[dict[str, Any]], labels_
     for pair in held:
         a, b = (pair.problem_id, pair.a), (pair.problem_id, pair.b)
         for name, values in signals.items():
-            if a in values and b in values:
-                hits[name].append(float(values[a] > values[b]))
+            hit = agreement(values, a, b)
+            if hit is not None:
+                hits[name].append(hit[0])
                 if name == "exact_prm":
-                    hits["exact_prm_half"].append(float(values[a] > values[b]) + 0.5 * (values[a] == values[b]))
+                    hits["exact_prm_half"].append(hit[1])
     return {"held_out_preferences": len(held),
             "accuracy": {name: {"all": round(sum(v) / len(v), 4)} for name, v in hits.items() if v}}
 
@@ -199,10 +200,10 @@ def main() -> None:
     curve["settings"] = {"labels": str(args.labels), "extra": [str(p) for p in args.extra],
                          "train_problems_available": len(order), "pairs": vars(pair_settings),
                          "train": {k: v for k, v in vars(settings).items()}, "base": args.base}
-    if "reference" not in curve or args.labels_b is not None:
+    points = [len(order) if v.strip() == "all" else int(v) for v in args.points.split(",") if v.strip()]
+    if args.labels_b is not None or ("reference" not in curve and points):  # stored with the next point trained
         curve["reference"] = reference_accuracy(pairs, records, args.labels_b, args.val_fraction)
         print("reference on the held-out preferences:", json.dumps(curve["reference"]))
-    points = [len(order) if v.strip() == "all" else int(v) for v in args.points.split(",") if v.strip()]
     for point in points:
         if point > len(order):
             print(f"skipping {point}: only {len(order)} train-side problems are labelled")

@@ -53,6 +53,21 @@ def exact_values(question: str, text: str, complete: bool) -> tuple[float, int, 
     return float(right), (state.next_op + state.answered if right else -1), "detour" in labels
 
 
+def completeness(records: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
+    """(problem id, prefix text) -> whether that prefix is a finished solution."""
+    return {(str(r["problem"]["id"]), p["text"]): p["complete"] for r in records for p in r["prefixes"]}
+
+
+def agreement(values: dict[tuple[str, str], float], a: tuple[str, str], b: tuple[str, str]
+              ) -> tuple[float, float] | None:
+    """Whether a signal ranks the preferred prefix a above b: (strictly, with a tie counted 1/2);
+    None when the signal lacks either prefix."""
+    if a not in values or b not in values:
+        return None
+    strict = float(values[a] > values[b])
+    return strict, strict + 0.5 * (values[a] == values[b])
+
+
 def pair_kind(pair: Pair, complete: dict[tuple[str, str], bool]) -> str:
     if complete[(pair.problem_id, pair.a)] and complete[(pair.problem_id, pair.b)]:
         return "complete"
@@ -96,7 +111,7 @@ async def main_async(args: argparse.Namespace) -> None:
     pairs, summary = build_pairs(records, settings)
     held = [p for p in pairs if p.label == 1.0 and is_held_out(p.question, args.val_fraction)]
     questions = {str(r["problem"]["id"]): r["problem"]["question"] for r in records}
-    complete = {(str(r["problem"]["id"]), p["text"]): p["complete"] for r in records for p in r["prefixes"]}
+    complete = completeness(records)
     keys = sorted({(p.problem_id, t) for p in held for t in (p.a, p.b)})
     signals: dict[str, dict[tuple[str, str], float]] = {}
     exact = {key: exact_values(questions[key[0]], key[1], complete[key]) for key in keys}
@@ -114,10 +129,10 @@ async def main_async(args: argparse.Namespace) -> None:
         a, b = (pair.problem_id, pair.a), (pair.problem_id, pair.b)
         groups = ("all", kind, "detour") if is_detour_pair(exact[a], exact[b]) else ("all", kind)
         for name, values in signals.items():
-            if a not in values or b not in values or (name == "detour_free" and "detour" not in groups):
+            hit = agreement(values, a, b)
+            if hit is None or (name == "detour_free" and "detour" not in groups):
                 continue
-            strict = float(values[a] > values[b])
-            half = strict + 0.5 * (values[a] == values[b])
+            strict, half = hit
             for group in ("detour",) if name == "detour_free" else groups:
                 table[name][group].append(strict)
                 if name in ("exact_prm", "ceiling"):
